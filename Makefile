@@ -1,0 +1,63 @@
+# Tuneline: `make run` starts the whole stack with a demo job; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install run test test-fast lint format typecheck openapi bench clean redis-server
+
+help:
+	@echo "make run        whole stack (redis, api, worker, beat) + a demo job, in the foreground"
+	@echo "make test       install what is needed and run the full suite"
+	@echo "make test-fast  the quick inner loop (no worker-process end-to-end tests)"
+	@echo "make lint       ruff, mypy and the import rules"
+	@echo "make openapi    regenerate openapi.yaml from the code"
+	@echo "make bench      run the benchmarks, results in docs/benchmarks.md"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's redis-server, installed when missing (tests start their own on a free port).
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
+
+run: install redis-server
+	$(BIN)/python -m service.devstack
+
+test: install redis-server
+	$(BIN)/pytest -q tests
+
+test-fast: install redis-server
+	$(BIN)/pytest -q -m "not slow" tests
+
+lint: install
+	$(BIN)/ruff check service workers tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff format service workers tests
+	$(BIN)/ruff check --fix service workers tests
+
+typecheck: install
+	$(BIN)/mypy
+
+openapi: install
+	$(BIN)/python -m service.openapi_spec openapi.yaml
+
+bench: install redis-server
+	$(BIN)/python -m tests.bench.run_all
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

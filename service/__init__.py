@@ -1,0 +1,1 @@
+"""Tuneline: a self-hosted fine-tuning job service."""

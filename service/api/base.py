@@ -1,0 +1,79 @@
+"""Shared API pieces: the Blueprint with 400 validation errors, list envelopes, cursor args."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask_smorest
+import marshmallow as ma
+from flask import current_app, g
+from webargs.flaskparser import FlaskParser
+
+from service.core.auth import Principal
+
+
+class Parser(FlaskParser):
+    # DESIGN §9: a body that fails the schema is a 400 invalid_request_error, not 422.
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class Blueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = Parser()
+
+
+class StrictSchema(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+
+class ErrorBodySchema(ma.Schema):
+    message = ma.fields.String(required=True)
+    type = ma.fields.String(required=True)
+    param = ma.fields.String(allow_none=True, required=True)
+    code = ma.fields.String(allow_none=True, required=True)
+
+
+class ErrorSchema(ma.Schema):
+    """OpenAI's error envelope."""
+
+    error = ma.fields.Nested(ErrorBodySchema, required=True)
+
+
+class CursorArgsSchema(StrictSchema):
+    after = ma.fields.String(metadata={"description": "Cursor: the id of the last item of the previous page."})
+    limit = ma.fields.Integer(
+        load_default=20, validate=ma.validate.Range(min=1, max=100),
+        metadata={"description": "Page size, 1-100."},
+    )
+
+
+def list_schema(item: type[ma.Schema], name: str) -> type[ma.Schema]:
+    """A ``{"object": "list", "data": [...], "has_more"}`` schema for ``item``."""
+    return ma.Schema.from_dict(
+        {
+            "object": ma.fields.Constant("list", required=True),
+            "data": ma.fields.List(ma.fields.Nested(item), required=True),
+            "has_more": ma.fields.Boolean(required=True),
+            "first_id": ma.fields.String(allow_none=True),
+            "last_id": ma.fields.String(allow_none=True),
+        },
+        name=name,
+    )
+
+
+def list_body(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list", "data": items, "has_more": has_more,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+    }
+
+
+def principal() -> Principal:
+    """The authenticated caller of this request (set by the auth hook)."""
+    return g.principal  # type: ignore[no-any-return]
+
+
+def services() -> Any:
+    """The application's wiring (settings, store, dispatcher), see service.app.Services."""
+    return current_app.extensions["tuneline"]

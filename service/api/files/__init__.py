@@ -1,0 +1,1 @@
+"""The Files resource (OpenAI-compatible)."""

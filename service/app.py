@@ -1,0 +1,108 @@
+"""The application factory: ``create_app(settings)`` wires Flask, flask-smorest and the core."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, g, request
+from flask_smorest import Api
+
+from service import logs
+from service.api import auth, errors, uploads
+from service.api.base import ErrorSchema
+from service.core.dispatch import Dispatcher
+from service.core.store import Store
+from service.settings import Settings
+from service.taskqueue import CeleryDispatcher, make_celery
+
+log = logging.getLogger("tuneline.http")
+
+
+@dataclass
+class Services:
+    """What handlers need, built once per app: settings, the store and the task dispatcher."""
+
+    settings: Settings
+    store: Store
+    dispatcher: Dispatcher
+
+
+class TunelineApi(Api):
+    ERROR_SCHEMA = ErrorSchema
+    DEFAULT_ERROR_RESPONSE_NAME = "DEFAULT_ERROR"
+
+    def _register_error_handlers(self) -> None:
+        errors.register(self._app)
+
+
+API_DESCRIPTION = (
+    "Tuneline: a self-hosted, provider-neutral fine-tuning job service. The Files and "
+    "Fine-tuning routes mirror OpenAI's shapes, so the official `openai` SDK works as a client."
+)
+
+
+def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> Flask:
+    """Build the app; only here and in ``Settings.from_env`` is the environment read."""
+    settings = settings or Settings.from_env()
+    logs.configure(settings.log_level)
+    app = Flask("tuneline")
+    app.config.update(
+        API_TITLE="Tuneline",
+        API_VERSION="0.1.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={
+            "info": {"description": API_DESCRIPTION},
+            "security": [{"bearerAuth": []}],
+            "components": {"securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "A Tuneline API key (`tuneline keys create`)."},
+            }},
+        },
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes + 1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    if dispatcher is None:
+        dispatcher = CeleryDispatcher(make_celery(settings))
+    app.extensions["tuneline"] = Services(settings=settings, store=Store.from_url(settings.redis_url),
+                                          dispatcher=dispatcher)
+    api = TunelineApi(app)
+    uploads.register(app)
+    auth.register(app)
+    _register_request_log(app)
+    _register_blueprints(api)
+    return app
+
+
+def _register_blueprints(api: Api) -> None:
+    from service.api.files.resources import blp as files_blp
+    from service.api.health.resources import blp as health_blp
+
+    for blp in (health_blp, files_blp):
+        api.register_blueprint(blp)
+
+
+def _register_request_log(app: Flask) -> None:
+    @app.before_request
+    def start() -> None:
+        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        g.started = time.monotonic()
+
+    @app.after_request
+    def finish(response: Any) -> Any:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        principal = g.get("principal")
+        log.info(
+            "request", extra={
+                "request_id": g.get("request_id"), "method": request.method, "path": request.path,
+                "status": response.status_code, "ms": logs.monotonic_ms(g.get("started", time.monotonic())),
+                "tenant": principal.tenant if principal else None,
+            },
+        )
+        return response

@@ -1,0 +1,78 @@
+"""``tuneline keys``: create, list and revoke API keys (talks to Redis directly; an admin tool)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from service.core import auth
+from service.core.errors import TunelineError
+from service.core.store import Store
+from service.settings import Settings, SettingsError
+
+
+def _store() -> Store:
+    try:
+        # Key management needs Redis only; the secret key is not required for it.
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        if "SECRET_KEY" not in str(exc):
+            raise click.UsageError(str(exc)) from None
+        import os
+
+        settings = Settings.from_env({**os.environ, "TUNELINE_ENV": "development"})
+    store = Store.from_url(settings.redis_url)
+    if not store.ping():
+        raise click.ClickException(f"Redis is not reachable at {settings.redis_url} (TUNELINE_REDIS_URL)")
+    return store
+
+
+@click.group()
+def keys() -> None:
+    """Manage API keys (stored hashed; a key is shown once)."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant the key belongs to.")
+@click.option("--role", type=click.Choice(auth.ROLES), default="member", show_default=True)
+@click.option("--name", default="", help="A label for the key.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def create(tenant: str, role: str, name: str, as_json: bool) -> None:
+    """Create a key; the key itself is printed alone on the last line."""
+    try:
+        record, token = auth.create_key(_store(), tenant, role, name)
+    except TunelineError as exc:
+        raise click.UsageError(exc.message) from None
+    if as_json:
+        click.echo(json.dumps({**record.public(), "key": token}))
+    else:
+        click.echo(f"Created key {record.id} for tenant {record.tenant} (role {record.role}).", err=True)
+        click.echo("Store it now: it cannot be shown again.", err=True)
+    click.echo(token)
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_(tenant: str | None, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    found = auth.list_keys(_store(), tenant)
+    if as_json:
+        click.echo(json.dumps([k.public() for k in found]))
+        return
+    click.echo(f"{'KEY ID':<18}{'TENANT':<20}{'ROLE':<8}{'CREATED':<12}REVOKED")
+    for k in found:
+        click.echo(f"{k.id:<18}{k.tenant:<20}{k.role:<8}{k.created_at:<12}{k.revoked_at or ''}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def revoke(key_id: str, as_json: bool) -> None:
+    """Revoke a key: it stops working at once."""
+    try:
+        record = auth.revoke_key(_store(), key_id)
+    except TunelineError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(json.dumps(record.public()) if as_json else f"Revoked {record.id}.")

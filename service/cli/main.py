@@ -1,0 +1,18 @@
+"""Entry point of the ``tuneline`` command: one group, subcommands in sibling modules."""
+
+from __future__ import annotations
+
+import click
+
+from service.cli.keys import keys
+from service.cli.prepare import prepare
+
+
+@click.group()
+@click.version_option(package_name="tuneline")
+def main() -> None:
+    """Tuneline: fine-tuning jobs as a service."""
+
+
+main.add_command(keys)
+main.add_command(prepare)

@@ -1,0 +1,1 @@
+"""Tuneline's domain: plain Python, no web or queue framework."""

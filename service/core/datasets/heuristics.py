@@ -1,0 +1,151 @@
+"""Whole-file text statistics behind the classic `prepare_data` heuristics, kept while streaming."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# Separator and stop candidates, in the classic tool's order (openai 0.28.1 validators.py), so
+# English completion-model data comes out exactly as that tool writes it.
+SEPARATOR_DEFAULT = "\n\n### =>\n\n"
+SEPARATOR_OPTIONS = (" ->", "\n\n###\n\n", "\n\n===\n\n", "\n\n---\n\n", "\n\n===>\n\n", "\n\n--->\n\n")
+STOP_DEFAULT = " [END]"
+STOP_OPTIONS = ("\n", ".", " END", "***", "+++", "&&&", "$$$", "@@@", "%%%")
+SENTENCE_ENDS = frozenset({".", "。", "!", "?", "！", "？", "…"})
+PROMPT_PREFIX_MAX = 12
+COMPLETION_PREFIX_MIN = 5
+CLASSIFICATION_RATIO = 3  # at least this many examples per distinct completion on average
+MAX_TRACKED_CLASSES = 4096
+
+_CJK = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\u3000-\u303f]")
+_UPPER = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LOWER = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return a[:i]
+
+
+def _common_suffix(a: str, b: str) -> str:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[-1 - i] == b[-1 - i]:
+        i += 1
+    return a[len(a) - i :] if i else ""
+
+
+def is_cjk_start(text: str) -> bool:
+    """True when the text starts with a CJK character or CJK/full-width punctuation."""
+    return bool(text) and _CJK.match(text) is not None
+
+
+@dataclass(slots=True)
+class FieldStats:
+    """Running facts about one text field over all rows."""
+
+    n: int = 0
+    prefix: str | None = None
+    suffix: str | None = None
+    first: str | None = None
+    all_same: bool = True
+    upper: int = 0
+    lower: int = 0
+    cjk_rows: int = 0
+    ws_start: int = 0
+    contains: dict[str, int] = field(default_factory=dict)
+
+    def add(self, text: str, candidates: tuple[str, ...]) -> None:
+        self.n += 1
+        if self.prefix is None or self.suffix is None or self.first is None:
+            self.prefix = self.suffix = self.first = text
+        else:
+            if self.prefix and not text.startswith(self.prefix):
+                self.prefix = _common_prefix(self.prefix, text)
+            if self.suffix and not text.endswith(self.suffix):
+                self.suffix = _common_suffix(self.suffix, text)
+            if self.all_same and text != self.first:
+                self.all_same = False
+        size = len(text)
+        self.upper += size - len(text.translate(_UPPER))
+        self.lower += size - len(text.translate(_LOWER))
+        if _CJK.search(text) is not None:
+            self.cjk_rows += 1
+        if text[:1] == " ":
+            self.ws_start += 1
+        for c in candidates:
+            if c in text:
+                self.contains[c] = self.contains.get(c, 0) + 1
+
+    @property
+    def mostly_cjk(self) -> bool:
+        return self.n > 0 and self.cjk_rows * 2 >= self.n
+
+
+@dataclass(slots=True)
+class Heuristics:
+    """Prompt/completion statistics for separator, stop sequence and data-shape advice."""
+
+    prompt: FieldStats = field(default_factory=FieldStats)
+    completion: FieldStats = field(default_factory=FieldStats)
+    multi_sentence: int = 0
+    classes: set[int] = field(default_factory=set)
+    classes_overflow: bool = False
+    prompt_chars: int = 0
+
+    def add(self, prompt: str, completion: str) -> None:
+        self.prompt.add(prompt, (*SEPARATOR_OPTIONS, "\n"))
+        self.completion.add(completion, (*STOP_OPTIONS, "。"))
+        self.prompt_chars += len(prompt)
+        body = completion.rstrip()[:-1]
+        if any(p in body for p in (". ", "。", "! ", "? ", "！", "？")):
+            self.multi_sentence += 1
+        if not self.classes_overflow:
+            self.classes.add(hash(completion))
+            if len(self.classes) > MAX_TRACKED_CLASSES:
+                self.classes_overflow = True
+                self.classes.clear()
+
+    @property
+    def n(self) -> int:
+        return self.completion.n
+
+    @property
+    def task(self) -> str:
+        """The classic tool's task inference."""
+        if self.prompt_chars == 0:
+            return "open-ended generation"
+        if not self.classes_overflow and len(self.classes) < self.n / CLASSIFICATION_RATIO:
+            return "classification"
+        return "conditional generation"
+
+    def separator(self) -> str:
+        """The prompt separator to add, or "" when prompts already share a suffix."""
+        if self.prompt.suffix:
+            return ""
+        for option in SEPARATOR_OPTIONS:
+            if option == " ->" and self.prompt.contains.get("\n"):
+                continue
+            if self.prompt.contains.get(option):
+                continue
+            return option
+        return SEPARATOR_DEFAULT
+
+    def stop_candidate(self, avoid_sentence_ends: bool) -> str:
+        for option in STOP_OPTIONS:
+            if avoid_sentence_ends and option == ".":
+                continue
+            if self.completion.contains.get(option):
+                continue
+            return option
+        return STOP_DEFAULT
+
+    def poor_stop(self) -> bool:
+        """Completions end with sentence punctuation that also occurs inside multi-sentence answers."""
+        suffix = (self.completion.suffix or "").strip()
+        return bool(suffix) and suffix[-1:] in SENTENCE_ENDS and len(suffix) <= 2 and (
+            self.multi_sentence > 0
+        )

@@ -1,0 +1,289 @@
+"""Streaming readers: encoding and binary sniffing, then records from JSONL, JSON arrays and CSV."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+SNIFF_BYTES = 64 * 1024
+CHUNK_CHARS = 1 << 20
+
+ProgressFn = Callable[[int], None]
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG", "PNG image"),
+    (b"%PDF", "PDF document"),
+    (b"PK\x03\x04", "ZIP archive (xlsx, docx, ...)"),
+    (b"\x1f\x8b", "gzip archive"),
+    (b"\xff\xd8\xff", "JPEG image"),
+    (b"GIF8", "GIF image"),
+    (b"BZh", "bzip2 archive"),
+    (b"\xfd7zXZ", "xz archive"),
+    (b"SQLite format 3", "SQLite database"),
+    (b"PAR1", "Parquet file"),
+)
+_BINARY_CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
+
+
+@dataclass(frozen=True, slots=True)
+class Sniff:
+    """What the first bytes of a file say about it."""
+
+    encoding: str  # codec name used to read, e.g. "utf-8", "utf-8-sig", "gb18030", "utf-16"
+    binary: str | None = None  # a description when the file is binary
+    binary_line: int = 1
+    bad_line: int = 1  # first line that does not decode as UTF-8 (for non-UTF-8 files)
+    empty: bool = False
+
+
+@dataclass(slots=True)
+class Record:
+    """One input record: a parsed value, or the reason it could not be parsed."""
+
+    line: int
+    value: Any = None
+    index: int | None = None  # element index in a JSON array file
+    error: str | None = None  # finding code: not_json, binary_content, invalid_encoding, ...
+    message: str = ""
+    blank: bool = False
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _first_bad_utf8_line(data: bytes) -> int:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data" and exc.start >= len(data) - 4:
+            return 0  # cut in the middle of a character by the sniff window
+        return _line_of(data, exc.start)
+    return 0
+
+
+def guess_legacy_encoding(data: bytes) -> str:
+    """Best guess for non-UTF-8 text: GB18030 (a superset of GBK) for Chinese, else a detector."""
+    try:
+        text = data.decode("gb18030")
+    except UnicodeDecodeError:
+        text = ""
+    if text and len(_CJK.findall(text)) >= max(1, len(text) // 50):
+        return "gb18030"
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is not None and best.encoding:
+        return str(best.encoding)
+    return "unknown"
+
+
+def sniff(path: Path) -> Sniff:
+    """Encoding and binary check from the first 64 KiB; UTF-16/32 are known by BOM or NUL pattern."""
+    with path.open("rb") as f:
+        head = f.read(SNIFF_BYTES)
+    if not head:
+        return Sniff("utf-8", empty=True)
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return Sniff("utf-32")
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return Sniff("utf-16")
+    sample = head[:4096]
+    if len(sample) >= 4 and sample.count(b"\x00") * 3 >= len(sample):
+        odd_zero = sample[1::2].count(0) > len(sample) // 4
+        even_zero = sample[0::2].count(0) > len(sample) // 4
+        if odd_zero != even_zero:
+            return Sniff("utf-16-le" if odd_zero else "utf-16-be")
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return Sniff("binary", binary=what, binary_line=1)
+    bad = _BINARY_CONTROL.search(head)
+    if bad is not None:
+        return Sniff("binary", binary="control bytes", binary_line=_line_of(head, bad.start()))
+    if head.startswith(codecs.BOM_UTF8):
+        return Sniff("utf-8-sig")
+    bad_line = _first_bad_utf8_line(head)
+    if bad_line:
+        return Sniff(guess_legacy_encoding(head), bad_line=bad_line)
+    return Sniff("utf-8")
+
+
+class _Counter:
+    """Wraps a binary file to report consumed bytes to a progress callback."""
+
+    def __init__(self, f: BinaryIO, progress: ProgressFn | None) -> None:
+        self._f = f
+        self._progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        if self._progress is not None and data:
+            self._progress(len(data))
+        return data
+
+
+def detect_layout(path: Path, sniffed: Sniff) -> str:
+    """"csv", "tsv", "json_array" or "jsonl", from the extension and the first non-blank line."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return suffix[1:]
+    with _open_text(path, sniffed.encoding) as f:
+        for line in f:
+            stripped = line.strip()
+            if not stripped:
+                continue
+            if not stripped.startswith("["):
+                return "jsonl"
+            if suffix == ".json":
+                return "json_array"
+            try:
+                json.loads(stripped)
+            except ValueError:
+                return "json_array"
+            return "jsonl"
+    return "jsonl"
+
+
+def _open_text(path: Path, encoding: str) -> io.TextIOWrapper:
+    # newline="\n": physical lines are split on LF only, "\r" is stripped by the reader
+    return open(path, encoding=encoding, errors="strict", newline="\n")  # noqa: SIM115
+
+
+def iter_jsonl(
+    path: Path, encoding: str, progress: ProgressFn | None = None
+) -> Iterator[Record]:
+    """One record per physical line; blank lines are reported, never parsed."""
+    loads = json.loads
+    byte_codec = encoding in ("utf-8", "utf-8-sig") or encoding.startswith("gb")
+    if byte_codec:
+        # LF is never part of a multi-byte UTF-8 or GB18030 character, so split the bytes.
+        with path.open("rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if progress is not None:
+                    progress(len(raw))
+                if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[3:]
+                if b"\x00" in raw:
+                    yield Record(lineno, error="binary_content", message="NUL bytes: binary data")
+                    continue
+                try:
+                    text = raw.decode("utf-8" if encoding == "utf-8-sig" else encoding)
+                except UnicodeDecodeError:
+                    guess = guess_legacy_encoding(raw)
+                    yield Record(
+                        lineno,
+                        error="invalid_encoding",
+                        message=f"line is not valid {encoding}; it looks {guess}",
+                    )
+                    continue
+                yield from _jsonl_record(lineno, text, loads)
+        return
+    with _open_text(path, encoding) as tf:
+        for lineno, text in enumerate(tf, 1):
+            if progress is not None:
+                progress(len(text.encode("utf-8", "surrogatepass")))
+            if lineno == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            yield from _jsonl_record(lineno, text, loads)
+
+
+def _jsonl_record(lineno: int, text: str, loads: Callable[[str], Any]) -> Iterator[Record]:
+    if not text.strip():
+        yield Record(lineno, blank=True)
+        return
+    try:
+        yield Record(lineno, loads(text))
+    except ValueError as exc:
+        yield Record(lineno, error="not_json", message=f"not valid JSON: {exc}")
+
+
+def iter_json_array(
+    path: Path, encoding: str, progress: ProgressFn | None = None
+) -> Iterator[Record]:
+    """Elements of a top-level JSON array, decoded one at a time from a sliding buffer."""
+    decoder = json.JSONDecoder()
+    skip_ws = re.compile(r"[\s,]*")
+    with path.open("rb") as raw:
+        stream = io.TextIOWrapper(_Counter(raw, progress), encoding=encoding)  # type: ignore[arg-type]
+        buf = stream.read(CHUNK_CHARS).lstrip("\ufeff")
+        opening = re.compile(r"\s*\[").match(buf)
+        if opening is None:
+            yield Record(1, error="not_json", message="expected a JSON array")
+            return
+        line = 1 + buf.count("\n", 0, opening.end())
+        pos = opening.end()
+        index = 0
+        while True:
+            gap = skip_ws.match(buf, pos)
+            assert gap is not None
+            line += buf.count("\n", pos, gap.end())
+            pos = gap.end()
+            if pos < len(buf) and buf[pos] == "]":
+                return
+            end = -1
+            if pos < len(buf):
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                except ValueError:
+                    end = -1
+            if end < 0 or end == len(buf):
+                more = stream.read(CHUNK_CHARS)
+                if more:
+                    # an element cut by the buffer edge: read on and decode it again
+                    buf = buf[pos:] + more
+                    pos = 0
+                    continue
+                if end < 0:
+                    msg = "JSON array is not closed" if pos >= len(buf) else "not valid JSON"
+                    yield Record(line, index=index, error="not_json", message=msg)
+                    return
+            yield Record(line, value, index=index)
+            line += buf.count("\n", pos, end)
+            pos = end
+            index += 1
+            if pos > CHUNK_CHARS:
+                buf = buf[pos:]
+                pos = 0
+
+
+def iter_csv(
+    path: Path, encoding: str, delimiter: str | None, progress: ProgressFn | None = None
+) -> Iterator[Record]:
+    """CSV/TSV rows as dicts keyed by header; a record's line is its first physical line."""
+    with path.open("rb") as raw:
+        text = io.TextIOWrapper(_Counter(raw, progress), encoding=encoding, newline="")  # type: ignore[arg-type]
+        first = text.readline()
+        if first.startswith("\ufeff"):
+            first = first[1:]
+        if delimiter is None:
+            delimiter = "\t" if first.count("\t") > first.count(",") else ","
+        header = next(csv.reader([first], delimiter=delimiter), [])
+        header = [h.strip() for h in header]
+        yield Record(1, {"__csv_header__": header})
+        reader = csv.reader(text, delimiter=delimiter)
+        last = 1
+        try:
+            for row in reader:
+                start = last + 1
+                last = reader.line_num + 1
+                if not row or all(not c.strip() for c in row):
+                    yield Record(start, blank=True)
+                    continue
+                if len(row) != len(header):
+                    yield Record(
+                        start,
+                        error="csv_columns",
+                        message=f"expected {len(header)} columns, found {len(row)}",
+                    )
+                    continue
+                yield Record(start, dict(zip(header, row, strict=True)))
+        except csv.Error as exc:
+            yield Record(last + 1, error="not_csv", message=f"CSV error: {exc}")

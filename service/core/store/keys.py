@@ -1,0 +1,121 @@
+"""Every Redis key name Tuneline uses, and nothing else (STYLE rule 3)."""
+
+from __future__ import annotations
+
+PREFIX = "tl"
+
+
+def api_key(key_id: str) -> str:
+    return f"{PREFIX}:apikey:{key_id}"
+
+
+def api_keys_index() -> str:
+    return f"{PREFIX}:apikeys"
+
+
+def tenants() -> str:
+    return f"{PREFIX}:tenants"
+
+
+def file(file_id: str) -> str:
+    return f"{PREFIX}:file:{file_id}"
+
+
+def files_by_tenant(tenant: str) -> str:
+    return f"{PREFIX}:files:{tenant}"
+
+
+def files_all() -> str:
+    return f"{PREFIX}:files:*all"
+
+
+def file_report(file_id: str) -> str:
+    return f"{PREFIX}:file:{file_id}:report"
+
+
+def idempotency(tenant: str, key_digest: str) -> str:
+    return f"{PREFIX}:idem:{tenant}:{key_digest}"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def jobs_by_tenant(tenant: str) -> str:
+    return f"{PREFIX}:jobs:{tenant}"
+
+
+def jobs_all() -> str:
+    return f"{PREFIX}:jobs:*all"
+
+
+def job_events(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def job_checkpoints(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:checkpoints"
+
+
+def job_metrics(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:metrics"
+
+
+def job_lock(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:lock"
+
+
+def job_attempts(job_id: str, stage: str) -> str:
+    return f"{PREFIX}:job:{job_id}:attempts:{stage}"
+
+
+def poll_due() -> str:
+    return f"{PREFIX}:poll:due"
+
+
+def provider_files(provider_account: str) -> str:
+    return f"{PREFIX}:provider_files:{provider_account}"
+
+
+def provider_rate(provider_account: str) -> str:
+    return f"{PREFIX}:provider_rate:{provider_account}"
+
+
+def webhook_secret(tenant: str) -> str:
+    return f"{PREFIX}:whsecret:{tenant}"
+
+
+def webhook_outbox() -> str:
+    return f"{PREFIX}:webhook:due"
+
+
+def webhook_delivery(delivery_id: str) -> str:
+    return f"{PREFIX}:delivery:{delivery_id}"
+
+
+def job_deliveries(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:deliveries"
+
+
+def webhook_disabled(tenant: str) -> str:
+    return f"{PREFIX}:webhook:disabled:{tenant}"
+
+
+def sandbox_job(job_id: str) -> str:
+    return f"{PREFIX}:sandbox:job:{job_id}"
+
+
+def sandbox_jobs() -> str:
+    return f"{PREFIX}:sandbox:jobs"
+
+
+def sandbox_file(file_id: str) -> str:
+    return f"{PREFIX}:sandbox:file:{file_id}"
+
+
+def sandbox_files() -> str:
+    return f"{PREFIX}:sandbox:files"
+
+
+def sandbox_counter(name: str) -> str:
+    return f"{PREFIX}:sandbox:count:{name}"

@@ -1,0 +1,1 @@
+"""The demo ``make run`` performs against the freshly started stack."""

@@ -1,0 +1,80 @@
+"""The Celery app object and task names; the API enqueues by name and never imports workers."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from service.settings import Settings
+
+# Task names (STYLE rule 5: dotted names). Workers register functions under exactly these.
+PREPARE_FILE = "tuneline.datasets.prepare_file"
+JOB_PREPARE = "tuneline.jobs.prepare"
+JOB_UPLOAD = "tuneline.provider.upload"
+JOB_SUBMIT = "tuneline.provider.create_job"
+JOB_POLL = "tuneline.provider.poll"
+JOB_FINALIZE = "tuneline.provider.finalize"
+JOB_CANCEL = "tuneline.provider.cancel"
+POLL_SCAN = "tuneline.poll.scan"
+WEBHOOK_DELIVER = "tuneline.webhooks.deliver"
+WEBHOOK_SCAN = "tuneline.webhooks.scan"
+SWEEP = "tuneline.maintenance.sweep"
+
+QUEUES = ("datasets", "provider", "poll", "webhooks", "maintenance")
+ROUTES = {
+    PREPARE_FILE: "datasets",
+    JOB_PREPARE: "datasets",
+    JOB_UPLOAD: "provider",
+    JOB_SUBMIT: "provider",
+    JOB_FINALIZE: "provider",
+    JOB_CANCEL: "provider",
+    JOB_POLL: "poll",
+    POLL_SCAN: "poll",
+    WEBHOOK_DELIVER: "webhooks",
+    WEBHOOK_SCAN: "webhooks",
+    SWEEP: "maintenance",
+}
+
+# Longest short task (a provider upload of a large file) must finish well inside this;
+# long work (training) acknowledges early and holds its own lease instead (DESIGN §5).
+VISIBILITY_TIMEOUT_S = 3600
+SCAN_EVERY_S = 1.0
+
+
+def make_celery(settings: Settings) -> Celery:
+    """Build the Celery app; creating it opens no connection."""
+    app = Celery("tuneline", broker=settings.effective_broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=900,
+        task_soft_time_limit=840,
+        task_default_queue="datasets",
+        task_queues=[Queue(name) for name in QUEUES],
+        task_routes={name: {"queue": queue} for name, queue in ROUTES.items()},
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        enable_utc=True,
+        beat_schedule={
+            "sweep": {"task": SWEEP, "schedule": 600.0},
+        },
+    )
+    return app
+
+
+class CeleryDispatcher:
+    """The Dispatcher port over Celery: send by name, id-only arguments."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def enqueue(self, task_name: str, *args: str, queue: str | None = None) -> None:
+        self.app.send_task(task_name, args=list(args), queue=queue or ROUTES.get(task_name))

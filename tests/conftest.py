@@ -1,0 +1,81 @@
+"""Fixtures mirroring the app: a private real Redis, settings, app, client, and a live stack."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from service.app import create_app
+from service.core import auth
+from service.core.dispatch import RecordingDispatcher
+from service.core.store import Store
+from service.settings import Settings
+from tests.support.procs import RedisServer
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+_db_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def secret_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer, tmp_path: Path, secret_key: str) -> Settings:
+    # Each test gets a fresh logical database (1-15 rotate; flushed before use).
+    db = next(_db_counter) % 15 + 1
+    url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+    Store.from_url(url).r.flushdb()
+    return Settings(env="test", redis_url=url, data_dir=tmp_path / "data", secret_key=secret_key,
+                    webhook_allow_loopback=True, max_upload_bytes=1024 * 1024)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    return Store.from_url(settings.redis_url)
+
+
+@pytest.fixture
+def dispatcher() -> RecordingDispatcher:
+    return RecordingDispatcher()
+
+
+@pytest.fixture
+def app(settings: Settings, dispatcher: RecordingDispatcher):  # type: ignore[no-untyped-def]
+    application = create_app(settings, dispatcher=dispatcher)
+    application.testing = True
+    return application
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@pytest.fixture
+def make_key(store: Store):  # type: ignore[no-untyped-def]
+    def make(tenant: str | None = None, role: str = "member") -> str:
+        _, token = auth.create_key(store, tenant or f"t{secrets.token_hex(4)}", role)
+        return token
+
+    return make
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.fail(f"shared sample data not found at {SHARED_DATA}")
+    return SHARED_DATA

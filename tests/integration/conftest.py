@@ -1,0 +1,83 @@
+"""A live stack for end-to-end tests: real redis-server, gunicorn and Celery worker processes."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from service.core import auth
+from service.core.store import Store
+from tests.support.procs import Proc, RedisServer, base_env, free_port, start_api, start_beat, start_worker
+
+
+@dataclass
+class Stack:
+    redis: RedisServer
+    env: dict[str, str]
+    workdir: Path
+    base_url: str = ""
+    api: Proc | None = None
+    workers: list[Proc] = field(default_factory=list)
+    beat: Proc | None = None
+
+    @property
+    def store(self) -> Store:
+        return Store.from_url(self.redis.url)
+
+    def key(self, tenant: str | None = None, role: str = "member") -> str:
+        _, token = auth.create_key(self.store, tenant or f"t{secrets.token_hex(4)}", role)
+        return token
+
+    def start_worker(self, queues: str = "datasets,provider,poll,webhooks,maintenance",
+                     name: str = "w") -> Proc:
+        proc = start_worker(self.env, self.workdir / f"worker-{name}-{len(self.workers)}.log", queues, name)
+        self.workers.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        parts = []
+        for proc in [self.api, self.beat, *self.workers]:
+            if proc is not None:
+                parts.append(f"--- {proc.log.name}\n{proc.tail(40)}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.beat, self.api]:
+            if proc is not None:
+                proc.stop()
+
+
+def make_stack(workdir: Path, secret_key: str, durable: bool = False, **extra_env: str) -> Stack:
+    redis = RedisServer(workdir / "redis", durable=durable).start()
+    port = free_port()
+    env = base_env({
+        "TUNELINE_ENV": "test",
+        "TUNELINE_REDIS_URL": redis.url,
+        "TUNELINE_DATA_DIR": str(workdir / "data"),
+        "TUNELINE_SECRET_KEY": secret_key,
+        "TUNELINE_PORT": str(port),
+        "TUNELINE_WEBHOOK_ALLOW_LOOPBACK": "1",
+        "TUNELINE_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
+        "TUNELINE_LOG_LEVEL": "INFO",
+        **extra_env,
+    })
+    stack = Stack(redis=redis, env=env, workdir=workdir)
+    stack.api = start_api(env, port, workdir / "api.log")
+    stack.base_url = f"http://127.0.0.1:{port}"
+    return stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[Stack]:
+    """One shared stack: API, a worker on every short queue, and beat."""
+    workdir = tmp_path_factory.mktemp("stack")
+    s = make_stack(workdir, secret_key, TUNELINE_SANDBOX_TIME_SCALE="0.02", TUNELINE_POLL_INTERVAL_S="0.5")
+    s.start_worker()
+    s.beat = start_beat(s.env, workdir / "beat.log", workdir)
+    yield s
+    s.stop()
+    s.redis.stop()

@@ -1,0 +1,51 @@
+"""The official openai SDK as a client of a real Tuneline server (gunicorn + Redis + worker)."""
+
+from __future__ import annotations
+
+import io
+
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.support.procs import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def sdk(stack, token: str) -> OpenAI:
+    return OpenAI(base_url=stack.base_url + "/v1", api_key=token, max_retries=0, timeout=20)
+
+
+def test_files_roundtrip_with_official_sdk(stack, shared_data):
+    client = sdk(stack, stack.key())
+    path = shared_data / "funds_qa.jsonl"
+    with path.open("rb") as fh:
+        created = client.files.create(file=fh, purpose="fine-tune")
+    assert created.id.startswith("file-") and created.bytes == path.stat().st_size
+    assert created.purpose == "fine-tune"
+
+    listed = client.files.list()
+    assert [f.id for f in listed.data] == [created.id]
+    assert client.files.retrieve(created.id).filename == "funds_qa.jsonl"
+    assert client.files.content(created.id).content == path.read_bytes()
+
+    # The worker prepares the upload asynchronously; the file leaves "uploaded".
+    final = wait_until(lambda: (f := client.files.retrieve(created.id)).status != "uploaded" and f, 30,
+                       what="file preparation")
+    assert final.status in ("processed", "error")
+
+    deleted = client.files.delete(created.id)
+    assert deleted.deleted is True and deleted.id == created.id
+    with pytest.raises(openai.NotFoundError) as err:
+        client.files.retrieve(created.id)
+    assert err.value.body["type"] == "not_found_error"  # type: ignore[index]
+
+
+def test_sdk_sees_auth_and_validation_errors(stack):
+    with pytest.raises(openai.AuthenticationError):
+        sdk(stack, "tl-bogus-bogus").files.list()
+    client = sdk(stack, stack.key())
+    with pytest.raises(openai.BadRequestError) as err:
+        client.files.create(file=("x.jsonl", io.BytesIO(b"")), purpose="fine-tune")
+    assert err.value.code == "empty_file"

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite: real Redis, real servers, real workers."""

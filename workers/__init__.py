@@ -1,0 +1,1 @@
+"""Celery workers: thin tasks that take ids, call one core use case and enqueue the next step."""

@@ -1,0 +1,15 @@
+"""Celery entry point: ``celery -A workers.main worker`` / ``beat``."""
+
+from __future__ import annotations
+
+from service import logs
+from service.settings import Settings
+from service.taskqueue import CeleryDispatcher, make_celery
+from workers import context, datasets, maintenance
+
+settings = Settings.from_env()
+logs.configure(settings.log_level)
+app = make_celery(settings)
+context.configure(settings, CeleryDispatcher(app))
+datasets.register(app)
+maintenance.register(app)
