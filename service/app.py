@@ -15,6 +15,7 @@ from service import logs
 from service.api import auth, errors, uploads
 from service.api.base import ErrorSchema
 from service.core.dispatch import Dispatcher
+from service.core.secrets_box import SecretBox
 from service.core.store import Store
 from service.settings import Settings
 from service.taskqueue import CeleryDispatcher, make_celery
@@ -29,6 +30,7 @@ class Services:
     settings: Settings
     store: Store
     dispatcher: Dispatcher
+    box: SecretBox
 
 
 class TunelineApi(Api):
@@ -71,7 +73,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     if dispatcher is None:
         dispatcher = CeleryDispatcher(make_celery(settings))
     app.extensions["tuneline"] = Services(settings=settings, store=Store.from_url(settings.redis_url),
-                                          dispatcher=dispatcher)
+                                          dispatcher=dispatcher, box=secret_box(settings))
     api = TunelineApi(app)
     uploads.register(app)
     auth.register(app)
@@ -80,11 +82,25 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     return app
 
 
+def secret_box(settings: Settings) -> SecretBox:
+    """The encryption box; outside production a missing key gets an ephemeral one, loudly."""
+    if settings.secret_key:
+        return SecretBox(settings.secret_key)
+    log.warning("TUNELINE_SECRET_KEY is not set: using an ephemeral key (stored secrets will not "
+                "survive a restart)")
+    from cryptography.fernet import Fernet
+
+    return SecretBox(Fernet.generate_key().decode())
+
+
 def _register_blueprints(api: Api) -> None:
     from service.api.files.resources import blp as files_blp
     from service.api.health.resources import blp as health_blp
+    from service.api.jobs.resources import blp as jobs_blp
+    from service.api.sandbox.resources import blp as sandbox_blp
+    from service.api.webhooks.resources import blp as webhooks_blp
 
-    for blp in (health_blp, files_blp):
+    for blp in (health_blp, files_blp, jobs_blp, webhooks_blp, sandbox_blp):
         api.register_blueprint(blp)
 
 

@@ -61,6 +61,7 @@ class Settings:
     metrics_enabled: bool = False
     log_level: str = "INFO"
     poll_interval_s: float = 10.0
+    visibility_timeout_s: int = 3600
     stuck_after_s: int = 900
     openai_api_key: str = field(default="", repr=False)
     openai_base_url: str = ""
@@ -92,6 +93,8 @@ class Settings:
             values["port"] = _int("TUNELINE_PORT", get("PORT"), 1)
         if "TUNELINE_MAX_UPLOAD_BYTES" in env:
             values["max_upload_bytes"] = _int("TUNELINE_MAX_UPLOAD_BYTES", get("MAX_UPLOAD_BYTES"), 1)
+        if "TUNELINE_VISIBILITY_TIMEOUT_S" in env:
+            values["visibility_timeout_s"] = _int("TUNELINE_VISIBILITY_TIMEOUT_S", get("VISIBILITY_TIMEOUT_S"), 1)
         if "TUNELINE_STUCK_AFTER_S" in env:
             values["stuck_after_s"] = _int("TUNELINE_STUCK_AFTER_S", get("STUCK_AFTER_S"), 1)
         for name in ("WEBHOOK_ALLOW_LOOPBACK", "METRICS_ENABLED"):

@@ -58,12 +58,14 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue="datasets",
         task_queues=[Queue(name) for name in QUEUES],
         task_routes={name: {"queue": queue} for name, queue in ROUTES.items()},
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         enable_utc=True,
         beat_schedule={
+            "poll-scan": {"task": POLL_SCAN, "schedule": SCAN_EVERY_S},
+            "webhook-scan": {"task": WEBHOOK_SCAN, "schedule": SCAN_EVERY_S},
             "sweep": {"task": SWEEP, "schedule": 600.0},
         },
     )

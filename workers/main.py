@@ -5,7 +5,7 @@ from __future__ import annotations
 from service import logs
 from service.settings import Settings
 from service.taskqueue import CeleryDispatcher, make_celery
-from workers import context, datasets, maintenance
+from workers import context, datasets, jobs, maintenance, webhooks
 
 settings = Settings.from_env()
 logs.configure(settings.log_level)
@@ -13,3 +13,5 @@ app = make_celery(settings)
 context.configure(settings, CeleryDispatcher(app))
 datasets.register(app)
 maintenance.register(app)
+jobs.register(app)
+webhooks.register(app)

@@ -60,6 +60,16 @@ def _save(store: Store, record: FileRecord) -> None:
     store.r.set(keys.file(record.id), dumps(asdict(record)))
 
 
+def save_record(store: Store, record: FileRecord) -> None:
+    """Write (or overwrite) a file record and index it; for files Tuneline itself produces."""
+    now_ms = time.time() * 1000
+    pipe = store.r.pipeline(transaction=True)
+    pipe.set(keys.file(record.id), dumps(asdict(record)))
+    pipe.zadd(keys.files_by_tenant(record.tenant), {record.id: now_ms}, nx=True)
+    pipe.zadd(keys.files_all(), {record.id: now_ms}, nx=True)
+    pipe.execute()
+
+
 def create_file(
     store: Store, dispatcher: Dispatcher, data_dir: Path, principal: Principal,
     spool: HashingSpool, filename: str, purpose: str,

@@ -17,9 +17,7 @@ PC_KEYS = frozenset({"prompt", "completion"})
 CHAT_KEYS = frozenset({"messages", "tools", "functions", "parallel_tool_calls"})
 PREFERENCE_KEYS = frozenset({"input", "preferred_output", "non_preferred_output"})
 INPUT_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
-MESSAGE_KEYS = frozenset(
-    {"role", "content", "name", "weight", "function_call", "tool_calls", "tool_call_id"}
-)
+MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "function_call", "tool_calls", "tool_call_id"})
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
@@ -135,9 +133,7 @@ def _check_prompt_completion(value: dict[str, Any]) -> Checked:
     return out
 
 
-def check_messages(
-    messages: Any, path: str, out: Checked, need_assistant: bool = True
-) -> None:
+def check_messages(messages: Any, path: str, out: Checked, need_assistant: bool = True) -> None:
     """OpenAI's chat data-preparation checks, one issue per problem with its field path."""
     if not isinstance(messages, list):
         if messages is None:
@@ -214,9 +210,7 @@ def check_messages(
         if "weight" in message:
             weight = message["weight"]
             if weight not in (0, 1) or isinstance(weight, bool):
-                out.issues.append(
-                    Issue("wrong_type", ERROR, f"{where}.weight", "`weight` must be 0 or 1")
-                )
+                out.issues.append(Issue("wrong_type", ERROR, f"{where}.weight", "`weight` must be 0 or 1"))
             elif role != "assistant":
                 out.issues.append(
                     Issue(
@@ -229,9 +223,7 @@ def check_messages(
         if "name" in message and not isinstance(message["name"], str):
             out.issues.append(Issue("wrong_type", ERROR, f"{where}.name", "`name` must be a string"))
     if need_assistant and not has_assistant:
-        out.issues.append(
-            Issue("missing_assistant_message", ERROR, path, "example has no assistant message")
-        )
+        out.issues.append(Issue("missing_assistant_message", ERROR, path, "example has no assistant message"))
 
 
 def _check_chat(value: dict[str, Any]) -> Checked:
@@ -261,16 +253,16 @@ def _check_preference(value: dict[str, Any]) -> Checked:
             check_messages(inp.get("messages"), "input.messages", out, need_assistant=False)
             out.issues.extend(_unknown(inp, INPUT_KEYS, "input."))
             msgs = inp.get("messages")
-            if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict):
-                if msgs[-1].get("role") not in ("user", "tool"):
-                    out.issues.append(
-                        Issue(
-                            "preference_input",
-                            ERROR,
-                            "input.messages",
-                            "the last input message must be from the user",
-                        )
+            last = msgs[-1] if isinstance(msgs, list) and msgs else None
+            if isinstance(last, dict) and last.get("role") not in ("user", "tool"):
+                out.issues.append(
+                    Issue(
+                        "preference_input",
+                        ERROR,
+                        "input.messages",
+                        "the last input message must be from the user",
                     )
+                )
     for key in ("preferred_output", "non_preferred_output"):
         if key not in value:
             continue
@@ -290,9 +282,8 @@ def _check_preference(value: dict[str, Any]) -> Checked:
             out.issues.append(
                 Issue("preference_output", ERROR, f"{key}[0].role", f"`{key}` must be an assistant message")
             )
-    if (
-        isinstance(value.get("preferred_output"), list)
-        and value.get("preferred_output") == value.get("non_preferred_output")
+    if isinstance(value.get("preferred_output"), list) and value.get("preferred_output") == value.get(
+        "non_preferred_output"
     ):
         out.issues.append(
             Issue(

@@ -33,12 +33,8 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("gpt-4o-mini-2024-07-18", "o200k_base", 65_536, 3.00, "chat", ("supervised", "dpo")),
         ModelSpec("gpt-4o-2024-08-06", "o200k_base", 65_536, 25.00, "chat", ("supervised", "dpo")),
         ModelSpec("gpt-4.1-2025-04-14", "o200k_base", 65_536, 25.00, "chat", ("supervised", "dpo")),
-        ModelSpec(
-            "gpt-4.1-mini-2025-04-14", "o200k_base", 65_536, 5.00, "chat", ("supervised", "dpo")
-        ),
-        ModelSpec(
-            "gpt-4.1-nano-2025-04-14", "o200k_base", 65_536, 1.50, "chat", ("supervised", "dpo")
-        ),
+        ModelSpec("gpt-4.1-mini-2025-04-14", "o200k_base", 65_536, 5.00, "chat", ("supervised", "dpo")),
+        ModelSpec("gpt-4.1-nano-2025-04-14", "o200k_base", 65_536, 1.50, "chat", ("supervised", "dpo")),
         ModelSpec("gpt-3.5-turbo-0125", "cl100k_base", 16_385, 8.00, "chat"),
         ModelSpec("babbage-002", "cl100k_base", 16_384, 0.40, "completion"),
         ModelSpec("davinci-002", "cl100k_base", 16_384, 6.00, "completion"),

@@ -116,22 +116,41 @@ def sniff(path: Path) -> Sniff:
     return Sniff("utf-8")
 
 
-class _Counter:
-    """Wraps a binary file to report consumed bytes to a progress callback."""
+class _Counter(io.RawIOBase):
+    """A raw reader over a binary file that reports consumed bytes to a progress callback."""
 
     def __init__(self, f: BinaryIO, progress: ProgressFn | None) -> None:
+        super().__init__()
         self._f = f
         self._progress = progress
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        if self._progress is not None and data:
-            self._progress(len(data))
-        return data
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._f.readinto(buffer)  # type: ignore[attr-defined]
+        if self._progress is not None and n:
+            self._progress(n)
+        return int(n or 0)
+
+
+def _text(raw: BinaryIO, progress: ProgressFn | None, encoding: str, newline: str | None) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BufferedReader(_Counter(raw, progress)), encoding=encoding, newline=newline)
+
+
+def count_lines(path: Path) -> int:
+    """Physical lines in a file (a last line without a newline counts)."""
+    n = 0
+    last = b"\n"
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (last != b"\n")
 
 
 def detect_layout(path: Path, sniffed: Sniff) -> str:
-    """"csv", "tsv", "json_array" or "jsonl", from the extension and the first non-blank line."""
+    """ "csv", "tsv", "json_array" or "jsonl", from the extension and the first non-blank line."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         return suffix[1:]
@@ -154,12 +173,10 @@ def detect_layout(path: Path, sniffed: Sniff) -> str:
 
 def _open_text(path: Path, encoding: str) -> io.TextIOWrapper:
     # newline="\n": physical lines are split on LF only, "\r" is stripped by the reader
-    return open(path, encoding=encoding, errors="strict", newline="\n")  # noqa: SIM115
+    return open(path, encoding=encoding, errors="strict", newline="\n")
 
 
-def iter_jsonl(
-    path: Path, encoding: str, progress: ProgressFn | None = None
-) -> Iterator[Record]:
+def iter_jsonl(path: Path, encoding: str, progress: ProgressFn | None = None) -> Iterator[Record]:
     """One record per physical line; blank lines are reported, never parsed."""
     loads = json.loads
     byte_codec = encoding in ("utf-8", "utf-8-sig") or encoding.startswith("gb")
@@ -201,18 +218,18 @@ def _jsonl_record(lineno: int, text: str, loads: Callable[[str], Any]) -> Iterat
         return
     try:
         yield Record(lineno, loads(text))
+    except json.JSONDecodeError as exc:
+        yield Record(lineno, error="not_json", message=f"not valid JSON: {exc.msg} at column {exc.pos + 1}")
     except ValueError as exc:
         yield Record(lineno, error="not_json", message=f"not valid JSON: {exc}")
 
 
-def iter_json_array(
-    path: Path, encoding: str, progress: ProgressFn | None = None
-) -> Iterator[Record]:
+def iter_json_array(path: Path, encoding: str, progress: ProgressFn | None = None) -> Iterator[Record]:
     """Elements of a top-level JSON array, decoded one at a time from a sliding buffer."""
     decoder = json.JSONDecoder()
     skip_ws = re.compile(r"[\s,]*")
     with path.open("rb") as raw:
-        stream = io.TextIOWrapper(_Counter(raw, progress), encoding=encoding)  # type: ignore[arg-type]
+        stream = _text(raw, progress, encoding, None)
         buf = stream.read(CHUNK_CHARS).lstrip("\ufeff")
         opening = re.compile(r"\s*\[").match(buf)
         if opening is None:
@@ -259,7 +276,7 @@ def iter_csv(
 ) -> Iterator[Record]:
     """CSV/TSV rows as dicts keyed by header; a record's line is its first physical line."""
     with path.open("rb") as raw:
-        text = io.TextIOWrapper(_Counter(raw, progress), encoding=encoding, newline="")  # type: ignore[arg-type]
+        text = _text(raw, progress, encoding, "")
         first = text.readline()
         if first.startswith("\ufeff"):
             first = first[1:]

@@ -119,3 +119,18 @@ def sandbox_files() -> str:
 
 def sandbox_counter(name: str) -> str:
     return f"{PREFIX}:sandbox:count:{name}"
+
+
+def sandbox_read_fault(job_id: str, kind: str) -> str:
+    """Remaining injected read failures (``rate_limit`` or ``server_errors``) of a sandbox job."""
+    return f"{PREFIX}:sandbox:job:{job_id}:fault:{kind}"
+
+
+def sandbox_creates_by_tuneline_job() -> str:
+    """Hash: Tuneline job id -> sandbox jobs created for it (tests prove exactly-once)."""
+    return f"{PREFIX}:sandbox:creates_by_tuneline_job"
+
+
+def sandbox_create_attempts() -> str:
+    """Hash: Tuneline job id -> create calls seen, created or not (drives ``create_fault``)."""
+    return f"{PREFIX}:sandbox:create_attempts"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +34,7 @@ class Receiver:
     body: bytes = b"ok"
     delay_s: float = 0.0
     requests: list[Received] = field(default_factory=list)
+    tls: ssl.SSLContext | None = None
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -72,13 +77,15 @@ def _start(receiver: Receiver) -> ThreadingHTTPServer:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if receiver.tls is not None:
+        server.socket = receiver.tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     return server
 
 
 @pytest.fixture
-def receiver_factory() -> Iterator[Callable[..., Receiver]]:
+def receiver_factory(private_network: None) -> Iterator[Callable[..., Receiver]]:
     servers: list[ThreadingHTTPServer] = []
 
     def make(**kwargs: Any) -> Receiver:
@@ -118,3 +125,44 @@ def in_private_netns() -> bool:
     except OSError:
         return False
     return names == {"lo"}
+
+
+def netns_available() -> bool:
+    """True when ``unshare -n`` works here (root, or user namespaces) and ``ip`` can raise lo."""
+    if not (shutil.which("unshare") and shutil.which("ip")):
+        return False
+    try:
+        probe = subprocess.run(
+            ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def private_network() -> None:
+    """For tests that open sockets: run them only inside a private network namespace.
+
+    Outside one, they are skipped here and ``test_webhook_netns.py`` re-runs them under
+    ``unshare -n`` (``TUNELINE_REQUIRE_NETNS=1``). Where ``unshare -n`` is not possible (no
+    root, no user namespaces) they run in place: they only ever dial 127.0.0.1.
+    """
+    if in_private_netns():
+        return
+    if os.environ.get("TUNELINE_REQUIRE_NETNS") == "1":
+        pytest.fail("TUNELINE_REQUIRE_NETNS=1 but this process can see interfaces besides lo")
+    if netns_available():
+        pytest.skip("runs inside a private network namespace (see test_webhook_netns.py)")
+
+
+@dataclass(frozen=True)
+class NetnsState:
+    inside: bool
+    available: bool
+
+
+@pytest.fixture(scope="session")
+def netns_state() -> NetnsState:
+    inside = in_private_netns()
+    return NetnsState(inside=inside, available=not inside and netns_available())

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import socket
+import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import openai
 import pytest
 import standardwebhooks
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from service.core.webhooks.sender import Attempt, classify, parse_retry_after, send
 from service.core.webhooks.signing import event_payload, new_secret, sign
@@ -125,6 +132,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.usefixtures("private_network")
 def test_connection_refused_is_retried() -> None:
     attempt = deliver(f"http://127.0.0.1:{free_port()}/hook")
     assert attempt.outcome == "retry"
@@ -205,3 +213,64 @@ def test_loopback_not_allowed_never_connects(receiver: Receiver) -> None:
             target = check_url(url, allow_loopback=False)
             send(target, {}, BODY, timeout=1)
     assert receiver.requests == []
+
+
+def self_signed(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context for ``name`` and a client context that trusts only that certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = tmp_path / "cert.pem"
+    key_pem = tmp_path / "key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_pem, key_pem)
+    client = ssl.create_default_context(cafile=str(cert_pem))
+    return server, client
+
+
+def test_https_to_pinned_ip_verifies_the_certificate_for_the_name(
+    receiver_factory: Callable[..., Receiver], tmp_path: Path
+) -> None:
+    """TLS goes to 127.0.0.1 but SNI and verification use the URL's name."""
+    server_tls, client_tls = self_signed(tmp_path, "hooks.tuneline.test")
+    receiver = receiver_factory(tls=server_tls)
+
+    def resolver(host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    target = check_url(
+        f"https://hooks.tuneline.test:{receiver.port}/hook", allow_loopback=True, resolver=resolver
+    )
+    headers = sign([new_secret()], "msg_1", int(time.time()), BODY)
+    attempt = send(target, headers, BODY, transport=httpx2.HTTPTransport(verify=client_tls))
+    assert attempt.outcome == "delivered", attempt.error
+    assert receiver.requests[0].headers["host"] == f"hooks.tuneline.test:{receiver.port}"
+
+    # The same server under another name fails verification: the pin does not skip TLS checks.
+    other = check_url(
+        f"https://other.tuneline.test:{receiver.port}/hook", allow_loopback=True, resolver=resolver
+    )
+    attempt = send(other, headers, BODY, transport=httpx2.HTTPTransport(verify=client_tls))
+    assert attempt.outcome == "retry"
+    assert attempt.error is not None and "certificate" in attempt.error.lower()
+    assert len(receiver.requests) == 1

@@ -214,9 +214,7 @@ def test_refused(url: str, code: str) -> None:
     assert info.value.message.startswith("webhook URL refused: ")
 
 
-ALLOWED_WITH_LOOPBACK = {
-    url for url, code in REFUSED if code == "loopback_address" and "ffff" not in url
-} - {
+ALLOWED_WITH_LOOPBACK = {url for url, code in REFUSED if code == "loopback_address" and "ffff" not in url} - {
     "http://[::127.0.0.1]/",
     "http://[64:ff9b::7f00:1]/",
     "http://[2002:7f00:1::]/",
@@ -346,4 +344,3 @@ def test_legacy_ipv4_parser_matches_inet_aton(spelling: str, address: str | None
 def test_classify_public_addresses() -> None:
     for ip in (PUBLIC_V4, PUBLIC_V6, "8.8.8.8", "1.1.1.1", "2001:4860:4860::8888"):
         assert classify_ip(ipaddress.ip_address(ip)) is None, ip
-

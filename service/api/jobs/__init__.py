@@ -1,0 +1,1 @@
+"""The Fine-tuning jobs resource (OpenAI-compatible, with Tuneline extensions)."""

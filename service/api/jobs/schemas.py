@@ -1,0 +1,225 @@
+"""Schemas of the Fine-tuning jobs resource."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+
+from service.api.base import CursorArgsSchema, StrictSchema, list_schema
+from service.core.jobs.states import STATUSES
+from service.settings import PROVIDERS
+
+_AUTO = "auto"
+
+
+class AutoOr(ma.fields.Field):
+    """``"auto"`` or a number in range (OpenAI's hyperparameter convention); no silent coercion."""
+
+    def __init__(self, kind: type, low: float, high: float, **kwargs: Any) -> None:
+        self.kind, self.low, self.high = kind, low, high
+        doc = {"oneOf": [{"type": "string", "enum": ["auto"]},
+                         {"type": "integer" if kind is int else "number", "minimum": low, "maximum": high}]}
+        super().__init__(metadata=doc, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if value == _AUTO:
+            return value
+        ok_type = (int,) if self.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, ok_type):
+            raise ma.ValidationError(f"Must be 'auto' or a{'n integer' if self.kind is int else ' number'}.")
+        if not self.low <= value <= self.high:
+            raise ma.ValidationError(f"Must be between {self.low} and {self.high}.")
+        return value
+
+
+class Int(ma.fields.Integer):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
+class Num(ma.fields.Float):
+    def _validated(self, value: Any) -> Any:
+        if isinstance(value, (bool, str)):
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
+class HyperparametersSchema(StrictSchema):
+    n_epochs = AutoOr(int, 1, 50)
+    batch_size = AutoOr(int, 1, 256)
+    learning_rate_multiplier = AutoOr(float, 0.0001, 10.0)
+    beta = AutoOr(float, 0.0001, 2.0)
+    # Local-trainer knobs (DESIGN §9), accepted beside OpenAI's.
+    lora_rank = Int(validate=ma.validate.Range(1, 1024))
+    lora_alpha = Int(validate=ma.validate.Range(1, 4096))
+    lora_dropout = Num(validate=ma.validate.Range(0.0, 0.9))
+    max_seq_length = Int(validate=ma.validate.Range(16, 131072))
+    learning_rate = Num(validate=ma.validate.Range(1e-8, 1.0))
+
+
+class MethodDetailSchema(StrictSchema):
+    hyperparameters = ma.fields.Nested(HyperparametersSchema)
+
+
+class MethodSchema(StrictSchema):
+    type = ma.fields.String(required=True, validate=ma.validate.OneOf(["supervised", "dpo"]))
+    supervised = ma.fields.Nested(MethodDetailSchema)
+    dpo = ma.fields.Nested(MethodDetailSchema)
+
+
+class WebhookSchema(StrictSchema):
+    url = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=2048))
+    events = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf([
+        "fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled",
+        "fine_tuning.job.running", "fine_tuning.job.checkpoint", "fine_tuning.job.evaluated",
+    ])), validate=ma.validate.Length(min=1))
+
+
+class SplitSchema(StrictSchema):
+    validation = Num(validate=ma.validate.Range(0.0, 0.5))
+    test = Num(validate=ma.validate.Range(0.0, 0.5))
+    seed = Int(validate=ma.validate.Range(0, 2**31 - 1))
+
+
+class PrepareSchema(StrictSchema):
+    system_prompt = ma.fields.String(validate=ma.validate.Length(max=4000))
+    skip_invalid_lines = ma.fields.Boolean()
+    dedupe = ma.fields.Boolean()
+    split = ma.fields.Nested(SplitSchema)
+
+
+class SandboxSchema(ma.Schema):
+    """Fault injection for the sandbox provider (passed through to it)."""
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+
+class JobCreateSchema(StrictSchema):
+    model = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=256))
+    training_file = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=128))
+    validation_file = ma.fields.String(allow_none=True, validate=ma.validate.Length(min=1, max=128))
+    hyperparameters = ma.fields.Nested(HyperparametersSchema)
+    method = ma.fields.Nested(MethodSchema)
+    suffix = ma.fields.String(allow_none=True, validate=ma.validate.Length(min=1, max=64))
+    seed = Int(allow_none=True, validate=ma.validate.Range(0, 2**31 - 1))
+    metadata = ma.fields.Dict(keys=ma.fields.String(validate=ma.validate.Length(max=64)),
+                              values=ma.fields.String(validate=ma.validate.Length(max=512)),
+                              allow_none=True, validate=ma.validate.Length(max=15))
+    integrations = ma.fields.List(ma.fields.Dict(), allow_none=True)
+    provider = ma.fields.String(validate=ma.validate.OneOf(PROVIDERS))
+    webhook = ma.fields.Nested(WebhookSchema)
+    max_cost_usd = Num(validate=ma.validate.Range(0.0, 1_000_000.0))
+    test_file = ma.fields.String(validate=ma.validate.Length(min=1, max=128))
+    prepare = ma.fields.Nested(PrepareSchema)
+    sandbox = ma.fields.Nested(SandboxSchema)
+
+
+class JobErrorSchema(ma.Schema):
+    code = ma.fields.String(allow_none=True)
+    message = ma.fields.String(allow_none=True)
+    param = ma.fields.String(allow_none=True)
+
+
+class JobSchema(ma.Schema):
+    class Meta:
+        unknown = ma.INCLUDE
+
+    id = ma.fields.String(required=True)
+    object = ma.fields.Constant("fine_tuning.job", required=True)
+    created_at = ma.fields.Integer(required=True)
+    error = ma.fields.Nested(JobErrorSchema, allow_none=True)
+    fine_tuned_model = ma.fields.String(allow_none=True)
+    finished_at = ma.fields.Integer(allow_none=True)
+    hyperparameters = ma.fields.Dict(required=True)
+    model = ma.fields.String(required=True)
+    organization_id = ma.fields.String(required=True)
+    result_files = ma.fields.List(ma.fields.String(), required=True)
+    seed = ma.fields.Integer(allow_none=True)
+    status = ma.fields.String(required=True, metadata={"enum": list(STATUSES)})
+    trained_tokens = ma.fields.Integer(allow_none=True)
+    training_file = ma.fields.String(required=True)
+    validation_file = ma.fields.String(allow_none=True)
+    integrations = ma.fields.List(ma.fields.Dict(), allow_none=True)
+    metadata = ma.fields.Dict(allow_none=True)
+    method = ma.fields.Dict(allow_none=True)
+    estimated_finish = ma.fields.Integer(allow_none=True)
+    suffix = ma.fields.String(allow_none=True)
+    stage = ma.fields.String(required=True)
+    provider = ma.fields.String(required=True)
+    provider_status = ma.fields.String(allow_none=True)
+    provider_job_id = ma.fields.String(allow_none=True)
+    webhook = ma.fields.Dict(allow_none=True)
+    max_cost_usd = ma.fields.Float(allow_none=True)
+    estimate = ma.fields.Dict(allow_none=True)
+    test_file = ma.fields.String(allow_none=True)
+    prepare = ma.fields.Dict(allow_none=True)
+    updated_at = ma.fields.Integer(allow_none=True)
+
+
+JobListSchema = list_schema(JobSchema, "JobList")
+
+
+class JobListArgsSchema(CursorArgsSchema):
+    class Meta:
+        unknown = ma.INCLUDE  # metadata[key]=value filters arrive as free-form query keys
+
+    status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
+    provider = ma.fields.String(validate=ma.validate.OneOf(PROVIDERS))
+
+
+class EventSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    object = ma.fields.Constant("fine_tuning.job.event", required=True)
+    created_at = ma.fields.Integer(required=True)
+    level = ma.fields.String(required=True)
+    message = ma.fields.String(required=True)
+    type = ma.fields.String()
+    data = ma.fields.Dict()
+
+
+EventListSchema = list_schema(EventSchema, "EventList")
+
+
+class EventArgsSchema(CursorArgsSchema):
+    stream = ma.fields.Boolean(load_default=False, metadata={
+        "description": "Stream events as server-sent events until the job ends."})
+
+
+class CheckpointSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    object = ma.fields.Constant("fine_tuning.job.checkpoint", required=True)
+    created_at = ma.fields.Integer(required=True)
+    fine_tuned_model_checkpoint = ma.fields.String(required=True)
+    fine_tuning_job_id = ma.fields.String(required=True)
+    step_number = ma.fields.Integer(required=True)
+    metrics = ma.fields.Dict(required=True)
+
+
+CheckpointListSchema = list_schema(CheckpointSchema, "CheckpointList")
+
+
+class MetricsArgsSchema(StrictSchema):
+    format = ma.fields.String(load_default="json", validate=ma.validate.OneOf(["json", "csv"]))
+
+
+class MetricRowSchema(ma.Schema):
+    step = ma.fields.Integer(required=True)
+    train_loss = ma.fields.Float(allow_none=True)
+    train_mean_token_accuracy = ma.fields.Float(allow_none=True)
+    valid_loss = ma.fields.Float(allow_none=True)
+    valid_mean_token_accuracy = ma.fields.Float(allow_none=True)
+    full_valid_loss = ma.fields.Float(allow_none=True)
+    full_valid_mean_token_accuracy = ma.fields.Float(allow_none=True)
+
+
+class MetricsSchema(ma.Schema):
+    object = ma.fields.Constant("list", required=True)
+    job_id = ma.fields.String(required=True)
+    data = ma.fields.List(ma.fields.Nested(MetricRowSchema), required=True)

@@ -1,0 +1,186 @@
+"""Sandbox routes: OpenAI's Files, Fine-tuning and completions shapes, served by Tuneline itself.
+
+Auth is the sandbox's own key (``TUNELINE_SANDBOX_API_KEY``), not a Tuneline key. Fault
+injection: the ``sandbox`` object on job create (see ``SandboxFaultsSchema``) and, for create
+itself, the ``X-Sandbox-Fault`` header: ``create-500`` (nothing created), ``create-429``, and
+``create-timeout-after-create`` (the job is created, then the answer is a 500).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import marshmallow as ma
+from flask import Request, Response, request
+from flask.views import MethodView
+from werkzeug.datastructures import CombinedMultiDict
+
+from service.api import base
+from service.api.base import CursorArgsSchema, list_body, services
+from service.api.sandbox.schemas import (
+    SandboxChatCompletionCreateSchema,
+    SandboxCheckpointListSchema,
+    SandboxCompletionCreateSchema,
+    SandboxCompletionSchema,
+    SandboxEventListSchema,
+    SandboxFileListArgsSchema,
+    SandboxFileListSchema,
+    SandboxFileSchema,
+    SandboxFileUploadSchema,
+    SandboxJobCreateSchema,
+    SandboxJobListArgsSchema,
+    SandboxJobListSchema,
+    SandboxJobSchema,
+    SandboxStatsSchema,
+)
+from service.api.uploads import spool_of
+from service.core.errors import AuthenticationFailed
+from service.core.sandbox import CREATE_HEADER_FAULTS, Sandbox, api_key_matches
+
+
+class MultipartParser(base.Parser):
+    """Adds a ``multipart`` location: form fields and files in one schema, as OpenAI documents uploads."""
+
+    __location_map__ = dict(base.Parser.__location_map__, multipart="load_multipart")  # noqa: RUF012
+
+    def load_multipart(self, req: Request, schema: ma.Schema) -> Any:
+        return self._makeproxy(CombinedMultiDict([req.form, req.files]), schema)
+
+
+class SandboxBlueprint(base.Blueprint):
+    ARGUMENTS_PARSER = MultipartParser()
+    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING: ClassVar[dict[str, str]] = dict(
+        base.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING, multipart="multipart/form-data")
+
+
+blp = SandboxBlueprint(
+    "sandbox", __name__, url_prefix="/sandbox/v1",
+    description="The sandbox provider: an OpenAI-compatible fine-tuning simulator (nothing is trained). "
+                "Authenticate with `Authorization: Bearer <TUNELINE_SANDBOX_API_KEY>`, not a Tuneline key.",
+)
+
+FAULT_HEADER = {"in": "header", "name": "X-Sandbox-Fault", "required": False,
+                "description": "Inject a create failure: `create-500` (nothing created), `create-429`, "
+                               "`create-timeout-after-create` (the job is created, then 500).",
+                "schema": {"type": "string", "enum": list(CREATE_HEADER_FAULTS)}}
+
+
+@blp.before_request
+def require_sandbox_key() -> None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not api_key_matches(token.strip(), services().settings.sandbox_api_key):
+        raise AuthenticationFailed("Incorrect API key provided for the Tuneline sandbox "
+                                   "(use TUNELINE_SANDBOX_API_KEY).", code="invalid_api_key")
+
+
+def sandbox() -> Sandbox:
+    svc = services()
+    return Sandbox(svc.store, svc.settings.data_dir, svc.settings.sandbox_time_scale)
+
+
+@blp.route("/files")
+class SandboxFiles(MethodView):
+    @blp.arguments(SandboxFileUploadSchema, location="multipart")
+    @blp.response(200, SandboxFileSchema)
+    def post(self, form: dict[str, Any]) -> Any:
+        """Sandbox: upload a file."""
+        storage = form["file"]
+        return sandbox().create_file(spool_of(storage), storage.filename or "", form["purpose"])
+
+    @blp.arguments(SandboxFileListArgsSchema, location="query")
+    @blp.response(200, SandboxFileListSchema)
+    def get(self, args: dict[str, Any]) -> Any:
+        """Sandbox: list files, newest first."""
+        return list_body(*sandbox().list_files(args.get("after"), args["limit"], args.get("purpose")))
+
+
+@blp.route("/files/<string:file_id>")
+class SandboxFileById(MethodView):
+    @blp.response(200, SandboxFileSchema)
+    def get(self, file_id: str) -> Any:
+        """Sandbox: retrieve a file."""
+        return sandbox().get_file(file_id)
+
+
+@blp.route("/files/<string:file_id>/content")
+class SandboxFileContent(MethodView):
+    @blp.response(200, {"type": "string", "format": "binary"}, content_type="application/octet-stream")
+    def get(self, file_id: str) -> Any:
+        """Sandbox: download a file's bytes (result files: OpenAI's metrics CSV)."""
+        return Response(sandbox().file_content(file_id), mimetype="application/octet-stream")
+
+
+@blp.route("/fine_tuning/jobs")
+class SandboxJobs(MethodView):
+    @blp.arguments(SandboxJobCreateSchema)
+    @blp.response(200, SandboxJobSchema)
+    @blp.doc(parameters=[FAULT_HEADER])
+    def post(self, body: dict[str, Any]) -> Any:
+        """Sandbox: create a simulated fine-tuning job."""
+        return sandbox().create_job(body, request.headers.get("X-Sandbox-Fault"))
+
+    @blp.arguments(SandboxJobListArgsSchema, location="query")
+    @blp.response(200, SandboxJobListSchema)
+    def get(self, args: dict[str, Any]) -> Any:
+        """Sandbox: list jobs, newest first; `metadata[key]=value` filters."""
+        return list_body(*sandbox().list_jobs(args.get("after"), args["limit"], args.get("metadata")))
+
+
+@blp.route("/fine_tuning/jobs/<string:job_id>")
+class SandboxJobById(MethodView):
+    @blp.response(200, SandboxJobSchema)
+    def get(self, job_id: str) -> Any:
+        """Sandbox: retrieve a job (its stage advances with time)."""
+        return sandbox().get_job(job_id)
+
+
+@blp.route("/fine_tuning/jobs/<string:job_id>/cancel")
+class SandboxJobCancel(MethodView):
+    @blp.response(200, SandboxJobSchema)
+    def post(self, job_id: str) -> Any:
+        """Sandbox: cancel a job that has not ended."""
+        return sandbox().cancel_job(job_id)
+
+
+@blp.route("/fine_tuning/jobs/<string:job_id>/events")
+class SandboxJobEvents(MethodView):
+    @blp.arguments(CursorArgsSchema, location="query")
+    @blp.response(200, SandboxEventListSchema)
+    def get(self, args: dict[str, Any], job_id: str) -> Any:
+        """Sandbox: a job's events, newest first."""
+        return list_body(*sandbox().list_events(job_id, args.get("after"), args["limit"]))
+
+
+@blp.route("/fine_tuning/jobs/<string:job_id>/checkpoints")
+class SandboxJobCheckpoints(MethodView):
+    @blp.arguments(CursorArgsSchema, location="query")
+    @blp.response(200, SandboxCheckpointListSchema)
+    def get(self, args: dict[str, Any], job_id: str) -> Any:
+        """Sandbox: a job's checkpoints, newest first."""
+        return list_body(*sandbox().list_checkpoints(job_id, args.get("after"), args["limit"]))
+
+
+@blp.route("/chat/completions")
+class SandboxChatCompletions(MethodView):
+    @blp.arguments(SandboxChatCompletionCreateSchema)
+    @blp.response(200, SandboxCompletionSchema)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Sandbox: a canned chat answer from a sandbox-trained model."""
+        return sandbox().chat_completion(body["model"], body["messages"])
+
+
+@blp.route("/completions")
+class SandboxCompletions(MethodView):
+    @blp.arguments(SandboxCompletionCreateSchema)
+    @blp.response(200, SandboxCompletionSchema)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Sandbox: a canned completion from a sandbox-trained model."""
+        return sandbox().completion(body["model"], body["prompt"])
+
+
+@blp.route("/_stats")
+class SandboxStats(MethodView):
+    @blp.response(200, SandboxStatsSchema)
+    def get(self) -> Any:
+        """Sandbox: create counters, so tests can prove exactly-once."""
+        return sandbox().stats()

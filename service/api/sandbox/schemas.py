@@ -1,0 +1,210 @@
+"""Schemas of the sandbox routes: OpenAI's Files, Fine-tuning and completion shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask_smorest.fields import Upload
+
+from service.api.base import CursorArgsSchema, StrictSchema, list_schema
+from service.core.sandbox import FAIL_STAGES
+
+
+class SandboxFileSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    object = ma.fields.Constant("file", required=True)
+    bytes = ma.fields.Integer(required=True)
+    created_at = ma.fields.Integer(required=True)
+    filename = ma.fields.String(required=True)
+    purpose = ma.fields.String(required=True)
+    status = ma.fields.String(required=True)
+    status_details = ma.fields.String(allow_none=True)
+    expires_at = ma.fields.Integer(allow_none=True)
+
+
+SandboxFileListSchema = list_schema(SandboxFileSchema, "SandboxFileList")
+
+
+class SandboxFileUploadSchema(StrictSchema):
+    file = Upload(required=True, metadata={"description": "The file (JSONL for `fine-tune`)."})
+    purpose = ma.fields.String(required=True, metadata={"description": "`fine-tune` for training data."})
+
+
+class SandboxFileListArgsSchema(CursorArgsSchema):
+    purpose = ma.fields.String()
+    order = ma.fields.String(validate=ma.validate.OneOf(["desc"]))
+
+
+class _ErrorSpecSchema(StrictSchema):
+    code = ma.fields.String()
+    message = ma.fields.String()
+
+
+class _RateLimitSchema(StrictSchema):
+    count = ma.fields.Integer(required=True, validate=ma.validate.Range(min=0))
+    retry_after = ma.fields.Float(load_default=1.0, validate=ma.validate.Range(min=0, max=3600))
+
+
+class _CreateFaultSchema(StrictSchema):
+    when = ma.fields.String(load_default="after", validate=ma.validate.OneOf(["before", "after"]))
+    count = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=0))
+
+
+class SandboxFaultsSchema(StrictSchema):
+    """Fault injection for one sandbox job (Tuneline extension; ignored by real providers)."""
+
+    fail_at = ma.fields.String(validate=ma.validate.OneOf(FAIL_STAGES), metadata={
+        "description": "End the job `failed` at this stage, with `error`."})
+    error = ma.fields.Nested(_ErrorSpecSchema, metadata={"description": "The job's `error` when it fails."})
+    rate_limit = ma.fields.Nested(_RateLimitSchema, metadata={
+        "description": "The next `count` reads of the job answer 429 with `Retry-After: retry_after`."})
+    server_errors = ma.fields.Integer(validate=ma.validate.Range(min=0), metadata={
+        "description": "The next N reads of the job (after any 429s) answer 500."})
+    slow_ms = ma.fields.Integer(validate=ma.validate.Range(min=0), metadata={
+        "description": "Every read of the job sleeps this long first (capped at 10 s)."})
+    result_base64 = ma.fields.Boolean(metadata={
+        "description": "Serve the result file base64-wrapped, as OpenAI does."})
+    steps = ma.fields.Integer(validate=ma.validate.Range(min=1, max=1000), metadata={
+        "description": "Training steps (default 10)."})
+    validating_s = ma.fields.Float(validate=ma.validate.Range(min=0), metadata={
+        "description": "Base seconds in validating_files (default 2), times the time scale."})
+    queued_s = ma.fields.Float(validate=ma.validate.Range(min=0), metadata={
+        "description": "Base seconds in queued (default 2), times the time scale."})
+    step_s = ma.fields.Float(validate=ma.validate.Range(min=0), metadata={
+        "description": "Base seconds per step (default 1), times the time scale."})
+    create_fault = ma.fields.Nested(_CreateFaultSchema, metadata={
+        "description": "The first `count` creates for this `metadata.tuneline_job_id` answer 500, "
+                       "`before` or `after` the job is created (after = an ambiguous failure)."})
+
+
+class SandboxJobCreateSchema(StrictSchema):
+    model = ma.fields.String(required=True)
+    training_file = ma.fields.String(required=True)
+    validation_file = ma.fields.String(allow_none=True)
+    hyperparameters = ma.fields.Dict(keys=ma.fields.String(), allow_none=True)
+    method = ma.fields.Dict(keys=ma.fields.String(), allow_none=True)
+    suffix = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=64))
+    seed = ma.fields.Integer(allow_none=True)
+    metadata = ma.fields.Dict(keys=ma.fields.String(validate=ma.validate.Length(max=64)),
+                              values=ma.fields.String(validate=ma.validate.Length(max=512)), allow_none=True)
+    integrations = ma.fields.List(ma.fields.Dict(), allow_none=True)
+    sandbox = ma.fields.Nested(SandboxFaultsSchema, allow_none=True)
+
+
+class SandboxJobListArgsSchema(CursorArgsSchema):
+    metadata = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String(), metadata={
+        "description": "Exact-match filters, sent as `metadata[key]=value` (the SDK's syntax)."})
+
+    @ma.pre_load
+    def collect_metadata(self, data: Any, **_: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        meta: dict[str, str] = {}
+        for name in data:
+            if name.startswith("metadata[") and name.endswith("]"):
+                meta[name[len("metadata["):-1]] = data[name]
+            else:
+                out[name] = data[name]
+        if meta:
+            out["metadata"] = meta
+        return out
+
+
+class _JobErrorSchema(ma.Schema):
+    code = ma.fields.String(required=True)
+    message = ma.fields.String(required=True)
+    param = ma.fields.String(allow_none=True)
+
+
+class SandboxJobSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    object = ma.fields.Constant("fine_tuning.job", required=True)
+    created_at = ma.fields.Integer(required=True)
+    error = ma.fields.Nested(_JobErrorSchema, allow_none=True)
+    fine_tuned_model = ma.fields.String(allow_none=True)
+    finished_at = ma.fields.Integer(allow_none=True)
+    hyperparameters = ma.fields.Dict(required=True)
+    model = ma.fields.String(required=True)
+    organization_id = ma.fields.String(required=True, metadata={"description": "Always `sandbox`."})
+    result_files = ma.fields.List(ma.fields.String(), required=True)
+    seed = ma.fields.Integer(required=True)
+    status = ma.fields.String(required=True, metadata={"enum": [
+        "validating_files", "queued", "running", "succeeded", "failed", "cancelled"]})
+    trained_tokens = ma.fields.Integer(allow_none=True)
+    training_file = ma.fields.String(required=True)
+    validation_file = ma.fields.String(allow_none=True)
+    estimated_finish = ma.fields.Integer(allow_none=True)
+    integrations = ma.fields.List(ma.fields.Dict())
+    metadata = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String(), allow_none=True)
+    method = ma.fields.Dict()
+    user_provided_suffix = ma.fields.String(allow_none=True)
+
+
+SandboxJobListSchema = list_schema(SandboxJobSchema, "SandboxJobList")
+
+
+class SandboxEventSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    object = ma.fields.Constant("fine_tuning.job.event", required=True)
+    created_at = ma.fields.Integer(required=True)
+    level = ma.fields.String(required=True, metadata={"enum": ["info", "warn", "error"]})
+    message = ma.fields.String(required=True)
+    data = ma.fields.Dict()
+    type = ma.fields.String(metadata={"enum": ["message", "metrics"]})
+
+
+SandboxEventListSchema = list_schema(SandboxEventSchema, "SandboxEventList")
+
+
+class _CheckpointMetricsSchema(ma.Schema):
+    step = ma.fields.Integer()
+    train_loss = ma.fields.Float()
+    train_mean_token_accuracy = ma.fields.Float()
+    valid_loss = ma.fields.Float()
+    valid_mean_token_accuracy = ma.fields.Float()
+    full_valid_loss = ma.fields.Float()
+    full_valid_mean_token_accuracy = ma.fields.Float()
+
+
+class SandboxCheckpointSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    object = ma.fields.Constant("fine_tuning.job.checkpoint", required=True)
+    created_at = ma.fields.Integer(required=True)
+    fine_tuned_model_checkpoint = ma.fields.String(required=True)
+    fine_tuning_job_id = ma.fields.String(required=True)
+    step_number = ma.fields.Integer(required=True)
+    metrics = ma.fields.Nested(_CheckpointMetricsSchema, required=True)
+
+
+SandboxCheckpointListSchema = list_schema(SandboxCheckpointSchema, "SandboxCheckpointList")
+
+
+class SandboxStatsSchema(ma.Schema):
+    creates = ma.fields.Integer(required=True)
+    creates_by_tuneline_job = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer(),
+                                             required=True)
+
+
+class _LooseSchema(ma.Schema):
+    class Meta:
+        unknown = ma.INCLUDE
+
+
+class SandboxChatCompletionCreateSchema(_LooseSchema):
+    model = ma.fields.String(required=True)
+    messages = ma.fields.List(ma.fields.Dict(), required=True, validate=ma.validate.Length(min=1))
+
+
+class SandboxCompletionCreateSchema(_LooseSchema):
+    model = ma.fields.String(required=True)
+    prompt = ma.fields.Raw(required=True, metadata={"description": "A string or a list of strings."})
+
+
+class SandboxCompletionSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    object = ma.fields.String(required=True, metadata={"enum": ["chat.completion", "text_completion"]})
+    created = ma.fields.Integer(required=True)
+    model = ma.fields.String(required=True)
+    system_fingerprint = ma.fields.String()
+    choices = ma.fields.List(ma.fields.Dict(), required=True)
+    usage = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())

@@ -1,0 +1,1 @@
+"""Webhook signing secret and delivery log routes."""

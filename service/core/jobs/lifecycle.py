@@ -1,0 +1,92 @@
+"""The one function that changes a job's state, and event recording (DESIGN §5).
+
+Every transition appends an event, and writes any webhook deliveries it triggers into the
+outbox, in the same Redis transaction as the state change.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from service.core.errors import NotFound
+from service.core.jobs import states
+from service.core.store import Store
+from service.core.store import jobs as repo
+from service.core.webhooks_outbox import queue_webhook
+
+WEBHOOK_TYPES = {
+    states.SUCCEEDED: "fine_tuning.job.succeeded",
+    states.FAILED: "fine_tuning.job.failed",
+    states.CANCELLED: "fine_tuning.job.cancelled",
+    states.RUNNING: "fine_tuning.job.running",
+}
+
+
+def _event(job: dict[str, Any], message: str, level: str = "info", type_: str = "message",
+           data: dict[str, Any] | None = None, now: float | None = None) -> dict[str, Any]:
+    seq = int(job.get("event_count", 0)) + 1
+    job["event_count"] = seq
+    return {
+        "id": repo.event_id(job["id"], seq), "object": "fine_tuning.job.event",
+        "created_at": int(now or time.time()), "level": level, "message": message,
+        "type": type_, "data": data or {},
+    }
+
+
+def transition(
+    store: Store, job_id: str, status: str, stage: str, message: str, *,
+    level: str = "info", updates: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Move the job to (status, stage); a repeat of the current state is a no-op.
+
+    Raises IllegalTransition for a move the state machine forbids (e.g. out of a terminal state).
+    """
+
+    def change(job: dict[str, Any], pipe: repo.Pipeline) -> dict[str, Any] | None:
+        if not states.check((job["status"], job["stage"]), (status, stage)):
+            return None
+        was_running = job["status"] == states.RUNNING
+        now = time.time()
+        job.update(updates or {})
+        job["status"], job["stage"], job["updated_at"] = status, stage, int(now)
+        job["stage_changed_at"] = now
+        if status in states.TERMINAL:
+            job["finished_at"] = int(now)
+            repo.unschedule_poll(store, job["id"], pipe)
+        event = _event(job, message, level, data=data, now=now)
+        repo.queue_event(pipe, job["id"], event)
+        webhook_type = WEBHOOK_TYPES.get(status)
+        if webhook_type and not (status == states.RUNNING and was_running):
+            queue_webhook(pipe, job, webhook_type, now)
+        return job
+
+    job = repo.update(store, job_id, change)
+    if job is None:
+        raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")
+    return job
+
+
+def record_event(
+    store: Store, job_id: str, message: str, *, level: str = "info", type_: str = "message",
+    data: dict[str, Any] | None = None, updates: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Append an event (and optional field updates) without changing state."""
+
+    def change(job: dict[str, Any], pipe: repo.Pipeline) -> dict[str, Any]:
+        job.update(updates or {})
+        job["updated_at"] = int(time.time())
+        repo.queue_event(pipe, job["id"], _event(job, message, level, type_, data))
+        return job
+
+    return repo.update(store, job_id, change)
+
+
+def set_fields(store: Store, job_id: str, **fields: Any) -> dict[str, Any] | None:
+    """Update bookkeeping fields (provider ids, cursors) without an event."""
+
+    def change(job: dict[str, Any], pipe: repo.Pipeline) -> dict[str, Any]:
+        job.update(fields)
+        return job
+
+    return repo.update(store, job_id, change)

@@ -1,0 +1,25 @@
+"""The public (OpenAI-shaped) view of a job record; internal bookkeeping stays out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PUBLIC_FIELDS = (
+    "id", "created_at", "error", "fine_tuned_model", "finished_at", "hyperparameters", "model",
+    "organization_id", "result_files", "seed", "status", "trained_tokens", "training_file",
+    "validation_file", "integrations", "metadata", "method", "estimated_finish", "suffix",
+    # Tuneline extensions (additive).
+    "stage", "provider", "provider_status", "provider_job_id", "webhook", "max_cost_usd",
+    "estimate", "test_file", "prepare", "updated_at",
+)
+
+
+def public_job(job: dict[str, Any]) -> dict[str, Any]:
+    out = {name: job.get(name) for name in PUBLIC_FIELDS}
+    out["object"] = "fine_tuning.job"
+    out["organization_id"] = job["tenant"]
+    out["result_files"] = job.get("result_files") or []
+    out["integrations"] = job.get("integrations") or []
+    if out["webhook"]:
+        out["webhook"] = {"url": out["webhook"]["url"], "events": out["webhook"]["events"]}
+    return out

@@ -1,0 +1,1 @@
+"""Training providers behind one interface: openai/azure/sandbox (via the openai SDK)."""

@@ -1,0 +1,194 @@
+"""Job persistence: records, events, checkpoints, metrics and the poll schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from service.core.store import keys
+from service.core.store.base import Store, dumps, loads
+
+Pipeline = Any  # redis.client.Pipeline, untyped upstream
+
+
+def load(store: Store, job_id: str) -> dict[str, Any] | None:
+    job: dict[str, Any] | None = loads(store.r.get(keys.job(job_id)))  # type: ignore[arg-type]
+    return job
+
+
+def insert(store: Store, job: dict[str, Any], created_ms: float) -> None:
+    pipe = store.r.pipeline(transaction=True)
+    pipe.set(keys.job(job["id"]), dumps(job))
+    pipe.zadd(keys.jobs_by_tenant(job["tenant"]), {job["id"]: created_ms})
+    pipe.zadd(keys.jobs_all(), {job["id"]: created_ms})
+    pipe.execute()
+
+
+def update(
+    store: Store, job_id: str, change: Callable[[dict[str, Any], Pipeline], dict[str, Any] | None],
+) -> dict[str, Any] | None:
+    """Optimistic read-modify-write: ``change`` returns the new record (or None for no write)
+    and may queue more commands on the pipeline; everything commits in one MULTI."""
+    key = keys.job(job_id)
+    with store.r.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                current = loads(pipe.get(key))
+                if current is None:
+                    pipe.unwatch()
+                    return None
+                pipe.multi()
+                new = change(current, pipe)
+                if new is None:
+                    pipe.reset()
+                    return current  # type: ignore[no-any-return]
+                pipe.set(key, dumps(new))
+                pipe.execute()
+                return new
+            except redis.WatchError:
+                continue
+
+
+def page_ids(store: Store, tenant: str | None, after: str | None, limit: int) -> tuple[list[str], bool]:
+    index = keys.jobs_all() if tenant is None else keys.jobs_by_tenant(tenant)
+    return store.page(index, after, limit)
+
+
+# --- events: a list per job; an event id carries its 1-based sequence number ---------------
+
+def event_id(job_id: str, seq: int) -> str:
+    return f"ftevent-{job_id.removeprefix('ftjob-')[:12]}{seq:010d}"
+
+
+def event_seq(event_id_: str) -> int | None:
+    tail = event_id_[-10:]
+    return int(tail) if tail.isdigit() else None
+
+
+def queue_event(pipe: Pipeline, job_id: str, event: dict[str, Any]) -> None:
+    """Append inside ``update``'s transaction; the sequence comes from the watched job record."""
+    pipe.rpush(keys.job_events(job_id), dumps(event))
+
+
+def list_events(store: Store, job_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Newest first; ``after`` is the id of the last event of the previous page."""
+    total = int(store.r.llen(keys.job_events(job_id)))  # type: ignore[arg-type]
+    top = total
+    if after is not None:
+        seq = event_seq(after)
+        if seq is None:
+            return [], False
+        top = min(seq - 1, total)
+    if top <= 0:
+        return [], False
+    start = max(top - limit, 0)
+    raw: list[str] = store.r.lrange(keys.job_events(job_id), start, top - 1)  # type: ignore[assignment]
+    events = [loads(r) for r in reversed(raw)]
+    return events, start > 0
+
+
+def events_since(store: Store, job_id: str, count: int) -> list[dict[str, Any]]:
+    """Events after the first ``count`` ones, oldest first (for streaming)."""
+    raw: list[str] = store.r.lrange(keys.job_events(job_id), count, -1)  # type: ignore[assignment]
+    return [loads(r) for r in raw]
+
+
+# --- checkpoints and metrics, keyed by step --------------------------------------------------
+
+def put_checkpoint(store: Store, job_id: str, checkpoint: dict[str, Any]) -> bool:
+    """Store a checkpoint once per step; returns True when it is new."""
+    key = keys.job_checkpoints(job_id)
+    step = checkpoint["step_number"]
+    if store.r.zcount(key, step, step):
+        return False
+    store.r.zadd(key, {dumps(checkpoint): step})
+    return True
+
+
+def list_checkpoints(store: Store, job_id: str) -> list[dict[str, Any]]:
+    raw: list[str] = store.r.zrevrange(keys.job_checkpoints(job_id), 0, -1)  # type: ignore[assignment]
+    return [loads(r) for r in raw]
+
+
+def put_metrics(store: Store, job_id: str, rows: list[dict[str, Any]]) -> None:
+    key = keys.job_metrics(job_id)
+    pipe = store.r.pipeline(transaction=True)
+    for row in rows:
+        step = int(row["step"])
+        pipe.zremrangebyscore(key, step, step)
+        pipe.zadd(key, {dumps(row): step})
+    pipe.execute()
+
+
+def list_metrics(store: Store, job_id: str) -> list[dict[str, Any]]:
+    raw: list[str] = store.r.zrange(keys.job_metrics(job_id), 0, -1)  # type: ignore[assignment]
+    return [loads(r) for r in raw]
+
+
+# --- scheduling: due polls in a sorted set, per-job locks, attempt counters -------------------
+
+def schedule_poll(store: Store, job_id: str, at: float, pipe: Pipeline | None = None) -> None:
+    (pipe or store.r).zadd(keys.poll_due(), {job_id: at})
+
+
+def unschedule_poll(store: Store, job_id: str, pipe: Pipeline | None = None) -> None:
+    (pipe or store.r).zrem(keys.poll_due(), job_id)
+
+
+def claim_due_polls(store: Store, now: float, lease_s: float, limit: int = 200) -> list[str]:
+    """Jobs due for a poll; each is pushed ``lease_s`` ahead so a lost poll task retries later."""
+    due: list[str] = store.r.zrangebyscore(keys.poll_due(), "-inf", now, start=0, num=limit)  # type: ignore[assignment]
+    claimed = []
+    for job_id in due:
+        # XX+GT: only move forward a member still present; a concurrent claim loses the race.
+        if store.r.zadd(keys.poll_due(), {job_id: now + lease_s}, xx=True, gt=True, ch=True):
+            claimed.append(job_id)
+    return claimed
+
+
+def poll_due_at(store: Store, job_id: str) -> float | None:
+    score = store.r.zscore(keys.poll_due(), job_id)
+    return None if score is None else float(score)  # type: ignore[arg-type]
+
+
+def acquire_lock(store: Store, job_id: str, ttl_s: int, token: str) -> bool:
+    return bool(store.r.set(keys.job_lock(job_id), token, nx=True, ex=ttl_s))
+
+
+def release_lock(store: Store, job_id: str, token: str) -> None:
+    # Delete only our own lock (compare-and-delete in one round trip).
+    store.r.eval(
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+        1, keys.job_lock(job_id), token,
+    )
+
+
+def bump_attempts(store: Store, job_id: str, stage: str) -> int:
+    key = keys.job_attempts(job_id, stage)
+    pipe = store.r.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, 7 * 24 * 3600)
+    count, _ = pipe.execute()
+    return int(count)
+
+
+def reset_attempts(store: Store, job_id: str, stage: str) -> None:
+    store.r.delete(keys.job_attempts(job_id, stage))
+
+
+# --- provider file reuse by content hash -----------------------------------------------------
+
+def provider_file_for(store: Store, account: str, sha256: str) -> str | None:
+    value = store.r.hget(keys.provider_files(account), sha256)
+    return None if value is None else str(value)
+
+
+def remember_provider_file(store: Store, account: str, sha256: str, provider_file_id: str) -> None:
+    store.r.hset(keys.provider_files(account), sha256, provider_file_id)
+
+
+def forget_provider_file(store: Store, account: str, sha256: str) -> None:
+    store.r.hdel(keys.provider_files(account), sha256)

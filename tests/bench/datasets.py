@@ -1,0 +1,31 @@
+"""Dataset preparation (issue 3): runs ``bench/datasets_bench.py`` when present and includes its
+markdown; that script belongs to another engineer and is only run here, never edited."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.bench.common import Options
+from tests.support.procs import REPO
+
+SCRIPT = REPO / "bench" / "datasets_bench.py"
+TIMEOUT_S = 420
+
+
+def run(opts: Options) -> str:
+    head = ["## Dataset preparation (issue 3)", ""]
+    if not SCRIPT.exists():
+        return "\n".join([*head, f"Skipped: `{SCRIPT.relative_to(REPO)}` does not exist.", ""])
+    lines = 20_000 if opts.quick else 100_000
+    args = [sys.executable, str(SCRIPT), "--lines", str(lines), "--runs", "3"]
+    try:
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return "\n".join([*head, f"Not finished: `{' '.join(args[1:])}` ran past {TIMEOUT_S} s.", ""])
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+        return "\n".join([*head, f"`bench/datasets_bench.py` failed (exit {proc.returncode}):", "",
+                          "```", *tail, "```", ""])
+    return "\n".join([*head, f"Output of `bench/datasets_bench.py --lines {lines} --runs 3` (median of 3 "
+                      "runs, each in a fresh subprocess):", "", proc.stdout.strip(), ""])

@@ -1,0 +1,220 @@
+"""Job GET throughput (issue 4): ``GET /v1/fine_tuning/jobs/{id}`` vs a bare Flask JSON route.
+
+Both apps run under gunicorn with identical arguments (2 workers, gthread 4 threads, access log
+on); the load generator (``wrk`` when installed, else a Python thread pool) runs for a fixed time
+at concurrency 16 against each target in turn, alternating the order every repetition; the table
+reports medians. Tuneline's ``/healthz`` (same app, no auth, no Redis) is measured too, to split
+framework/middleware cost from auth + Redis + schema cost.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+
+from service.core import auth, ids
+from service.core.jobs import states
+from service.core.store import Store
+from service.core.store import jobs as repo
+from tests.bench.common import Options, median, service_env, start_gunicorn
+from tests.support.procs import Proc, RedisServer, base_env, free_port
+
+CONCURRENCY = 16
+GOAL_RATIO = 0.6
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def job_record(tenant: str) -> dict[str, Any]:
+    """A job shaped like ``service.core.jobs.create.create_job`` writes it (same field list)."""
+    now = time.time()
+    job_id = ids.new_id("job")
+    return {
+        "id": job_id, "tenant": tenant, "created_at": int(now), "updated_at": int(now),
+        "model": "gpt-4o-mini-2024-07-18", "training_file": ids.new_id("file"),
+        "validation_file": ids.new_id("file"), "test_file": None,
+        "hyperparameters": {"n_epochs": 3, "batch_size": "auto", "learning_rate_multiplier": "auto"},
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}},
+        "suffix": "bench", "seed": 42, "metadata": {"team": "research", "run": "bench-1"},
+        "provider": "sandbox",
+        "webhook": {"url": "https://hooks.example.com/tuneline",
+                    "events": ["fine_tuning.job.succeeded", "fine_tuning.job.failed",
+                               "fine_tuning.job.cancelled"]},
+        "max_cost_usd": 25.0,
+        "estimate": {"n_epochs": 3, "billed_tokens": 1_234_567, "price_per_million": 3.0,
+                     "cost_usd": 3.7037},
+        "prepare": None, "sandbox": None, "status": states.VALIDATING, "stage": "preparing",
+        "provider_status": None, "provider_job_id": None, "fine_tuned_model": None,
+        "finished_at": None, "trained_tokens": None, "error": None, "result_files": [],
+        "estimated_finish": None, "event_count": 0, "stage_changed_at": now,
+    }
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"unparsed wrk latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def load_wrk(url: str, headers: dict[str, str], seconds: float) -> Result:
+    args = ["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{int(seconds)}s", "--latency", "--timeout", "5s"]
+    for k, v in headers.items():
+        args += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True,
+                         timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return Result(rps, p50, p99, errors)
+
+
+def load_python(url: str, headers: dict[str, str], seconds: float) -> Result:
+    """Fallback generator: 16 threads, each with a keep-alive httpx2 client (GIL-bound: it
+    measures less than wrk would, but the same way for both targets)."""
+    latencies: list[list[float]] = [[] for _ in range(CONCURRENCY)]
+    errors = [0] * CONCURRENCY
+    deadline = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        with httpx2.Client(headers=headers, timeout=5) as client:
+            while (t := time.perf_counter()) < deadline:
+                try:
+                    ok = client.get(url).status_code == 200
+                except httpx2.HTTPError:
+                    ok = False
+                latencies[i].append((time.perf_counter() - t) * 1000)
+                errors[i] += not ok
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(CONCURRENCY)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t0
+    flat = sorted(x for lat in latencies for x in lat)
+    return Result(len(flat) / elapsed, flat[len(flat) // 2], flat[min(len(flat) - 1, int(len(flat) * 0.99))],
+                  sum(errors))
+
+
+def run(opts: Options) -> str:
+    seconds = 3.0 if opts.quick else 10.0
+    reps = 3
+    use_wrk = shutil.which("wrk") is not None
+    load: Callable[[str, dict[str, str], float], Result] = load_wrk if use_wrk else load_python
+    work = opts.workdir / "job_get"
+    work.mkdir(parents=True, exist_ok=True)
+    redis = RedisServer(work / "redis").start()
+    procs: list[Proc] = []
+    try:
+        store = Store.from_url(redis.url)
+        _, token = auth.create_key(store, "bench", name="bench")
+        job = job_record("bench")
+        repo.insert(store, job, job["created_at"] * 1000)
+
+        port = free_port()
+        env = service_env(redis, work / "data", TUNELINE_PORT=str(port))
+        procs.append(start_gunicorn("service.wsgi:app", env, port, work / "api.log", workers=2))
+        tl = f"http://127.0.0.1:{port}"
+        auth_h = {"Authorization": f"Bearer {token}"}
+        resp = httpx2.get(f"{tl}/v1/fine_tuning/jobs/{job['id']}", headers=auth_h)
+        resp.raise_for_status()
+        body_file = work / "job.json"
+        body_file.write_bytes(resp.content)
+
+        bare_port = free_port()
+        bare_env = base_env({"BENCH_BARE_JSON": str(body_file)})
+        procs.append(start_gunicorn("tests.bench.bare_app:app", bare_env, bare_port, work / "bare.log",
+                                    workers=2))
+        bare = f"http://127.0.0.1:{bare_port}"
+        bare_resp = httpx2.get(f"{bare}/v1/fine_tuning/jobs/{job['id']}")
+        bare_resp.raise_for_status()
+
+        targets = {
+            "tuneline": (f"{tl}/v1/fine_tuning/jobs/{job['id']}", auth_h),
+            "bare": (f"{bare}/v1/fine_tuning/jobs/{job['id']}", {"Authorization": auth_h["Authorization"]}),
+            "healthz": (f"{tl}/healthz", {}),
+        }
+        for url, headers in targets.values():  # warm every worker and connection path
+            load(url, headers, 1.0)
+        results: dict[str, list[Result]] = {name: [] for name in targets}
+        order = list(targets)
+        for rep in range(reps):
+            for name in order[rep % len(order):] + order[: rep % len(order)]:
+                url, headers = targets[name]
+                results[name].append(load(url, headers, seconds))
+    finally:
+        for proc in procs:
+            proc.stop()
+        redis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def med(name: str, attr: str) -> float:
+        return median(getattr(r, attr) for r in results[name])
+
+    ratio = med("tuneline", "rps") / med("bare", "rps")
+    # Paired: each repetition's two runs are adjacent in time, so their ratio cancels slow drifts
+    # in the machine's load; the median of those is the headline figure.
+    paired = [t.rps / b.rps for t, b in zip(results["tuneline"], results["bare"], strict=True)]
+    paired_ratio = median(paired)
+    verdict = "met" if paired_ratio >= GOAL_RATIO else "**NOT met**"
+    gen = (f"`wrk -t2 -c{CONCURRENCY} -d{int(seconds)}s --latency`" if use_wrk
+           else f"a Python thread pool ({CONCURRENCY} threads, keep-alive `httpx2` clients; "
+                "`wrk` not installed)")
+    labels = {
+        "tuneline": "Tuneline `GET /v1/fine_tuning/jobs/{id}` (auth + Redis + schema + request log)",
+        "bare": "bare Flask route, same JSON body, same gunicorn arguments",
+        "healthz": "Tuneline `GET /healthz` (same app; no auth, no Redis)",
+    }
+    out = [
+        "## Job GET throughput (issue 4)",
+        "",
+        f"gunicorn `--workers 2 --threads 4` (gthread) and access log on, for both apps; production "
+        f"settings (INFO JSON request log). Load: {gen}, {seconds:.0f} s per run, concurrency "
+        f"{CONCURRENCY}, {reps} repetitions alternating the order of targets, after a 1 s warm-up each; "
+        f"medians shown. The load generator shares the machine's CPUs with the server. "
+        f"Response body {len(resp.content)} bytes (Tuneline) vs {len(bare_resp.content)} bytes (bare).",
+        "",
+        "| target | req/s (median) | p50 ms | p99 ms | ratio to bare | runs req/s | errors |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    bare_rps = med("bare", "rps")
+    for name, label in labels.items():
+        runs = ", ".join(f"{r.rps:.0f}" for r in results[name])
+        errs = sum(r.errors for r in results[name])
+        out.append(f"| {label} | {med(name, 'rps'):.0f} | {med(name, 'p50_ms'):.2f} | "
+                   f"{med(name, 'p99_ms'):.2f} | {med(name, 'rps') / bare_rps:.2f} | {runs} | {errs} |")
+    out += [
+        "",
+        f"Job GET / bare Flask throughput ratio, median of the per-repetition ratios: **{paired_ratio:.2f}** "
+        f"(runs: {', '.join(f'{x:.2f}' for x in paired)}; ratio of the medians: {ratio:.2f}); "
+        f"goal ≥ {GOAL_RATIO}: {verdict}.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    print(json.dumps(job_record("bench"), indent=1))
