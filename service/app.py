@@ -15,7 +15,7 @@ from service import logs
 from service.api import auth, errors, uploads
 from service.api.base import ErrorSchema
 from service.core.dispatch import Dispatcher
-from service.core.secrets_box import SecretBox
+from service.core.secrets_box import SecretBox, box_for
 from service.core.store import Store
 from service.settings import Settings
 from service.taskqueue import CeleryDispatcher, make_celery
@@ -73,24 +73,13 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     if dispatcher is None:
         dispatcher = CeleryDispatcher(make_celery(settings))
     app.extensions["tuneline"] = Services(settings=settings, store=Store.from_url(settings.redis_url),
-                                          dispatcher=dispatcher, box=secret_box(settings))
+                                          dispatcher=dispatcher, box=box_for(settings.secret_key, settings.env))
     api = TunelineApi(app)
     uploads.register(app)
     auth.register(app)
     _register_request_log(app)
     _register_blueprints(api)
     return app
-
-
-def secret_box(settings: Settings) -> SecretBox:
-    """The encryption box; outside production a missing key gets an ephemeral one, loudly."""
-    if settings.secret_key:
-        return SecretBox(settings.secret_key)
-    log.warning("TUNELINE_SECRET_KEY is not set: using an ephemeral key (stored secrets will not "
-                "survive a restart)")
-    from cryptography.fernet import Fernet
-
-    return SecretBox(Fernet.generate_key().decode())
 
 
 def _register_blueprints(api: Api) -> None:

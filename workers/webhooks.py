@@ -6,7 +6,7 @@ from celery import Celery
 
 from service import taskqueue
 from service.core import webhook_delivery
-from service.core.secrets_box import SecretBox
+from service.core.secrets_box import box_for
 from workers.context import context
 
 
@@ -20,7 +20,7 @@ def register(app: Celery) -> None:
     @app.task(name=taskqueue.WEBHOOK_DELIVER, soft_time_limit=60, time_limit=90)
     def deliver(delivery_id: str) -> None:
         ctx = context()
-        webhook_delivery.deliver(ctx.store, SecretBox(ctx.settings.secret_key), delivery_id,
+        webhook_delivery.deliver(ctx.store, box_for(ctx.settings.secret_key, ctx.settings.env), delivery_id,
                                  allow_loopback=ctx.settings.webhook_allow_loopback)
 
 

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flask_smorest
 import marshmallow as ma
-from flask import current_app, g
+from flask import Request, current_app, g
 from webargs.flaskparser import FlaskParser
+from werkzeug.datastructures import CombinedMultiDict
 
 from service.core.auth import Principal
 
 
 class Parser(FlaskParser):
+    """Webargs parser with 400 on schema errors and a ``multipart`` location (form + files)."""
+
     # DESIGN §9: a body that fails the schema is a 400 invalid_request_error, not 422.
     DEFAULT_VALIDATION_STATUS = 400
+    __location_map__ = dict(FlaskParser.__location_map__, multipart="load_multipart")  # noqa: RUF012
+
+    def load_multipart(self, req: Request, schema: ma.Schema) -> Any:
+        # OpenAI documents uploads as one multipart body holding both fields and the file.
+        return self._makeproxy(CombinedMultiDict([req.form, req.files]), schema)
 
 
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = Parser()
+    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING: ClassVar[dict[str, str]] = dict(  # type: ignore[misc]
+        flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING, multipart="multipart/form-data")
 
 
 class StrictSchema(ma.Schema):

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from service.core import files
+from service.core.auth import Principal
+from service.core.errors import Conflict
 from service.core.store import Store, keys
 from service.core.store.base import dumps, loads
 
@@ -36,3 +38,13 @@ def prepare_uploaded_file(store: Store, data_dir: Path, file_id: str) -> None:
 def get_report(store: Store, file_id: str) -> dict[str, Any] | None:
     report: dict[str, Any] | None = loads(store.r.get(keys.file_report(file_id)))  # type: ignore[arg-type]
     return report
+
+
+def report_for(store: Store, principal: Principal, file_id: str) -> dict[str, Any]:
+    """The report of a file the caller may see; 409 while it is still being prepared."""
+    record = files.get_file(store, principal, file_id)
+    report = get_report(store, record.id)
+    if report is None:
+        raise Conflict(f"File {record.id} is still being prepared; retry shortly.", param="file_id",
+                       code="report_not_ready")
+    return {"object": "file.report", "file_id": record.id, **report, "status": record.status}

@@ -21,3 +21,16 @@ class SecretBox:
             raise RuntimeError(
                 "a stored secret cannot be decrypted: TUNELINE_SECRET_KEY changed?"
             ) from None
+
+
+def box_for(secret_key: str, env: str) -> SecretBox:
+    """The box for ``TUNELINE_SECRET_KEY``; outside production a missing key gets an ephemeral one."""
+    if secret_key:
+        return SecretBox(secret_key)
+    if env == "production":  # pragma: no cover - Settings refuses to start like this
+        raise RuntimeError("TUNELINE_SECRET_KEY is required in production")
+    import logging
+
+    logging.getLogger("tuneline").warning(
+        "TUNELINE_SECRET_KEY is not set: using an ephemeral key (stored secrets will not survive a restart)")
+    return SecretBox(Fernet.generate_key().decode())

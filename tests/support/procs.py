@@ -33,7 +33,7 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: s
             last = predicate()
             if last:
                 return last
-        except Exception as exc:  # noqa: BLE001 - polling until it works
+        except Exception as exc:
             last = exc
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
@@ -72,6 +72,11 @@ class RedisServer:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+    def restart(self) -> RedisServer:
+        """Start again on the same port and directory (AOF is replayed when durable)."""
+        self.kill()
+        return self.start()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -12,28 +12,27 @@ from service.api.files.schemas import (
     FileDeletedSchema,
     FileListArgsSchema,
     FileListSchema,
+    FileReportSchema,
     FileSchema,
-    FileUploadFilesSchema,
-    FileUploadFormSchema,
+    FileUploadSchema,
 )
 from service.api.idempotent import idempotent
 from service.api.uploads import spool_of
-from service.core import files
+from service.core import files, preparation
 
 blp = Blueprint("files", __name__, url_prefix="/v1/files", description="Datasets (OpenAI Files API).")
 
 
 @blp.route("")
 class Files(MethodView):
-    @blp.arguments(FileUploadFilesSchema, location="files")
-    @blp.arguments(FileUploadFormSchema, location="form")
+    @blp.arguments(FileUploadSchema, location="multipart")
     @blp.response(200, FileSchema)
     @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": False,
                           "schema": {"type": "string", "maxLength": 255}}])
-    def post(self, upload: dict[str, Any], form: dict[str, Any]) -> Any:
+    def post(self, form: dict[str, Any]) -> Any:
         """Upload a dataset file (multipart, streamed to disk)."""
         svc = services()
-        storage = upload["file"]
+        storage = form["file"]
         spool = spool_of(storage)
         fields = {"route": "files.create", "purpose": form["purpose"],
                   "filename": storage.filename, "sha256": spool.sha256, "bytes": spool.size}
@@ -75,3 +74,11 @@ class FileContent(MethodView):
         record, path = files.file_content_path(svc.store, svc.settings.data_dir, principal(), file_id)
         return send_file(path, mimetype="application/octet-stream", download_name=record.filename,
                          as_attachment=False, conditional=False, etag=record.sha256)
+
+
+@blp.route("/<string:file_id>/report")
+class FileReport(MethodView):
+    @blp.response(200, FileReportSchema)
+    def get(self, file_id: str) -> Any:
+        """The preparation report: per-line findings, fixes, token statistics, cost per model."""
+        return preparation.report_for(services().store, principal(), file_id)

@@ -24,12 +24,10 @@ class FileSchema(ma.Schema):
 FileListSchema = list_schema(FileSchema, "FileList")
 
 
-class FileUploadFilesSchema(StrictSchema):
+class FileUploadSchema(StrictSchema):
     file = Upload(required=True, metadata={"description": "The JSONL/JSON/CSV dataset."})
-
-
-class FileUploadFormSchema(StrictSchema):
     purpose = ma.fields.String(required=True, metadata={"description": "Must be `fine-tune`."})
+    expires_after = ma.fields.Dict(metadata={"description": "Accepted for SDK compatibility; ignored."})
 
 
 class FileListArgsSchema(CursorArgsSchema):
@@ -42,3 +40,34 @@ class FileDeletedSchema(ma.Schema):
     id = ma.fields.String(required=True)
     object = ma.fields.Constant("file", required=True)
     deleted = ma.fields.Boolean(required=True)
+
+
+class FindingSchema(ma.Schema):
+    class Meta:
+        unknown = ma.INCLUDE
+
+    code = ma.fields.String(required=True)
+    severity = ma.fields.String(required=True, metadata={"enum": ["error", "warning", "info"]})
+    line = ma.fields.Integer(allow_none=True)
+    index = ma.fields.Integer(allow_none=True)
+    field = ma.fields.String(allow_none=True)
+    message = ma.fields.String(required=True)
+
+
+class FileReportSchema(ma.Schema):
+    """The dataset preparation report (DESIGN §4)."""
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+    object = ma.fields.Constant("file.report", required=True)
+    file_id = ma.fields.String(required=True)
+    status = ma.fields.String(required=True)
+    format = ma.fields.String()
+    encoding = ma.fields.String()
+    counts = ma.fields.Dict()
+    findings = ma.fields.List(ma.fields.Nested(FindingSchema))
+    finding_totals = ma.fields.Dict()
+    fixes = ma.fields.List(ma.fields.Dict())
+    tokens = ma.fields.Dict()
+    estimate = ma.fields.Dict()

@@ -8,12 +8,10 @@ itself, the ``X-Sandbox-Fault`` header: ``create-500`` (nothing created), ``crea
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-import marshmallow as ma
-from flask import Request, Response, request
+from flask import Response, request
 from flask.views import MethodView
-from werkzeug.datastructures import CombinedMultiDict
 
 from service.api import base
 from service.api.base import CursorArgsSchema, list_body, services
@@ -37,23 +35,7 @@ from service.api.uploads import spool_of
 from service.core.errors import AuthenticationFailed
 from service.core.sandbox import CREATE_HEADER_FAULTS, Sandbox, api_key_matches
 
-
-class MultipartParser(base.Parser):
-    """Adds a ``multipart`` location: form fields and files in one schema, as OpenAI documents uploads."""
-
-    __location_map__ = dict(base.Parser.__location_map__, multipart="load_multipart")  # noqa: RUF012
-
-    def load_multipart(self, req: Request, schema: ma.Schema) -> Any:
-        return self._makeproxy(CombinedMultiDict([req.form, req.files]), schema)
-
-
-class SandboxBlueprint(base.Blueprint):
-    ARGUMENTS_PARSER = MultipartParser()
-    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING: ClassVar[dict[str, str]] = dict(
-        base.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING, multipart="multipart/form-data")
-
-
-blp = SandboxBlueprint(
+blp = base.Blueprint(
     "sandbox", __name__, url_prefix="/sandbox/v1",
     description="The sandbox provider: an OpenAI-compatible fine-tuning simulator (nothing is trained). "
                 "Authenticate with `Authorization: Bearer <TUNELINE_SANDBOX_API_KEY>`, not a Tuneline key.",

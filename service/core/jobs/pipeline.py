@@ -22,7 +22,6 @@ from service.core.jobs.create import fine_tuned_model_name
 from service.core.providers.base import CreateJobRequest, Provider, ProviderError
 from service.core.store import Store
 from service.core.store import jobs as repo
-
 from service.settings import Settings
 
 log = logging.getLogger("tuneline.pipeline")
