@@ -1,11 +1,14 @@
-"""Upload a sample dataset through the official SDK and show its preparation report."""
+"""The ``make run`` demo: upload a sample dataset, run a sandbox job, receive its signed webhook."""
 
 from __future__ import annotations
 
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx2
+import standardwebhooks
 from openai import OpenAI
 
 from service.settings import Settings
@@ -25,6 +28,37 @@ def _wait_ready(base: str, timeout: float = 60) -> None:
     raise SystemExit(f"the API at {base} did not become ready")
 
 
+class _Receiver:
+    """A local webhook receiver that verifies each delivery with the standardwebhooks library."""
+
+    def __init__(self, secret: str) -> None:
+        self.got = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                try:
+                    event = standardwebhooks.Webhook(secret).verify(body, dict(self.headers.items()))
+                    print(f"demo: webhook {event['type']} verified (webhook-id {self.headers['webhook-id']})")
+                    self.send_response(200)
+                    receiver.got.set()
+                except standardwebhooks.WebhookVerificationError:
+                    print("demo: webhook signature did NOT verify")
+                    self.send_response(400)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
 def run_demo(base: str, token: str, settings: Settings) -> None:
     _wait_ready(base)
     client = OpenAI(base_url=base + "/v1", api_key=token, max_retries=2)
@@ -34,6 +68,31 @@ def run_demo(base: str, token: str, settings: Settings) -> None:
     for _ in range(120):
         f = client.files.retrieve(uploaded.id)
         if f.status != "uploaded":
-            print(f"demo: file {f.id} is {f.status} {f.status_details or ''}".rstrip())
             break
         time.sleep(0.5)
+    print(f"demo: file {f.id} is {f.status} {f.status_details or ''}".rstrip())
+    if f.status != "processed":
+        return
+    secret = httpx2.get(base + "/v1/webhooks/default/secret", headers={"Authorization": f"Bearer {token}"},
+                        timeout=10).json()["secret"]
+    receiver = _Receiver(secret)
+    job = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini-2024-07-18", training_file=f.id, suffix="demo",
+        extra_body={"provider": settings.provider_default, "webhook": {"url": receiver.url}},
+    )
+    print(f"demo: created {job.id} on provider {settings.provider_default}; following its events")
+    seen: set[str] = set()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        for event in reversed(client.fine_tuning.jobs.list_events(job.id, limit=50).data):
+            if event.id not in seen:
+                seen.add(event.id)
+                print(f"demo:   [{event.level}] {event.message}")
+        job = client.fine_tuning.jobs.retrieve(job.id)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(1)
+    print(f"demo: job {job.id} {job.status}; fine-tuned model {job.fine_tuned_model}")
+    if receiver.got.wait(30):
+        print("demo: done")
+    receiver.server.shutdown()

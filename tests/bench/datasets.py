@@ -1,4 +1,4 @@
-"""Dataset preparation (issue 3): runs ``bench/datasets_bench.py`` when present and includes its
+"""Dataset preparation (issue 3): runs ``tests/bench/datasets_bench.py`` when present and includes its
 markdown; that script belongs to another engineer and is only run here, never edited."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 from tests.bench.common import Options
 from tests.support.procs import REPO
 
-SCRIPT = REPO / "bench" / "datasets_bench.py"
+SCRIPT = REPO / "tests" / "bench" / "datasets_bench.py"
 TIMEOUT_S = 420
 
 
@@ -25,7 +25,7 @@ def run(opts: Options) -> str:
         return "\n".join([*head, f"Not finished: `{' '.join(args[1:])}` ran past {TIMEOUT_S} s.", ""])
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-        return "\n".join([*head, f"`bench/datasets_bench.py` failed (exit {proc.returncode}):", "",
+        return "\n".join([*head, f"`tests/bench/datasets_bench.py` failed (exit {proc.returncode}):", "",
                           "```", *tail, "```", ""])
-    return "\n".join([*head, f"Output of `bench/datasets_bench.py --lines {lines} --runs 3` (median of 3 "
+    return "\n".join([*head, f"Output of `tests/bench/datasets_bench.py --lines {lines} --runs 3` (median of 3 "
                       "runs, each in a fresh subprocess):", "", proc.stdout.strip(), ""])
