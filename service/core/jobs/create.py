@@ -140,6 +140,7 @@ def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -
         "estimated_finish": None, "event_count": 0, "stage_changed_at": now,
     }
     repo.insert(ctx.store, job, now * 1000)
+    repo.schedule_poll(ctx.store, job_id, now + 60.0)  # the pipeline watchdog (see pipeline.run_poll)
     lifecycle.record_event(ctx.store, job_id, f"Created fine-tuning job: {job_id} (provider {provider})")
     ctx.dispatcher.enqueue(TASK_PREPARE, job_id)
     return public_job(repo.load(ctx.store, job_id) or job)

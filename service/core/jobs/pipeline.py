@@ -32,8 +32,17 @@ TASK_POLL = "tuneline.provider.poll"
 TASK_FINALIZE = "tuneline.provider.finalize"
 
 MAX_DELIVERIES = 5  # a stage whose task keeps dying this often fails the job instead of looping
-POLL_LEASE_S = 60.0
+WATCHDOG_S = 60.0  # a worker-driven stage older than this gets its task enqueued again
+POLL_LEASE_S = 30.0
+POLL_LOCK_S = 90  # longer than one poll's provider calls; bounds recovery after a killed worker
 MAX_POLL_INTERVAL_S = 60.0
+
+STAGE_TASKS = {
+    "preparing": "tuneline.jobs.prepare",
+    "uploading": TASK_UPLOAD,
+    "submitting": TASK_SUBMIT,
+    "finalizing": TASK_FINALIZE,
+}
 
 PROVIDER_STATES = {
     "validating_files": (states.VALIDATING, "provider_validating"),
@@ -267,14 +276,29 @@ def claim_due(ctx: PipelineContext, limit: int = 200) -> list[str]:
 
 
 def run_poll(ctx: PipelineContext, job_id: str) -> str | None:
-    """Sync status, events, checkpoints and metrics from the provider; next: finalize or re-poll."""
+    """Sync status, events, checkpoints and metrics from the provider; next: finalize or re-poll.
+
+    The poll schedule doubles as the pipeline's watchdog: a job stuck in a worker-driven stage
+    (its next task lost, e.g. to a broker outage between the transition and the enqueue) gets
+    that stage's task enqueued again. Every stage task is safe to run twice.
+    """
     job = repo.load(ctx.store, job_id)
-    if job is None or job["status"] in states.TERMINAL or not job.get("provider_job_id"):
+    if job is None or job["status"] in states.TERMINAL:
+        repo.unschedule_poll(ctx.store, job_id)
+        return None
+    if job["stage"] in STAGE_TASKS:
+        now = ctx.clock.now()
+        repo.schedule_poll(ctx.store, job_id, now + WATCHDOG_S)
+        stalled = now - float(job.get("stage_changed_at") or now) >= WATCHDOG_S
+        return STAGE_TASKS[job["stage"]] if stalled else None
+    if not job.get("provider_job_id"):
         repo.unschedule_poll(ctx.store, job_id)
         return None
     token = secrets.token_hex(8)
-    if not repo.acquire_lock(ctx.store, job_id, 120, token):
-        return None  # another poll of this job is running; its own reschedule stands
+    if not repo.acquire_lock(ctx.store, job_id, POLL_LOCK_S, token):
+        # Another poll holds the lock (or a killed one did): look again soon.
+        repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + ctx.settings.poll_interval_s)
+        return None
     try:
         return _poll_locked(ctx, job)
     finally:
@@ -326,7 +350,7 @@ def _poll_locked(ctx: PipelineContext, job: dict[str, Any]) -> str | None:
                                  "Provider finished training; finalizing", updates=updates)
         except states.IllegalTransition:
             return None
-        repo.unschedule_poll(ctx.store, job_id)
+        repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + WATCHDOG_S)  # watchdog for finalize
         return TASK_FINALIZE
     if remote.status == "failed":
         error = remote.error or {"code": "provider_failed", "message": "the provider reported failure"}
