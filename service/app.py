@@ -13,7 +13,7 @@ from flask_smorest import Api
 
 from service import logs
 from service.api import auth, errors, uploads
-from service.api.base import ErrorSchema
+from service.api.base import ErrorSchema, parameter_style
 from service.core.dispatch import Dispatcher
 from service.core.secrets_box import SecretBox, box_for
 from service.core.store import Store
@@ -67,7 +67,6 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
             }},
         },
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + 1024 * 1024,
-        JSON_SORT_KEYS=False,
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     if dispatcher is None:
@@ -75,6 +74,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     app.extensions["tuneline"] = Services(settings=settings, store=Store.from_url(settings.redis_url),
                                           dispatcher=dispatcher, box=box_for(settings.secret_key, settings.env))
     api = TunelineApi(app)
+    api.ma_plugin.converter.add_parameter_attribute_function(parameter_style)
     uploads.register(app)
     auth.register(app)
     _register_request_log(app)

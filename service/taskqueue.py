@@ -5,20 +5,21 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+# Task names live in the framework-free core (which enqueues them); re-exported for workers.
+from service.core.tasknames import (
+    JOB_CANCEL,
+    JOB_FINALIZE,
+    JOB_POLL,
+    JOB_PREPARE,
+    JOB_SUBMIT,
+    JOB_UPLOAD,
+    POLL_SCAN,
+    PREPARE_FILE,
+    SWEEP,
+    WEBHOOK_DELIVER,
+    WEBHOOK_SCAN,
+)
 from service.settings import Settings
-
-# Task names (STYLE rule 5: dotted names). Workers register functions under exactly these.
-PREPARE_FILE = "tuneline.datasets.prepare_file"
-JOB_PREPARE = "tuneline.jobs.prepare"
-JOB_UPLOAD = "tuneline.provider.upload"
-JOB_SUBMIT = "tuneline.provider.create_job"
-JOB_POLL = "tuneline.provider.poll"
-JOB_FINALIZE = "tuneline.provider.finalize"
-JOB_CANCEL = "tuneline.provider.cancel"
-POLL_SCAN = "tuneline.poll.scan"
-WEBHOOK_DELIVER = "tuneline.webhooks.deliver"
-WEBHOOK_SCAN = "tuneline.webhooks.scan"
-SWEEP = "tuneline.maintenance.sweep"
 
 QUEUES = ("datasets", "provider", "poll", "webhooks", "maintenance")
 ROUTES = {

@@ -61,3 +61,25 @@ def test_docker_compose_defines_the_stack():
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "celery" in " ".join(map(str, services["worker"]["command"]))
     assert "beat" in " ".join(map(str, services["beat"]["command"]))
+
+
+def test_every_example_in_the_spec_matches_its_schema():
+    from openapi_schema_validator import OAS30Validator
+
+    spec = yaml.safe_load((REPO / "openapi.yaml").read_text(encoding="utf-8"))
+    checked = 0
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            bodies = [operation.get("requestBody", {})]
+            bodies += [r for r in operation.get("responses", {}).values() if "$ref" not in r]
+            for body in bodies:
+                for media in body.get("content", {}).values():
+                    if "example" not in media:
+                        continue
+                    schema = {**media["schema"], "components": spec["components"]}
+                    errors = list(OAS30Validator(schema).iter_errors(media["example"]))
+                    assert not errors, f"{method.upper()} {path}: {errors[0].message}"
+                    checked += 1
+    assert checked >= 15

@@ -34,10 +34,10 @@ def _next(task_name: str | None, job_id: str) -> None:
         context().dispatcher.enqueue(task_name, job_id)
 
 
-def _run(task: Task, step: Any, job_id: str, with_attempt: bool = True) -> None:
+def _run(task: Task, step: Any, job_id: str) -> None:
     """Run one step; a transient failure re-runs it after a short, bounded countdown."""
     try:
-        result = step(_pipeline(), job_id, task.request.retries) if with_attempt else step(_pipeline(), job_id)
+        result = step(_pipeline(), job_id, task.request.retries)
     except Retry as exc:
         log.info("step will retry", extra={"job_id": job_id, "task": task.name, "delay": exc.delay})
         if task.request.retries >= MAX_RETRIES:
@@ -70,7 +70,7 @@ def register(app: Celery) -> None:
 
     @app.task(name=taskqueue.JOB_CANCEL, bind=True)
     def cancel(self: Task, job_id: str) -> None:
-        _run(self, lambda ctx, jid, _attempt: pipeline.run_cancel(ctx, jid), job_id)
+        _run(self, pipeline.run_cancel, job_id)
 
     @app.task(name=taskqueue.POLL_SCAN)
     def scan() -> None:

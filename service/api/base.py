@@ -57,6 +57,31 @@ class CursorArgsSchema(StrictSchema):
     )
 
 
+class MetadataFilterArgsSchema(CursorArgsSchema):
+    """Cursor args plus exact-match metadata filters in the SDK's ``metadata[key]=value`` syntax."""
+
+    metadata = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String(), metadata={
+        "description": "Exact-match filters, sent as `metadata[key]=value` (the SDK's syntax).",
+        "style": "deepObject", "explode": True})
+
+    @ma.pre_load
+    def collect_metadata(self, data: Any, **_: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        found: dict[str, str] = {}
+        for name in data:
+            if name.startswith("metadata[") and name.endswith("]"):
+                key = name[len("metadata["):-1]
+                if "[" in key or "]" in key:
+                    raise ma.ValidationError({"metadata": [
+                        f"Invalid filter {name!r}: use metadata[key]=value; nested keys are not supported."]})
+                found[key] = data[name]
+            else:
+                out[name] = data[name]
+        if found:
+            out["metadata"] = found
+        return out
+
+
 def list_schema(item: type[ma.Schema], name: str) -> type[ma.Schema]:
     """A ``{"object": "list", "data": [...], "has_more"}`` schema for ``item``."""
     return ma.Schema.from_dict(
@@ -87,3 +112,8 @@ def principal() -> Principal:
 def services() -> Any:
     """The application's wiring (settings, store, dispatcher), see service.app.Services."""
     return current_app.extensions["tuneline"]
+
+
+def parameter_style(converter: Any, field: ma.fields.Field, **_: Any) -> dict[str, Any]:
+    """apispec hook (bound to its converter): carry ``style``/``explode`` from field metadata."""
+    return {k: field.metadata[k] for k in ("style", "explode") if k in field.metadata}

@@ -36,7 +36,7 @@ def _first_error(messages: Any, path: tuple[str, ...] = ()) -> tuple[str | None,
     return (".".join(path) or None), str(messages)
 
 
-def envelope(status: int, message: str, type_: str, code: str | None, param: str | None) -> dict[str, Any]:
+def envelope(message: str, type_: str, code: str | None, param: str | None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
@@ -64,7 +64,7 @@ def handle_http_exception(error: HTTPException) -> Any:
     if status >= 500:
         log.exception("unhandled error on %s %s", request.method, request.path)
         message = "The server had an error while processing your request."
-    body = envelope(status, message, _HTTP_TYPES.get(status, "server_error"), code, param)
+    body = envelope(message, _HTTP_TYPES.get(status, "server_error"), code, param)
     response = jsonify(body)
     response.status_code = status
     for name, value in error.get_headers():
@@ -87,7 +87,7 @@ def handle_tuneline_error(error: TunelineError) -> Any:
 
 def handle_unexpected(error: Exception) -> Any:
     log.exception("unhandled error on %s %s", request.method, request.path)
-    response = jsonify(envelope(500, "The server had an error while processing your request.",
+    response = jsonify(envelope("The server had an error while processing your request.",
                                 "server_error", "server_error", None))
     response.status_code = 500
     return response

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.core import ids
+from service.core import ids, tasknames
 from service.core.auth import Principal
 from service.core.dispatch import Dispatcher
 from service.core.errors import InvalidRequest, NotFound
@@ -17,7 +17,6 @@ from service.core.store.base import dumps, loads
 from service.core.uploads import HashingSpool
 
 PURPOSES = ("fine-tune",)
-TASK_PREPARE_FILE = "tuneline.datasets.prepare_file"
 ORPHAN_GRACE_S = 3600
 
 
@@ -104,7 +103,7 @@ def create_file(
     pipe.zadd(keys.files_by_tenant(record.tenant), {record.id: now_ms})
     pipe.zadd(keys.files_all(), {record.id: now_ms})
     pipe.execute()
-    dispatcher.enqueue(TASK_PREPARE_FILE, record.id)
+    dispatcher.enqueue(tasknames.PREPARE_FILE, record.id)
     return record
 
 
@@ -125,23 +124,13 @@ def list_files(
     store: Store, principal: Principal, after: str | None, limit: int, purpose: str | None = None,
 ) -> tuple[list[FileRecord], bool]:
     index = keys.files_all() if principal.is_ops else keys.files_by_tenant(principal.tenant)
-    if purpose is None:
-        file_ids, has_more = store.page(index, after, limit)
-        found = [load_file(store, f) for f in file_ids]
-        return [f for f in found if f is not None], has_more
-    # Filtered listing walks the index; file counts per tenant are small enough for this.
-    out: list[FileRecord] = []
-    cursor = after
-    while len(out) <= limit:
-        batch, more = store.page(index, cursor, 200)
-        for file_id in batch:
-            rec = load_file(store, file_id)
-            if rec is not None and rec.purpose == purpose:
-                out.append(rec)
-        if not more or not batch:
-            break
-        cursor = batch[-1]
-    return out[:limit], len(out) > limit
+
+    def load_many(file_ids: list[str]) -> list[FileRecord | None]:
+        return [None if raw is None else FileRecord(**raw)
+                for raw in store.load_many([keys.file(f) for f in file_ids])]
+
+    return store.walk(index, after, limit, load_many,
+                      None if purpose is None else (lambda f: f.purpose == purpose))
 
 
 def file_content_path(store: Store, data_dir: Path, principal: Principal, file_id: str) -> tuple[FileRecord, Path]:

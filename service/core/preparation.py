@@ -8,6 +8,7 @@ from typing import Any
 
 from service.core import files
 from service.core.auth import Principal
+from service.core.datasets import PrepareOptions, prepare_file
 from service.core.errors import Conflict
 from service.core.store import Store, keys
 from service.core.store.base import dumps, loads
@@ -22,8 +23,6 @@ def prepare_uploaded_file(store: Store, data_dir: Path, file_id: str) -> None:
         log.info("file gone before preparation", extra={"file_id": file_id})
         return
     try:
-        from service.core.datasets import PrepareOptions, prepare_file
-
         report = prepare_file(files.blob_path(data_dir, file_id), PrepareOptions())
     except Exception:
         log.exception("preparation crashed", extra={"file_id": file_id})

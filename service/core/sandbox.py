@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from service.core.clock import Clock, SystemClock
 from service.core.errors import InvalidRequest, NotFound, RateLimited, TunelineError
+from service.core.pagination import page_list
 from service.core.store import Store, keys
-from service.core.store.base import dumps, loads
+from service.core.store.base import Pipeline, dumps, loads
 from service.core.uploads import HashingSpool
 
 ORGANIZATION = "sandbox"
@@ -299,8 +298,11 @@ class Sandbox:
     def list_files(
         self, after: str | None, limit: int, purpose: str | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        return self._walk(keys.sandbox_files(), after, limit, self._load_file,
-                          lambda f: purpose is None or f["purpose"] == purpose, public=self._public_file)
+        found, more = self.store.walk(
+            keys.sandbox_files(), after, limit,
+            lambda ids: self.store.load_many([keys.sandbox_file(i) for i in ids]),
+            None if purpose is None else (lambda f: f["purpose"] == purpose))
+        return [self._public_file(f) for f in found], more
 
     @staticmethod
     def _public_file(record: dict[str, Any]) -> dict[str, Any]:
@@ -420,27 +422,17 @@ class Sandbox:
 
     def _refresh(self, job_id: str) -> dict[str, Any]:
         """Read a job, persisting a stage change; concurrent readers agree, so a lost race is harmless."""
-        key = keys.sandbox_job(job_id)
-        while True:
-            with self.store.r.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(key)
-                    stored = loads(pipe.get(key))  # type: ignore[arg-type]
-                    if stored is None:
-                        pipe.unwatch()
-                        return self._load_job(job_id)
-                    job = self._advance(stored, self.clock.now())
-                    if job == stored:
-                        pipe.unwatch()
-                        return job
-                    pipe.multi()
-                    pipe.set(key, dumps(job))
-                    if job["status"] == "succeeded":
-                        self._write_result_file(pipe, job)
-                    pipe.execute()
-                    return job
-                except redis.WatchError:
-                    continue
+
+        def advance(stored: dict[str, Any], pipe: Pipeline) -> dict[str, Any] | None:
+            job = self._advance(stored, self.clock.now())
+            if job == stored:
+                return None
+            if job["status"] == "succeeded":
+                self._write_result_file(pipe, job)
+            return job
+
+        job = self.store.update_json(keys.sandbox_job(job_id), advance)
+        return job if job is not None else self._load_job(job_id)
 
     def _write_result_file(self, pipe: Any, job: dict[str, Any]) -> None:
         file_id = result_file_id(job["id"])
@@ -486,31 +478,24 @@ class Sandbox:
             except NotFound:
                 return None
 
-        return self._walk(keys.sandbox_jobs(), after, limit, load, matches, public=self.public_job)
+        found, more = self.store.walk(keys.sandbox_jobs(), after, limit,
+                                      lambda ids: [load(i) for i in ids], matches)
+        return [self.public_job(j) for j in found], more
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel unless already terminal (then the job is returned unchanged)."""
-        key = keys.sandbox_job(job_id)
-        while True:
-            with self.store.r.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(key)
-                    stored = loads(pipe.get(key))  # type: ignore[arg-type]
-                    if stored is None:
-                        pipe.unwatch()
-                        return self.public_job(self._load_job(job_id))
-                    now = self.clock.now()
-                    job = self._advance(stored, now)
-                    if job["status"] not in TERMINAL:
-                        job = dict(job, status="cancelled", cancelled_at=now, finished_at=int(now))
-                    pipe.multi()
-                    pipe.set(key, dumps(job))
-                    if job["status"] == "succeeded":
-                        self._write_result_file(pipe, job)
-                    pipe.execute()
-                    return self.public_job(job)
-                except redis.WatchError:
-                    continue
+
+        def cancel(stored: dict[str, Any], pipe: Pipeline) -> dict[str, Any]:
+            now = self.clock.now()
+            job = self._advance(stored, now)
+            if job["status"] not in TERMINAL:
+                job = dict(job, status="cancelled", cancelled_at=now, finished_at=int(now))
+            if job["status"] == "succeeded":
+                self._write_result_file(pipe, job)
+            return job
+
+        job = self.store.update_json(keys.sandbox_job(job_id), cancel)
+        return self.public_job(job if job is not None else self._load_job(job_id))
 
     def public_job(self, job: dict[str, Any]) -> dict[str, Any]:
         """OpenAI's ``fine_tuning.job`` object."""
@@ -554,7 +539,7 @@ class Sandbox:
              "data": e.data or {}, "type": e.kind}
             for eid, e in reversed(self._visible_events(job))
         ]
-        return _page_list(items, after, limit)
+        return page_list(items, after, limit)
 
     def list_checkpoints(
         self, job_id: str, after: str | None, limit: int,
@@ -575,7 +560,7 @@ class Sandbox:
                 "fine_tuning_job_id": job["id"], "step_number": step,
                 "metrics": {k: v for k, v in row.items() if k != "total_steps"},
             })
-        return _page_list(items, after, limit)
+        return page_list(items, after, limit)
 
     def _result_bytes(self, job: dict[str, Any]) -> bytes:
         tl = timeline_of(job, self.scale)
@@ -644,23 +629,6 @@ class Sandbox:
         return {"creates": int(self.store.r.get(keys.sandbox_counter("creates")) or 0),  # type: ignore[arg-type]
                 "creates_by_tuneline_job": {k: int(v) for k, v in by_job.items()}}  # type: ignore[union-attr]
 
-    def _walk(
-        self, index: str, after: str | None, limit: int, load: Callable[[str], dict[str, Any] | None],
-        keep: Callable[[dict[str, Any]], bool], public: Callable[[dict[str, Any]], dict[str, Any]],
-    ) -> tuple[list[dict[str, Any]], bool]:
-        out: list[dict[str, Any]] = []
-        cursor = after
-        while len(out) <= limit:
-            batch, more = self.store.page(index, cursor, 200)
-            for item_id in batch:
-                item = load(item_id)
-                if item is not None and keep(item):
-                    out.append(public(item))
-            if not more or not batch:
-                break
-            cursor = batch[-1]
-        return out[:limit], len(out) > limit
-
 
 def _timeline_events(job: Mapping[str, Any], tl: Timeline) -> list[Event]:
     """Every event the job would emit without cancellation, oldest first."""
@@ -710,16 +678,6 @@ def _reached_step(job: Mapping[str, Any], tl: Timeline, now: float) -> int:
     if tl.step_s <= 0:
         return tl.steps
     return max(0, min(tl.steps, int((elapsed - tl.started) / tl.step_s + 1e-9)))
-
-
-def _page_list(
-    items: list[dict[str, Any]], after: str | None, limit: int,
-) -> tuple[list[dict[str, Any]], bool]:
-    start = 0
-    if after is not None:
-        ids = [i["id"] for i in items]
-        start = ids.index(after) + 1 if after in ids else len(items)
-    return items[start:start + limit], len(items) > start + limit
 
 
 def _text(content: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from service.core.files import TASK_PREPARE_FILE
+from service.core.tasknames import PREPARE_FILE
 
 
 def auth(token: str) -> dict[str, str]:
@@ -36,7 +36,7 @@ def test_upload_retrieve_list_content_delete(client, make_key, settings, dispatc
     import hashlib
 
     assert f["sha256"] == hashlib.sha256(body).hexdigest()
-    assert dispatcher.sent == [(TASK_PREPARE_FILE, (f["id"],))]
+    assert dispatcher.sent == [(PREPARE_FILE, (f["id"],))]
 
     assert client.get(f"/v1/files/{f['id']}", headers=auth(token)).json == f
     listing = client.get("/v1/files", headers=auth(token)).json
@@ -122,3 +122,4 @@ def test_unknown_route_and_method(client, make_key):
     assert r.status_code == 405 and "Allow" in r.headers
     assert_error(client.get("/v1/files?limit=0", headers=auth(token)), 400, "invalid_request_error", "limit")
     assert_error(client.get("/v1/files?limit=abc", headers=auth(token)), 400, "invalid_request_error", "limit")
+

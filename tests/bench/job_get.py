@@ -41,7 +41,7 @@ class Result:
 
 
 def job_record(tenant: str) -> dict[str, Any]:
-    """A job shaped like ``service.core.jobs.create.create_job`` writes it (same field list)."""
+    """A job shaped like ``service.core.jobs.usecases.create_job`` writes it (same field list)."""
     now = time.time()
     job_id = ids.new_id("job")
     return {

@@ -12,12 +12,12 @@ import openai
 import pytest
 import standardwebhooks
 
-from service.core import webhook_delivery as wd
 from service.core.auth import Principal
 from service.core.secrets_box import SecretBox
 from service.core.store import keys
+from service.core.webhooks import delivery as wd
 from service.core.webhooks import schedule
-from service.core.webhooks_outbox import queue_webhook
+from service.core.webhooks.outbox import queue_webhook
 from tests.support.procs import free_port
 
 
@@ -77,7 +77,7 @@ JOB = {"id": "ftjob-abc", "tenant": "acme", "status": "succeeded", "stage": "don
 def queue(store, url: str, now: float) -> str:
     job = {**JOB, "webhook": {"url": url, "events": ["fine_tuning.job.succeeded"]}}
     pipe = store.r.pipeline(transaction=True)
-    delivery_id = queue_webhook(pipe, job, "fine_tuning.job.succeeded", now)
+    delivery_id = queue_webhook(pipe, job, "fine_tuning.job.succeeded", now, {**job, "object": "fine_tuning.job"})
     pipe.execute()
     assert delivery_id
     return delivery_id

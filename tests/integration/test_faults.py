@@ -3,6 +3,7 @@ restarted from its AOF, a provider answering 429/500: every job completes, one c
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
@@ -59,10 +60,8 @@ def wait_all(client: OpenAI, job_ids: list[str], timeout: float, stack: Stack) -
     while time.monotonic() < deadline:
         for job_id in job_ids:
             if status.get(job_id) not in TERMINAL:
-                try:
+                with contextlib.suppress(Exception):
                     status[job_id] = client.fine_tuning.jobs.retrieve(job_id).status
-                except Exception:
-                    pass
         if all(s in TERMINAL for s in status.values()) and len(status) == len(job_ids):
             return status
         time.sleep(0.5)

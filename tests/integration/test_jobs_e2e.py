@@ -14,6 +14,7 @@ import pytest
 import standardwebhooks
 from openai import OpenAI
 
+from tests.conftest import SHARED_DATA
 from tests.support.procs import free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -70,9 +71,7 @@ def hooks():
 
 
 @pytest.fixture(scope="module")
-def qa_bytes(shared_data_dir=None):
-    from tests.conftest import SHARED_DATA
-
+def qa_bytes() -> bytes:
     return (SHARED_DATA / "funds_qa.jsonl").read_bytes()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from flask import send_file
 from flask.views import MethodView
 
+from service.api import examples
 from service.api.base import Blueprint, list_body, principal, services
 from service.api.files.schemas import (
     FileDeletedSchema,
@@ -26,7 +27,7 @@ blp = Blueprint("files", __name__, url_prefix="/v1/files", description="Datasets
 @blp.route("")
 class Files(MethodView):
     @blp.arguments(FileUploadSchema, location="multipart")
-    @blp.response(200, FileSchema)
+    @blp.response(200, FileSchema, example=examples.FILE)
     @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": False,
                           "schema": {"type": "string", "maxLength": 255}}])
     def post(self, form: dict[str, Any]) -> Any:
@@ -42,7 +43,8 @@ class Files(MethodView):
         ).public())
 
     @blp.arguments(FileListArgsSchema, location="query")
-    @blp.response(200, FileListSchema)
+    @blp.response(200, FileListSchema, example={"object": "list", "data": [examples.FILE], "has_more": False,
+                                                "first_id": examples.FILE["id"], "last_id": examples.FILE["id"]})
     def get(self, args: dict[str, Any]) -> Any:
         """List files, newest first."""
         found, has_more = files.list_files(services().store, principal(), args.get("after"),
@@ -52,12 +54,12 @@ class Files(MethodView):
 
 @blp.route("/<string:file_id>")
 class FileById(MethodView):
-    @blp.response(200, FileSchema)
+    @blp.response(200, FileSchema, example=examples.FILE)
     def get(self, file_id: str) -> Any:
         """Retrieve a file's metadata."""
         return files.get_file(services().store, principal(), file_id).public()
 
-    @blp.response(200, FileDeletedSchema)
+    @blp.response(200, FileDeletedSchema, example={"id": examples.FILE["id"], "object": "file", "deleted": True})
     def delete(self, file_id: str) -> Any:
         """Delete a file: metadata, bytes and prepared outputs."""
         svc = services()
@@ -78,7 +80,7 @@ class FileContent(MethodView):
 
 @blp.route("/<string:file_id>/report")
 class FileReport(MethodView):
-    @blp.response(200, FileReportSchema)
+    @blp.response(200, FileReportSchema, example=examples.REPORT)
     def get(self, file_id: str) -> Any:
         """The preparation report: per-line findings, fixes, token statistics, cost per model."""
         return preparation.report_for(services().store, principal(), file_id)

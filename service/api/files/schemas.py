@@ -6,18 +6,10 @@ import marshmallow as ma
 from flask_smorest.fields import Upload
 
 from service.api.base import CursorArgsSchema, StrictSchema, list_schema
+from service.api.openai_objects import OpenAIFileSchema
 
 
-class FileSchema(ma.Schema):
-    id = ma.fields.String(required=True)
-    object = ma.fields.Constant("file", required=True)
-    bytes = ma.fields.Integer(required=True)
-    created_at = ma.fields.Integer(required=True)
-    filename = ma.fields.String(required=True)
-    purpose = ma.fields.String(required=True)
-    status = ma.fields.String(required=True, metadata={"enum": ["uploaded", "processed", "error"]})
-    status_details = ma.fields.String(allow_none=True)
-    expires_at = ma.fields.Integer(allow_none=True)
+class FileSchema(OpenAIFileSchema):
     sha256 = ma.fields.String(metadata={"description": "Tuneline extension: sha256 of the bytes."})
 
 

@@ -6,8 +6,11 @@ from typing import Any
 
 import marshmallow as ma
 
-from service.api.base import CursorArgsSchema, StrictSchema, list_schema
+from service.api.base import CursorArgsSchema, MetadataFilterArgsSchema, StrictSchema, list_schema
+from service.api.openai_objects import CheckpointSchema, EventSchema, MetricRowSchema
+from service.api.sandbox.schemas import SandboxFaultsSchema
 from service.core.jobs.states import STATUSES
+from service.core.webhooks.signing import EVENT_TYPES
 from service.settings import PROVIDERS
 
 _AUTO = "auto"
@@ -75,10 +78,8 @@ class MethodSchema(StrictSchema):
 
 class WebhookSchema(StrictSchema):
     url = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=2048))
-    events = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf([
-        "fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled",
-        "fine_tuning.job.running", "fine_tuning.job.checkpoint", "fine_tuning.job.evaluated",
-    ])), validate=ma.validate.Length(min=1))
+    events = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf(EVENT_TYPES)),
+                            validate=ma.validate.Length(min=1))
 
 
 class SplitSchema(StrictSchema):
@@ -92,13 +93,6 @@ class PrepareSchema(StrictSchema):
     skip_invalid_lines = ma.fields.Boolean()
     dedupe = ma.fields.Boolean()
     split = ma.fields.Nested(SplitSchema)
-
-
-class SandboxSchema(ma.Schema):
-    """Fault injection for the sandbox provider (passed through to it)."""
-
-    class Meta:
-        unknown = ma.INCLUDE
 
 
 class JobCreateSchema(StrictSchema):
@@ -118,7 +112,7 @@ class JobCreateSchema(StrictSchema):
     max_cost_usd = Num(validate=ma.validate.Range(0.0, 1_000_000.0))
     test_file = ma.fields.String(validate=ma.validate.Length(min=1, max=128))
     prepare = ma.fields.Nested(PrepareSchema)
-    sandbox = ma.fields.Nested(SandboxSchema)
+    sandbox = ma.fields.Nested(SandboxFaultsSchema)
 
 
 class JobErrorSchema(ma.Schema):
@@ -166,22 +160,9 @@ class JobSchema(ma.Schema):
 JobListSchema = list_schema(JobSchema, "JobList")
 
 
-class JobListArgsSchema(CursorArgsSchema):
-    class Meta:
-        unknown = ma.INCLUDE  # metadata[key]=value filters arrive as free-form query keys
-
+class JobListArgsSchema(MetadataFilterArgsSchema):
     status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
     provider = ma.fields.String(validate=ma.validate.OneOf(PROVIDERS))
-
-
-class EventSchema(ma.Schema):
-    id = ma.fields.String(required=True)
-    object = ma.fields.Constant("fine_tuning.job.event", required=True)
-    created_at = ma.fields.Integer(required=True)
-    level = ma.fields.String(required=True)
-    message = ma.fields.String(required=True)
-    type = ma.fields.String()
-    data = ma.fields.Dict()
 
 
 EventListSchema = list_schema(EventSchema, "EventList")
@@ -192,31 +173,11 @@ class EventArgsSchema(CursorArgsSchema):
         "description": "Stream events as server-sent events until the job ends."})
 
 
-class CheckpointSchema(ma.Schema):
-    id = ma.fields.String(required=True)
-    object = ma.fields.Constant("fine_tuning.job.checkpoint", required=True)
-    created_at = ma.fields.Integer(required=True)
-    fine_tuned_model_checkpoint = ma.fields.String(required=True)
-    fine_tuning_job_id = ma.fields.String(required=True)
-    step_number = ma.fields.Integer(required=True)
-    metrics = ma.fields.Dict(required=True)
-
-
 CheckpointListSchema = list_schema(CheckpointSchema, "CheckpointList")
 
 
 class MetricsArgsSchema(StrictSchema):
     format = ma.fields.String(load_default="json", validate=ma.validate.OneOf(["json", "csv"]))
-
-
-class MetricRowSchema(ma.Schema):
-    step = ma.fields.Integer(required=True)
-    train_loss = ma.fields.Float(allow_none=True)
-    train_mean_token_accuracy = ma.fields.Float(allow_none=True)
-    valid_loss = ma.fields.Float(allow_none=True)
-    valid_mean_token_accuracy = ma.fields.Float(allow_none=True)
-    full_valid_loss = ma.fields.Float(allow_none=True)
-    full_valid_mean_token_accuracy = ma.fields.Float(allow_none=True)
 
 
 class MetricsSchema(ma.Schema):

@@ -14,19 +14,17 @@ from flask import Response, request
 from flask.views import MethodView
 
 from service.api import base
-from service.api.base import CursorArgsSchema, list_body, services
+from service.api.base import CursorArgsSchema, MetadataFilterArgsSchema, list_body, services
+from service.api.files.schemas import FileListArgsSchema, FileUploadSchema
+from service.api.openai_objects import OpenAIFileSchema
 from service.api.sandbox.schemas import (
     SandboxChatCompletionCreateSchema,
     SandboxCheckpointListSchema,
     SandboxCompletionCreateSchema,
     SandboxCompletionSchema,
     SandboxEventListSchema,
-    SandboxFileListArgsSchema,
     SandboxFileListSchema,
-    SandboxFileSchema,
-    SandboxFileUploadSchema,
     SandboxJobCreateSchema,
-    SandboxJobListArgsSchema,
     SandboxJobListSchema,
     SandboxJobSchema,
     SandboxStatsSchema,
@@ -62,14 +60,14 @@ def sandbox() -> Sandbox:
 
 @blp.route("/files")
 class SandboxFiles(MethodView):
-    @blp.arguments(SandboxFileUploadSchema, location="multipart")
-    @blp.response(200, SandboxFileSchema)
+    @blp.arguments(FileUploadSchema, location="multipart")
+    @blp.response(200, OpenAIFileSchema)
     def post(self, form: dict[str, Any]) -> Any:
         """Sandbox: upload a file."""
         storage = form["file"]
         return sandbox().create_file(spool_of(storage), storage.filename or "", form["purpose"])
 
-    @blp.arguments(SandboxFileListArgsSchema, location="query")
+    @blp.arguments(FileListArgsSchema, location="query")
     @blp.response(200, SandboxFileListSchema)
     def get(self, args: dict[str, Any]) -> Any:
         """Sandbox: list files, newest first."""
@@ -78,7 +76,7 @@ class SandboxFiles(MethodView):
 
 @blp.route("/files/<string:file_id>")
 class SandboxFileById(MethodView):
-    @blp.response(200, SandboxFileSchema)
+    @blp.response(200, OpenAIFileSchema)
     def get(self, file_id: str) -> Any:
         """Sandbox: retrieve a file."""
         return sandbox().get_file(file_id)
@@ -101,7 +99,7 @@ class SandboxJobs(MethodView):
         """Sandbox: create a simulated fine-tuning job."""
         return sandbox().create_job(body, request.headers.get("X-Sandbox-Fault"))
 
-    @blp.arguments(SandboxJobListArgsSchema, location="query")
+    @blp.arguments(MetadataFilterArgsSchema, location="query")
     @blp.response(200, SandboxJobListSchema)
     def get(self, args: dict[str, Any]) -> Any:
         """Sandbox: list jobs, newest first; `metadata[key]=value` filters."""

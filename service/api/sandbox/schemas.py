@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import marshmallow as ma
-from flask_smorest.fields import Upload
 
-from service.api.base import CursorArgsSchema, StrictSchema, list_schema
+from service.api.base import StrictSchema, list_schema
+from service.api.openai_objects import CheckpointSchema, EventSchema, OpenAIFileSchema
 from service.core.sandbox import FAIL_STAGES
 
-
-class SandboxFileSchema(ma.Schema):
-    id = ma.fields.String(required=True)
-    object = ma.fields.Constant("file", required=True)
-    bytes = ma.fields.Integer(required=True)
-    created_at = ma.fields.Integer(required=True)
-    filename = ma.fields.String(required=True)
-    purpose = ma.fields.String(required=True)
-    status = ma.fields.String(required=True)
-    status_details = ma.fields.String(allow_none=True)
-    expires_at = ma.fields.Integer(allow_none=True)
-
-
-SandboxFileListSchema = list_schema(SandboxFileSchema, "SandboxFileList")
-
-
-class SandboxFileUploadSchema(StrictSchema):
-    file = Upload(required=True, metadata={"description": "The file (JSONL for `fine-tune`)."})
-    purpose = ma.fields.String(required=True, metadata={"description": "`fine-tune` for training data."})
-
-
-class SandboxFileListArgsSchema(CursorArgsSchema):
-    purpose = ma.fields.String()
-    order = ma.fields.String(validate=ma.validate.OneOf(["desc"]))
+SandboxFileListSchema = list_schema(OpenAIFileSchema, "SandboxFileList")
 
 
 class _ErrorSpecSchema(StrictSchema):
@@ -92,24 +67,6 @@ class SandboxJobCreateSchema(StrictSchema):
     sandbox = ma.fields.Nested(SandboxFaultsSchema, allow_none=True)
 
 
-class SandboxJobListArgsSchema(CursorArgsSchema):
-    metadata = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String(), metadata={
-        "description": "Exact-match filters, sent as `metadata[key]=value` (the SDK's syntax)."})
-
-    @ma.pre_load
-    def collect_metadata(self, data: Any, **_: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        meta: dict[str, str] = {}
-        for name in data:
-            if name.startswith("metadata[") and name.endswith("]"):
-                meta[name[len("metadata["):-1]] = data[name]
-            else:
-                out[name] = data[name]
-        if meta:
-            out["metadata"] = meta
-        return out
-
-
 class _JobErrorSchema(ma.Schema):
     code = ma.fields.String(required=True)
     message = ma.fields.String(required=True)
@@ -143,40 +100,10 @@ class SandboxJobSchema(ma.Schema):
 SandboxJobListSchema = list_schema(SandboxJobSchema, "SandboxJobList")
 
 
-class SandboxEventSchema(ma.Schema):
-    id = ma.fields.String(required=True)
-    object = ma.fields.Constant("fine_tuning.job.event", required=True)
-    created_at = ma.fields.Integer(required=True)
-    level = ma.fields.String(required=True, metadata={"enum": ["info", "warn", "error"]})
-    message = ma.fields.String(required=True)
-    data = ma.fields.Dict()
-    type = ma.fields.String(metadata={"enum": ["message", "metrics"]})
+SandboxEventListSchema = list_schema(EventSchema, "SandboxEventList")
 
 
-SandboxEventListSchema = list_schema(SandboxEventSchema, "SandboxEventList")
-
-
-class _CheckpointMetricsSchema(ma.Schema):
-    step = ma.fields.Integer()
-    train_loss = ma.fields.Float()
-    train_mean_token_accuracy = ma.fields.Float()
-    valid_loss = ma.fields.Float()
-    valid_mean_token_accuracy = ma.fields.Float()
-    full_valid_loss = ma.fields.Float()
-    full_valid_mean_token_accuracy = ma.fields.Float()
-
-
-class SandboxCheckpointSchema(ma.Schema):
-    id = ma.fields.String(required=True)
-    object = ma.fields.Constant("fine_tuning.job.checkpoint", required=True)
-    created_at = ma.fields.Integer(required=True)
-    fine_tuned_model_checkpoint = ma.fields.String(required=True)
-    fine_tuning_job_id = ma.fields.String(required=True)
-    step_number = ma.fields.Integer(required=True)
-    metrics = ma.fields.Nested(_CheckpointMetricsSchema, required=True)
-
-
-SandboxCheckpointListSchema = list_schema(SandboxCheckpointSchema, "SandboxCheckpointList")
+SandboxCheckpointListSchema = list_schema(CheckpointSchema, "SandboxCheckpointList")
 
 
 class SandboxStatsSchema(ma.Schema):

@@ -7,9 +7,10 @@ from typing import Any
 import marshmallow as ma
 from flask.views import MethodView
 
+from service.api import examples
 from service.api.base import Blueprint, list_body, list_schema, principal, services
-from service.core import webhook_delivery
-from service.core.jobs import create as jobs
+from service.core.jobs import usecases as jobs
+from service.core.webhooks import delivery as webhook_delivery
 
 blp = Blueprint("webhooks", __name__, description="Signed webhooks (Standard Webhooks).")
 
@@ -49,7 +50,7 @@ DeliveryListSchema = list_schema(DeliverySchema, "DeliveryList")
 
 @blp.route("/v1/webhooks/default/secret")
 class Secret(MethodView):
-    @blp.response(200, SecretSchema)
+    @blp.response(200, SecretSchema, example=examples.WEBHOOK_SECRET)
     def get(self) -> Any:
         """Show the tenant's webhook signing secret (created on first use)."""
         svc = services()
@@ -58,7 +59,7 @@ class Secret(MethodView):
 
 @blp.route("/v1/webhooks/default/secret/rotate")
 class SecretRotate(MethodView):
-    @blp.response(200, SecretSchema)
+    @blp.response(200, SecretSchema, example=examples.WEBHOOK_SECRET)
     def post(self) -> Any:
         """Rotate the signing secret; the previous one also signs for 24 hours."""
         svc = services()
@@ -67,7 +68,9 @@ class SecretRotate(MethodView):
 
 @blp.route("/v1/fine_tuning/jobs/<string:job_id>/webhook_deliveries")
 class Deliveries(MethodView):
-    @blp.response(200, DeliveryListSchema)
+    @blp.response(200, DeliveryListSchema, example={"object": "list", "data": [examples.DELIVERY],
+                                                    "has_more": False, "first_id": examples.DELIVERY["id"],
+                                                    "last_id": examples.DELIVERY["id"]})
     def get(self, job_id: str) -> Any:
         """A job's webhook deliveries: attempts, status codes, latency, next attempt."""
         job = jobs.get_job(services().store, principal(), job_id)
@@ -76,7 +79,7 @@ class Deliveries(MethodView):
 
 @blp.route("/v1/fine_tuning/jobs/<string:job_id>/webhook_deliveries/<string:delivery_id>/redeliver")
 class Redeliver(MethodView):
-    @blp.response(200, DeliverySchema)
+    @blp.response(200, DeliverySchema, example={**examples.DELIVERY, "status": "pending"})
     def post(self, job_id: str, delivery_id: str) -> Any:
         """Queue a delivery again now (re-enables a URL disabled by 410 once it succeeds)."""
         job = jobs.get_job(services().store, principal(), job_id)

@@ -11,15 +11,18 @@ from typing import Any
 
 from service.core.errors import NotFound
 from service.core.jobs import states
+from service.core.jobs.views import public_job
 from service.core.store import Store
 from service.core.store import jobs as repo
-from service.core.webhooks_outbox import queue_webhook
+from service.core.store.base import Pipeline
+from service.core.webhooks import signing
+from service.core.webhooks.outbox import queue_webhook
 
 WEBHOOK_TYPES = {
-    states.SUCCEEDED: "fine_tuning.job.succeeded",
-    states.FAILED: "fine_tuning.job.failed",
-    states.CANCELLED: "fine_tuning.job.cancelled",
-    states.RUNNING: "fine_tuning.job.running",
+    states.SUCCEEDED: signing.EVENT_SUCCEEDED,
+    states.FAILED: signing.EVENT_FAILED,
+    states.CANCELLED: signing.EVENT_CANCELLED,
+    states.RUNNING: signing.EVENT_RUNNING,
 }
 
 
@@ -43,7 +46,7 @@ def transition(
     Raises IllegalTransition for a move the state machine forbids (e.g. out of a terminal state).
     """
 
-    def change(job: dict[str, Any], pipe: repo.Pipeline) -> dict[str, Any] | None:
+    def change(job: dict[str, Any], pipe: Pipeline) -> dict[str, Any] | None:
         if not states.check((job["status"], job["stage"]), (status, stage)):
             return None
         was_running = job["status"] == states.RUNNING
@@ -58,7 +61,7 @@ def transition(
         repo.queue_event(pipe, job["id"], event)
         webhook_type = WEBHOOK_TYPES.get(status)
         if webhook_type and not (status == states.RUNNING and was_running):
-            queue_webhook(pipe, job, webhook_type, now)
+            queue_webhook(pipe, job, webhook_type, now, public_job(job))
         return job
 
     job = repo.update(store, job_id, change)
@@ -67,13 +70,22 @@ def transition(
     return job
 
 
+def try_transition(store: Store, job_id: str, status: str, stage: str, message: str,
+                   **kwargs: Any) -> dict[str, Any] | None:
+    """``transition``, or None when the job has already moved past (a cancel or a twin step won)."""
+    try:
+        return transition(store, job_id, status, stage, message, **kwargs)
+    except states.IllegalTransition:
+        return None
+
+
 def record_event(
     store: Store, job_id: str, message: str, *, level: str = "info", type_: str = "message",
     data: dict[str, Any] | None = None, updates: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Append an event (and optional field updates) without changing state."""
 
-    def change(job: dict[str, Any], pipe: repo.Pipeline) -> dict[str, Any]:
+    def change(job: dict[str, Any], pipe: Pipeline) -> dict[str, Any]:
         job.update(updates or {})
         job["updated_at"] = int(time.time())
         repo.queue_event(pipe, job["id"], _event(job, message, level, type_, data))
@@ -85,7 +97,7 @@ def record_event(
 def set_fields(store: Store, job_id: str, **fields: Any) -> dict[str, Any] | None:
     """Update bookkeeping fields (provider ids, cursors) without an event."""
 
-    def change(job: dict[str, Any], pipe: repo.Pipeline) -> dict[str, Any]:
+    def change(job: dict[str, Any], pipe: Pipeline) -> dict[str, Any]:
         job.update(fields)
         return job
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.core import files, ids
+from service.core import files, ids, tasknames
 from service.core.clock import Clock, SystemClock
-from service.core.jobs import lifecycle, states
-from service.core.jobs.create import fine_tuned_model_name
+from service.core.datasets import PrepareOptions, prepare_file
+from service.core.jobs import lifecycle, metrics, states
+from service.core.jobs.usecases import fine_tuned_model_name
 from service.core.providers.base import CreateJobRequest, Provider, ProviderError
 from service.core.store import Store
 from service.core.store import jobs as repo
@@ -26,10 +27,6 @@ from service.settings import Settings
 
 log = logging.getLogger("tuneline.pipeline")
 
-TASK_UPLOAD = "tuneline.provider.upload"
-TASK_SUBMIT = "tuneline.provider.create_job"
-TASK_POLL = "tuneline.provider.poll"
-TASK_FINALIZE = "tuneline.provider.finalize"
 
 MAX_DELIVERIES = 5  # a stage whose task keeps dying this often fails the job instead of looping
 WATCHDOG_S = 60.0  # a worker-driven stage older than this gets its task enqueued again
@@ -38,10 +35,10 @@ POLL_LOCK_S = 90  # longer than one poll's provider calls; bounds recovery after
 MAX_POLL_INTERVAL_S = 60.0
 
 STAGE_TASKS = {
-    "preparing": "tuneline.jobs.prepare",
-    "uploading": TASK_UPLOAD,
-    "submitting": TASK_SUBMIT,
-    "finalizing": TASK_FINALIZE,
+    "preparing": tasknames.JOB_PREPARE,
+    "uploading": tasknames.JOB_UPLOAD,
+    "submitting": tasknames.JOB_SUBMIT,
+    "finalizing": tasknames.JOB_FINALIZE,
 }
 
 PROVIDER_STATES = {
@@ -67,17 +64,18 @@ class Retry(Exception):
         self.delay = delay
 
 
-def _in_stage(job: dict[str, Any] | None, stage: str) -> bool:
-    return job is not None and job["status"] not in states.TERMINAL and job["stage"] == stage
+def _enter(ctx: PipelineContext, job_id: str, stage: str) -> dict[str, Any] | None:
+    """The job if this step should run: it is in ``stage`` and the stage is not crash-looping."""
+    job = repo.load(ctx.store, job_id)
+    if job is None or job["status"] in states.TERMINAL or job["stage"] != stage:
+        return None
+    return job if guard_redelivery(ctx, job_id, stage) else None
 
 
 def fail(ctx: PipelineContext, job_id: str, code: str, message: str, param: str | None = None) -> None:
-    try:
-        lifecycle.transition(ctx.store, job_id, states.FAILED, "done", f"Job failed: {message}",
+    lifecycle.try_transition(ctx.store, job_id, states.FAILED, "done", f"Job failed: {message}",
                              level="error", updates={"error": {"code": code, "message": message,
                                                                "param": param}})
-    except states.IllegalTransition:
-        pass  # already terminal (e.g. cancelled meanwhile)
 
 
 def guard_redelivery(ctx: PipelineContext, job_id: str, stage: str) -> bool:
@@ -105,12 +103,9 @@ def prepared_dir(settings: Settings, job_id: str) -> Path:
 
 def run_prepare(ctx: PipelineContext, job_id: str) -> str | None:
     """Prepare the job's files for its model and options; next: upload."""
-    from service.core.datasets import PrepareOptions, prepare_file
-
-    job = repo.load(ctx.store, job_id)
-    if not _in_stage(job, "preparing") or not guard_redelivery(ctx, job_id, "preparing"):
+    job = _enter(ctx, job_id, "preparing")
+    if job is None:
         return None
-    assert job is not None
     prep = job.get("prepare") or {}
     split = prep.get("split") or {}
     options = PrepareOptions(
@@ -150,7 +145,7 @@ def run_prepare(ctx: PipelineContext, job_id: str) -> str | None:
         updates={"prepared": prepared},
     )
     repo.reset_attempts(ctx.store, job_id, "preparing")
-    return TASK_UPLOAD
+    return tasknames.JOB_UPLOAD
 
 
 # --- upload ------------------------------------------------------------------------------------
@@ -175,10 +170,9 @@ def _upload_once(ctx: PipelineContext, provider: Provider, path: Path, filename:
 
 
 def run_upload(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | None:
-    job = repo.load(ctx.store, job_id)
-    if not _in_stage(job, "uploading") or not guard_redelivery(ctx, job_id, "uploading"):
+    job = _enter(ctx, job_id, "uploading")
+    if job is None:
         return None
-    assert job is not None
     provider = ctx.providers(job["provider"])
     prepared = job["prepared"]
     try:
@@ -194,7 +188,7 @@ def run_upload(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | Non
                          f"Uploaded training data to {job['provider']}",
                          updates={"provider_training_file": training, "provider_validation_file": validation})
     repo.reset_attempts(ctx.store, job_id, "uploading")
-    return TASK_SUBMIT
+    return tasknames.JOB_SUBMIT
 
 
 # --- submit (exactly one paid create per Tuneline job) ------------------------------------------
@@ -257,7 +251,8 @@ def _cancel_orphan(ctx: PipelineContext, job: dict[str, Any]) -> None:
                                updates={"provider_job_id": target})
 
 
-def run_cancel(ctx: PipelineContext, job_id: str) -> None:
+def run_cancel(ctx: PipelineContext, job_id: str, attempt: int = 0) -> None:
+    """Cancel the provider job of a cancelled job (``attempt`` only keeps the steps' signature)."""
     job = repo.load(ctx.store, job_id)
     if job is None or job["status"] != states.CANCELLED:
         return
@@ -329,10 +324,8 @@ def _poll_locked(ctx: PipelineContext, job: dict[str, Any]) -> str | None:
     if remote.status in PROVIDER_STATES:
         status, stage = PROVIDER_STATES[remote.status]
         if (job["status"], job["stage"]) != (status, stage):
-            try:
-                lifecycle.transition(ctx.store, job_id, status, stage,
-                                     f"Provider status: {remote.status}", updates=updates)
-            except states.IllegalTransition:
+            if lifecycle.try_transition(ctx.store, job_id, status, stage,
+                                        f"Provider status: {remote.status}", updates=updates) is None:
                 return None
         else:
             lifecycle.set_fields(ctx.store, job_id, **updates)
@@ -345,30 +338,22 @@ def _poll_locked(ctx: PipelineContext, job: dict[str, Any]) -> str | None:
         updates.update({"provider_fine_tuned_model": remote.fine_tuned_model,
                         "trained_tokens": remote.trained_tokens,
                         "provider_result_files": remote.result_files})
-        try:
-            lifecycle.transition(ctx.store, job_id, states.RUNNING, "finalizing",
-                                 "Provider finished training; finalizing", updates=updates)
-        except states.IllegalTransition:
+        if lifecycle.try_transition(ctx.store, job_id, states.RUNNING, "finalizing",
+                                    "Provider finished training; finalizing", updates=updates) is None:
             return None
         repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + WATCHDOG_S)  # watchdog for finalize
-        return TASK_FINALIZE
+        return tasknames.JOB_FINALIZE
     if remote.status == "failed":
         error = remote.error or {"code": "provider_failed", "message": "the provider reported failure"}
-        try:
-            lifecycle.transition(ctx.store, job_id, states.FAILED, "done",
+        lifecycle.try_transition(ctx.store, job_id, states.FAILED, "done",
                                  f"Job failed at the provider: {error.get('message')}", level="error",
                                  updates={**updates, "error": {"code": error.get("code") or "provider_failed",
                                                                "message": error.get("message"),
                                                                "param": error.get("param")}})
-        except states.IllegalTransition:
-            pass
         return None
     if remote.status == "cancelled":
-        try:
-            lifecycle.transition(ctx.store, job_id, states.CANCELLED, "done",
+        lifecycle.try_transition(ctx.store, job_id, states.CANCELLED, "done",
                                  "Job was cancelled at the provider", updates=updates)
-        except states.IllegalTransition:
-            pass
         return None
     repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + base)
     return None
@@ -380,7 +365,7 @@ def _sync_events(ctx: PipelineContext, job: dict[str, Any], provider: Provider) 
     rows = []
     for event in fresh:
         if event.type == "metrics" and event.data.get("step") is not None:
-            rows.append(_metric_row(event.data))
+            rows.append(metrics.row(event.data))
         lifecycle.record_event(ctx.store, job["id"], event.message, level=event.level, type_=event.type,
                                data=event.data)
         seen.add(event.id)
@@ -389,12 +374,6 @@ def _sync_events(ctx: PipelineContext, job: dict[str, Any], provider: Provider) 
     if fresh:
         # Keep the set bounded: provider lists are newest first, so old ids never come back.
         lifecycle.set_fields(ctx.store, job["id"], provider_events_seen=sorted(seen)[-500:])
-
-
-def _metric_row(data: dict[str, Any]) -> dict[str, Any]:
-    from service.core.providers.openai_provider import METRIC_COLUMNS
-
-    return {name: data.get(name) for name in METRIC_COLUMNS}
 
 
 def _sync_checkpoints(ctx: PipelineContext, job: dict[str, Any], provider: Provider) -> None:
@@ -414,10 +393,9 @@ def _sync_checkpoints(ctx: PipelineContext, job: dict[str, Any], provider: Provi
 # --- finalize ----------------------------------------------------------------------------------
 
 def run_finalize(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | None:
-    job = repo.load(ctx.store, job_id)
-    if not _in_stage(job, "finalizing") or not guard_redelivery(ctx, job_id, "finalizing"):
+    job = _enter(ctx, job_id, "finalizing")
+    if job is None:
         return None
-    assert job is not None
     provider = ctx.providers(job["provider"])
     result_files: list[str] = []
     try:
@@ -431,11 +409,9 @@ def run_finalize(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | N
         _handle_provider_error(ctx, job_id, exc, attempt)
         return None
     name = fine_tuned_model_name(job["model"], job["tenant"], job.get("suffix"), job_id)
-    try:
-        lifecycle.transition(ctx.store, job_id, states.SUCCEEDED, "done",
-                             f"The job has successfully completed: {name}",
-                             updates={"fine_tuned_model": name, "result_files": result_files})
-    except states.IllegalTransition:
+    if lifecycle.try_transition(ctx.store, job_id, states.SUCCEEDED, "done",
+                                f"The job has successfully completed: {name}",
+                                updates={"fine_tuned_model": name, "result_files": result_files}) is None:
         return None
     repo.reset_attempts(ctx.store, job_id, "finalizing")
     return None
@@ -443,12 +419,7 @@ def run_finalize(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | N
 
 def _store_result_file(ctx: PipelineContext, job: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """Keep the metrics as a tenant-visible result file (purpose ``fine-tune-results``)."""
-    from service.core.providers.openai_provider import METRIC_COLUMNS
-
-    lines = [",".join(METRIC_COLUMNS)]
-    for row in rows:
-        lines.append(",".join("" if row.get(c) is None else str(row[c]) for c in METRIC_COLUMNS))
-    payload = ("\n".join(lines) + "\n").encode()
+    payload = metrics.to_csv(rows).encode()
     file_id = "file-" + hashlib.sha256(f"{job['id']}:results".encode()).hexdigest()[:24]
     path = files.blob_path(ctx.settings.data_dir, file_id)
     path.parent.mkdir(parents=True, exist_ok=True)

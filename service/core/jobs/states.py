@@ -28,7 +28,7 @@ ORDER: tuple[tuple[str, str], ...] = (
     (RUNNING, "evaluating"),
 )
 _RANK = {state: i for i, state in enumerate(ORDER)}
-STAGES = tuple(dict.fromkeys(stage for _, stage in ORDER)) + ("done",)
+STAGES = (*tuple(dict.fromkeys(stage for _, stage in ORDER)), "done")
 
 
 class IllegalTransition(Conflict):

@@ -11,6 +11,7 @@ from typing import Any
 
 import openai
 
+from service.core.jobs.metrics import METRIC_COLUMNS
 from service.core.providers.base import (
     CreateJobRequest,
     ProviderCheckpoint,
@@ -20,10 +21,6 @@ from service.core.providers.base import (
 )
 from service.core.providers.errors import map_error
 
-METRIC_COLUMNS = (
-    "step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
-    "full_valid_loss", "full_valid_mean_token_accuracy",
-)
 # OpenAI's result files have used both names for the training accuracy column.
 _COLUMN_ALIASES = {"train_accuracy": "train_mean_token_accuracy"}
 
@@ -73,8 +70,7 @@ def parse_result_csv(payload: bytes) -> list[dict[str, Any]]:
 class OpenAIProvider:
     """Talks to OpenAI, Azure OpenAI, or any API of the same shape (the sandbox included)."""
 
-    def __init__(self, name: str, client: openai.OpenAI, account: str,
-                 extra_create_body: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, client: openai.OpenAI, account: str) -> None:
         self.name = name
         self.account = account
         self._client = client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -16,11 +17,15 @@ def connect(url: str) -> redis.Redis:
     )
 
 
+Pipeline = Any  # redis.client.Pipeline in MULTI mode; untyped upstream
+Change = Callable[[dict[str, Any], Pipeline], "dict[str, Any] | None"]
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
-def loads(raw: str | None) -> Any:
+def loads(raw: str | bytes | None) -> Any:
     return None if raw is None else json.loads(raw)
 
 
@@ -52,3 +57,51 @@ class Store:
             start = int(rank) + 1  # type: ignore[arg-type]
         ids: list[str] = self.r.zrevrange(index_key, start, start + limit)  # type: ignore[assignment]
         return ids[:limit], len(ids) > limit
+
+    def load_many(self, keys: list[str]) -> list[Any]:
+        """JSON values of ``keys`` in one round trip (None where a key is missing)."""
+        return [loads(raw) for raw in self.r.mget(keys)] if keys else []  # type: ignore[union-attr]
+
+    def walk(
+        self, index_key: str, after: str | None, limit: int,
+        load_many: Callable[[list[str]], list[Any]], keep: Callable[[Any], bool] | None = None,
+    ) -> tuple[list[Any], bool]:
+        """A page of an index, newest first, keeping only items ``keep`` accepts.
+
+        Reads from the cursor in batches until ``limit`` + 1 items matched, so ``has_more`` is exact.
+        """
+        out: list[Any] = []
+        cursor = after
+        while len(out) <= limit:
+            ids, more = self.page(index_key, cursor, limit + 1)
+            out.extend(item for item in load_many(ids) if item is not None and (keep is None or keep(item)))
+            if not more or not ids:
+                break
+            cursor = ids[-1]
+        return out[:limit], len(out) > limit
+
+    def update_json(self, key: str, change: Change) -> dict[str, Any] | None:
+        """Optimistic read-modify-write of one JSON value (WATCH/MULTI, retried on a race).
+
+        ``change`` gets the current value and the pipeline (already in MULTI, so it may queue more
+        commands that commit atomically with the write) and returns the new value, or None to write
+        nothing. Returns the value now stored, or None when the key does not exist.
+        """
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    current = loads(pipe.get(key))
+                    if current is None:
+                        pipe.unwatch()
+                        return None
+                    pipe.multi()
+                    new = change(current, pipe)
+                    if new is None:
+                        pipe.reset()
+                        return current  # type: ignore[no-any-return]
+                    pipe.set(key, dumps(new))
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue

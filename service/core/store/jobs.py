@@ -5,12 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
 from service.core.store import keys
-from service.core.store.base import Store, dumps, loads
-
-Pipeline = Any  # redis.client.Pipeline, untyped upstream
+from service.core.store.base import Change, Pipeline, Store, dumps, loads
 
 
 def load(store: Store, job_id: str) -> dict[str, Any] | None:
@@ -26,35 +22,18 @@ def insert(store: Store, job: dict[str, Any], created_ms: float) -> None:
     pipe.execute()
 
 
-def update(
-    store: Store, job_id: str, change: Callable[[dict[str, Any], Pipeline], dict[str, Any] | None],
-) -> dict[str, Any] | None:
-    """Optimistic read-modify-write: ``change`` returns the new record (or None for no write)
-    and may queue more commands on the pipeline; everything commits in one MULTI."""
-    key = keys.job(job_id)
-    with store.r.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(key)
-                current = loads(pipe.get(key))
-                if current is None:
-                    pipe.unwatch()
-                    return None
-                pipe.multi()
-                new = change(current, pipe)
-                if new is None:
-                    pipe.reset()
-                    return current  # type: ignore[no-any-return]
-                pipe.set(key, dumps(new))
-                pipe.execute()
-                return new
-            except redis.WatchError:
-                continue
+def update(store: Store, job_id: str, change: Change) -> dict[str, Any] | None:
+    """Read-modify-write of a job record; see ``Store.update_json``."""
+    return store.update_json(keys.job(job_id), change)
 
 
-def page_ids(store: Store, tenant: str | None, after: str | None, limit: int) -> tuple[list[str], bool]:
+def walk(
+    store: Store, tenant: str | None, after: str | None, limit: int,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """A page of jobs, newest first: one tenant's, or every tenant's when ``tenant`` is None."""
     index = keys.jobs_all() if tenant is None else keys.jobs_by_tenant(tenant)
-    return store.page(index, after, limit)
+    return store.walk(index, after, limit, lambda ids: store.load_many([keys.job(j) for j in ids]), keep)
 
 
 # --- events: a list per job; an event id carries its 1-based sequence number ---------------

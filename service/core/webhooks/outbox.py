@@ -7,8 +7,7 @@ from typing import Any
 
 from service.core.store import keys
 from service.core.store.base import dumps
-
-DEFAULT_EVENTS = ("fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled")
+from service.core.webhooks.signing import DEFAULT_EVENTS
 
 
 def wants(job: dict[str, Any], event_type: str) -> bool:
@@ -17,8 +16,11 @@ def wants(job: dict[str, Any], event_type: str) -> bool:
 
 
 def queue_webhook(pipe: Any, job: dict[str, Any], event_type: str, now: float,
-                  extra: dict[str, Any] | None = None) -> str | None:
-    """Queue one delivery on ``pipe`` (inside the caller's MULTI); returns its id."""
+                  data: dict[str, Any]) -> str | None:
+    """Queue one delivery on ``pipe`` (inside the caller's MULTI); returns its id.
+
+    ``data`` is the payload's job snapshot at the transition, so it describes the state that fired it.
+    """
     if not wants(job, event_type):
         return None
     delivery_id = "dlv-" + secrets.token_hex(12)
@@ -26,16 +28,10 @@ def queue_webhook(pipe: Any, job: dict[str, Any], event_type: str, now: float,
         "id": delivery_id, "object": "webhook.delivery", "job_id": job["id"], "tenant": job["tenant"],
         "event_id": "evt_" + secrets.token_hex(12), "type": event_type, "url": job["webhook"]["url"],
         "created_at": int(now), "status": "pending", "attempts": [], "next_attempt_at": now,
-        # The job snapshot at the transition, so the payload describes the state that fired it.
-        "data": {**public_snapshot(job), **(extra or {})},
+        "data": data,
     }
     pipe.set(keys.webhook_delivery(delivery_id), dumps(delivery))
     pipe.zadd(keys.job_deliveries(job["id"]), {delivery_id: now})
     pipe.zadd(keys.webhook_outbox(), {delivery_id: now})
     return delivery_id
 
-
-def public_snapshot(job: dict[str, Any]) -> dict[str, Any]:
-    from service.core.jobs.views import public_job
-
-    return public_job(job)

@@ -1,25 +1,30 @@
-"""Use cases at the API edge: create, read, list and cancel fine-tuning jobs."""
+"""Use cases at the API edge: create, read, list and cancel jobs; read their events and metrics."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from service.core import files, ids
+from service.core import files, ids, tasknames
 from service.core.auth import Principal
+from service.core.datasets import default_epochs, resolve_model
+from service.core.datasets.models import training_cost_usd
 from service.core.dispatch import Dispatcher
 from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
-from service.core.jobs import lifecycle, states
+from service.core.jobs import lifecycle, metrics, states
 from service.core.jobs.views import public_job
+from service.core.pagination import page_list
 from service.core.preparation import get_report
+from service.core.providers.registry import ensure_available
 from service.core.store import Store
 from service.core.store import jobs as repo
+from service.core.webhooks.signing import DEFAULT_EVENTS
+from service.core.webhooks.ssrf import UnsafeWebhookURL, check_url
 from service.settings import PROVIDERS, Settings
 
-TASK_PREPARE = "tuneline.jobs.prepare"
-TASK_CANCEL = "tuneline.provider.cancel"
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -51,8 +56,6 @@ def _usable_file(ctx: JobsContext, principal: Principal, file_id: str, param: st
 
 
 def _epochs(hyper: dict[str, Any], method: dict[str, Any] | None, examples: int) -> int:
-    from service.core.datasets import default_epochs
-
     value = hyper.get("n_epochs", "auto")
     if method:
         for kind in ("supervised", "dpo"):
@@ -61,29 +64,20 @@ def _epochs(hyper: dict[str, Any], method: dict[str, Any] | None, examples: int)
 
 
 def estimate_cost(report: dict[str, Any], model: str, n_epochs: int) -> dict[str, Any]:
-    from service.core.datasets import resolve_model
-
     spec = resolve_model(model)
     per_epoch = int((report.get("tokens") or {}).get("billed_per_epoch") or 0)
-    billed = per_epoch * n_epochs
-    return {"n_epochs": n_epochs, "billed_tokens": billed, "price_per_million": spec.price_per_million,
-            "cost_usd": round(billed * spec.price_per_million / 1_000_000, 4)}
+    return {"n_epochs": n_epochs, "billed_tokens": per_epoch * n_epochs,
+            "price_per_million": spec.price_per_million,
+            "cost_usd": training_cost_usd(spec, per_epoch, n_epochs)}
 
 
 def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
     """Validate everything a client could get wrong, then record the job and start the pipeline."""
-    from service.core.datasets import resolve_model
-
     provider = params.get("provider") or ctx.settings.provider_default
     if provider not in PROVIDERS:
         raise InvalidRequest(f"provider must be one of {', '.join(PROVIDERS)}", param="provider",
                              code="invalid_provider")
-    if provider == "local":
-        raise Unprocessable("The local trainer is not enabled in this deployment.", param="provider",
-                            code="provider_not_available")
-    from service.core.providers.registry import provider_for
-
-    provider_for(provider, ctx.settings)  # refuses an unconfigured provider now, not in a worker
+    ensure_available(provider, ctx.settings)  # refuse an unconfigured provider now, not in a worker
     model = params["model"]
     try:
         resolve_model(model)
@@ -103,17 +97,14 @@ def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -
         _usable_file(ctx, principal, params["test_file"], "test_file")
     webhook = params.get("webhook")
     if webhook:
-        from service.core.webhooks.ssrf import UnsafeWebhookURL, check_url
-
         try:
             check_url(webhook["url"], allow_loopback=ctx.settings.webhook_allow_loopback)
         except UnsafeWebhookURL as exc:
             raise Unprocessable(str(exc), param="webhook.url", code="unsafe_webhook_url") from None
-        from service.core.webhooks_outbox import DEFAULT_EVENTS
-
         webhook = {"url": webhook["url"], "events": list(webhook.get("events") or DEFAULT_EVENTS)}
     report = get_report(ctx.store, training.id) or {}
-    examples = int((report.get("counts") or {}).get("kept") or (report.get("counts") or {}).get("valid") or 0)
+    counts = report.get("counts") or {}
+    examples = int(counts.get("kept") or counts.get("valid") or 0)
     hyper = dict(params.get("hyperparameters") or {})
     estimate = estimate_cost(report, model, _epochs(hyper, params.get("method"), examples))
     max_cost = params.get("max_cost_usd")
@@ -142,7 +133,7 @@ def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -
     repo.insert(ctx.store, job, now * 1000)
     repo.schedule_poll(ctx.store, job_id, now + 60.0)  # the pipeline watchdog (see pipeline.run_poll)
     lifecycle.record_event(ctx.store, job_id, f"Created fine-tuning job: {job_id} (provider {provider})")
-    ctx.dispatcher.enqueue(TASK_PREPARE, job_id)
+    ctx.dispatcher.enqueue(tasknames.JOB_PREPARE, job_id)
     return public_job(repo.load(ctx.store, job_id) or job)
 
 
@@ -165,32 +156,68 @@ def list_jobs(store: Store, principal: Principal, after: str | None, limit: int,
             return False
         return all((job.get("metadata") or {}).get(k) == v for k, v in metadata.items())
 
-    out: list[dict[str, Any]] = []
-    cursor = after
-    while len(out) <= limit:
-        batch, more = repo.page_ids(store, tenant, cursor, max(limit + 1, 100))
-        for job_id in batch:
-            job = repo.load(store, job_id)
-            if job is not None and keep(job):
-                out.append(job)
-        if not more or not batch:
-            break
-        cursor = batch[-1]
-    return [public_job(j) for j in out[:limit]], len(out) > limit
+    found, has_more = repo.walk(store, tenant, after, limit, keep)
+    return [public_job(j) for j in found], has_more
+
+
+def _not_cancellable(job: dict[str, Any]) -> Conflict:
+    return Conflict(f"Job {job['id']} has already {job['status']}; it cannot be cancelled.",
+                    code="job_not_cancellable", headers={"x-should-retry": "false"})
 
 
 def cancel_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
     job = get_job(ctx.store, principal, job_id)
+    # A repeat of the current state is a no-op for `transition`, so a second cancel is refused here.
     if job["status"] in states.TERMINAL:
-        raise Conflict(f"Job {job_id} has already {job['status']}; it cannot be cancelled.",
-                       code="job_not_cancellable", headers={"x-should-retry": "false"})
+        raise _not_cancellable(job)
     try:
         job = lifecycle.transition(ctx.store, job_id, states.CANCELLED, "done",
                                    "Fine-tuning job cancelled by the user.")
-    except states.IllegalTransition:
-        job = get_job(ctx.store, principal, job_id)
-        raise Conflict(f"Job {job_id} has already {job['status']}; it cannot be cancelled.",
-                       code="job_not_cancellable", headers={"x-should-retry": "false"}) from None
+    except states.IllegalTransition:  # it ended between the read and the transition
+        raise _not_cancellable(get_job(ctx.store, principal, job_id)) from None
     if job.get("provider_job_id") or job.get("submit_started"):
-        ctx.dispatcher.enqueue(TASK_CANCEL, job_id)
+        ctx.dispatcher.enqueue(tasknames.JOB_CANCEL, job_id)
     return public_job(job)
+
+
+def list_events(store: Store, principal: Principal, job_id: str, after: str | None,
+                limit: int) -> tuple[list[dict[str, Any]], bool]:
+    return repo.list_events(store, get_job(store, principal, job_id)["id"], after, limit)
+
+
+def list_checkpoints(store: Store, principal: Principal, job_id: str, after: str | None,
+                     limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Newest first; ``after`` is a checkpoint id."""
+    return page_list(repo.list_checkpoints(store, get_job(store, principal, job_id)["id"]), after, limit)
+
+
+def job_metrics(store: Store, principal: Principal, job_id: str) -> list[dict[str, Any]]:
+    return repo.list_metrics(store, get_job(store, principal, job_id)["id"])
+
+
+def job_metrics_csv(store: Store, principal: Principal, job_id: str) -> str:
+    return metrics.to_csv(job_metrics(store, principal, job_id))
+
+
+@dataclass(frozen=True)
+class Followed:
+    """One step of following a job: an event, a wait, or the end (with the final status)."""
+
+    kind: Literal["event", "wait", "done"]
+    data: dict[str, Any]
+
+
+def follow_events(store: Store, job_id: str, poll_s: float, max_s: float) -> Iterator[Followed]:
+    """Every event of a job, oldest first, then new ones as they come, until the job ends."""
+    sent = 0
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        for event in repo.events_since(store, job_id, sent):
+            sent += 1
+            yield Followed("event", event)
+        job = repo.load(store, job_id)
+        if job is None or job["status"] in states.TERMINAL:
+            yield Followed("done", {"status": job["status"] if job else None})
+            return
+        yield Followed("wait", {})
+        time.sleep(poll_s)

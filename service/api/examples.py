@@ -1,0 +1,90 @@
+"""Examples shown in the OpenAPI document (one per main object), kept apart from the handlers."""
+
+FILE = {
+    "id": "file-5f0c8e1d2a9b4c7e8f6a1b2c", "object": "file", "bytes": 140553, "created_at": 1795690000,
+    "filename": "funds_qa.jsonl", "purpose": "fine-tune", "status": "processed", "status_details": None,
+    "expires_at": None, "sha256": "9f2c3a0d4b7e1f6a8c5d2e9b0a7f4c1d3e6b8a2f5c9d0e7b4a1f8c3d6e2b9a05",
+}
+
+REPORT = {
+    "object": "file.report", "file_id": FILE["id"], "status": "error", "format": "prompt_completion",
+    "encoding": "utf-8",
+    "counts": {"lines": 12, "examples": 12, "valid": 11, "invalid": 1, "duplicates": 0, "empty": 0,
+               "kept": 11, "train": 11, "validation": 0, "test": 0},
+    "findings": [{"code": "not_json", "severity": "error", "line": 6, "field": None,
+                  "message": "line 6 is not valid JSON: Expecting ',' delimiter (column 31)"}],
+    "finding_totals": {"not_json": 1},
+    "fixes": [],
+    "tokens": {"encoding": "o200k_base", "total": 561, "min": 32, "mean": 51.0, "p95": 64, "max": 74,
+               "billed_per_epoch": 561},
+    "estimate": {"n_epochs": 9, "candidates": [{"model": "gpt-4o-mini-2024-07-18", "trainable": True,
+                                                "billed_tokens": 5049, "cost_usd": 0.0151,
+                                                "over_limit_examples": 0}]},
+}
+
+JOB_CREATE = {
+    "model": "gpt-4o-mini-2024-07-18", "training_file": FILE["id"], "suffix": "funds", "seed": 7,
+    "metadata": {"team": "research"}, "provider": "sandbox", "max_cost_usd": 5.0,
+    "webhook": {"url": "https://hooks.example.com/tuneline", "events": ["fine_tuning.job.succeeded"]},
+    "prepare": {"split": {"validation": 0.1, "seed": 3}},
+}
+
+JOB = {
+    "id": "ftjob-8c1d2e3f4a5b6c7d8e9f0a1b", "object": "fine_tuning.job", "created_at": 1795690100,
+    "error": None, "fine_tuned_model": None, "finished_at": None,
+    "hyperparameters": {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"},
+    "model": "gpt-4o-mini-2024-07-18", "organization_id": "acme", "result_files": [], "seed": 7,
+    "status": "running", "trained_tokens": None, "training_file": FILE["id"], "validation_file": None,
+    "integrations": [], "metadata": {"team": "research"}, "method": None, "estimated_finish": 1795690400,
+    "suffix": "funds", "stage": "training", "provider": "sandbox", "provider_status": "running",
+    "provider_job_id": "ftjob-0d875f46df64004fcce04635",
+    "webhook": {"url": "https://hooks.example.com/tuneline", "events": ["fine_tuning.job.succeeded"]},
+    "max_cost_usd": 5.0,
+    "estimate": {"n_epochs": 3, "billed_tokens": 335301, "price_per_million": 3.0, "cost_usd": 1.0059},
+    "test_file": None, "prepare": {"split": {"validation": 0.1, "seed": 3}}, "updated_at": 1795690160,
+}
+
+EVENTS = {
+    "object": "list", "has_more": True,
+    "first_id": "ftevent-8c1d2e3f4a5b0000000012", "last_id": "ftevent-8c1d2e3f4a5b0000000011",
+    "data": [
+        {"id": "ftevent-8c1d2e3f4a5b0000000012", "object": "fine_tuning.job.event", "created_at": 1795690161,
+         "level": "info", "message": "Step 4/10: training loss=0.95574", "type": "metrics",
+         "data": {"step": 4, "train_loss": 0.95574, "train_mean_token_accuracy": 0.61}},
+        {"id": "ftevent-8c1d2e3f4a5b0000000011", "object": "fine_tuning.job.event", "created_at": 1795690160,
+         "level": "info", "message": "Checkpoint created at step 3", "type": "message",
+         "data": {"step": 3, "checkpoint": "ftckpt-3b9a1c2d4e5f6a7b8c9d0e1f"}},
+    ],
+}
+
+CHECKPOINTS = {
+    "object": "list", "has_more": False,
+    "first_id": "ftckpt-3b9a1c2d4e5f6a7b8c9d0e1f", "last_id": "ftckpt-3b9a1c2d4e5f6a7b8c9d0e1f",
+    "data": [{"id": "ftckpt-3b9a1c2d4e5f6a7b8c9d0e1f", "object": "fine_tuning.job.checkpoint",
+              "created_at": 1795690160,
+              "fine_tuned_model_checkpoint": "ft:gpt-4o-mini-2024-07-18:sandbox:funds:ckpt-step-3",
+              "fine_tuning_job_id": JOB["id"], "step_number": 3,
+              "metrics": {"step": 3, "train_loss": 1.21279, "train_mean_token_accuracy": 0.55}}],
+}
+
+METRICS = {
+    "object": "list", "job_id": JOB["id"],
+    "data": [{"step": 1, "train_loss": 2.04766, "train_mean_token_accuracy": 0.32, "valid_loss": 2.2,
+              "valid_mean_token_accuracy": 0.3, "full_valid_loss": None,
+              "full_valid_mean_token_accuracy": None}],
+}
+
+WEBHOOK_SECRET = {
+    "object": "webhook.secret", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "created_at": 1795690000,
+    "rotated_at": None, "previous_valid_until": None,
+}
+
+DELIVERY = {
+    "id": "dlv-1a2b3c4d5e6f7a8b9c0d1e2f", "object": "webhook.delivery", "job_id": JOB["id"],
+    "event_id": "evt_a7ad5239afdaea7331d1a577", "type": "fine_tuning.job.succeeded",
+    "url": "https://hooks.example.com/tuneline", "created_at": 1795690400, "status": "delivered",
+    "attempts": [{"at": 1795690400.2, "status_code": 500, "error": None, "latency_ms": 41, "outcome": "retry"},
+                 {"at": 1795690405.6, "status_code": 200, "error": None, "latency_ms": 38,
+                  "outcome": "delivered"}],
+    "next_attempt_at": None,
+}

@@ -1,0 +1,49 @@
+"""Marshmallow schemas of OpenAI's objects, shared by Tuneline's own routes and the sandbox's."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+
+class OpenAIFileSchema(ma.Schema):
+    """OpenAI's ``file`` object."""
+
+    id = ma.fields.String(required=True)
+    object = ma.fields.Constant("file", required=True)
+    bytes = ma.fields.Integer(required=True)
+    created_at = ma.fields.Integer(required=True)
+    filename = ma.fields.String(required=True)
+    purpose = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, metadata={"enum": ["uploaded", "processed", "error"]})
+    status_details = ma.fields.String(allow_none=True)
+    expires_at = ma.fields.Integer(allow_none=True)
+
+
+class EventSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    object = ma.fields.Constant("fine_tuning.job.event", required=True)
+    created_at = ma.fields.Integer(required=True)
+    level = ma.fields.String(required=True, metadata={"enum": ["info", "warn", "error"]})
+    message = ma.fields.String(required=True)
+    type = ma.fields.String(metadata={"enum": ["message", "metrics"]})
+    data = ma.fields.Dict()
+
+
+class MetricRowSchema(ma.Schema):
+    step = ma.fields.Integer(required=True)
+    train_loss = ma.fields.Float(allow_none=True)
+    train_mean_token_accuracy = ma.fields.Float(allow_none=True)
+    valid_loss = ma.fields.Float(allow_none=True)
+    valid_mean_token_accuracy = ma.fields.Float(allow_none=True)
+    full_valid_loss = ma.fields.Float(allow_none=True)
+    full_valid_mean_token_accuracy = ma.fields.Float(allow_none=True)
+
+
+class CheckpointSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    object = ma.fields.Constant("fine_tuning.job.checkpoint", required=True)
+    created_at = ma.fields.Integer(required=True)
+    fine_tuned_model_checkpoint = ma.fields.String(required=True)
+    fine_tuning_job_id = ma.fields.String(required=True)
+    step_number = ma.fields.Integer(required=True)
+    metrics = ma.fields.Nested(MetricRowSchema, required=True)

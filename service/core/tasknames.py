@@ -1,0 +1,13 @@
+"""Celery task names, the one list both the enqueuing core and the registering workers use."""
+
+PREPARE_FILE = "tuneline.datasets.prepare_file"
+JOB_PREPARE = "tuneline.jobs.prepare"
+JOB_UPLOAD = "tuneline.provider.upload"
+JOB_SUBMIT = "tuneline.provider.create_job"
+JOB_POLL = "tuneline.provider.poll"
+JOB_FINALIZE = "tuneline.provider.finalize"
+JOB_CANCEL = "tuneline.provider.cancel"
+POLL_SCAN = "tuneline.poll.scan"
+WEBHOOK_DELIVER = "tuneline.webhooks.deliver"
+WEBHOOK_SCAN = "tuneline.webhooks.scan"
+SWEEP = "tuneline.maintenance.sweep"
