@@ -61,18 +61,27 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         API_SPEC_OPTIONS={
             "info": {"description": API_DESCRIPTION},
             "security": [{"bearerAuth": []}],
-            "components": {"securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer",
-                               "description": "A Tuneline API key (`tuneline keys create`)."},
-            }},
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "A Tuneline API key (`tuneline keys create`).",
+                    },
+                }
+            },
         },
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + 1024 * 1024,
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     if dispatcher is None:
         dispatcher = CeleryDispatcher(make_celery(settings))
-    app.extensions["tuneline"] = Services(settings=settings, store=Store.from_url(settings.redis_url),
-                                          dispatcher=dispatcher, box=box_for(settings.secret_key, settings.env))
+    app.extensions["tuneline"] = Services(
+        settings=settings,
+        store=Store.from_url(settings.redis_url),
+        dispatcher=dispatcher,
+        box=box_for(settings.secret_key, settings.env),
+    )
     api = TunelineApi(app)
     api.ma_plugin.converter.add_parameter_attribute_function(parameter_style)
     uploads.register(app)
@@ -104,9 +113,13 @@ def _register_request_log(app: Flask) -> None:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         principal = g.get("principal")
         log.info(
-            "request", extra={
-                "request_id": g.get("request_id"), "method": request.method, "path": request.path,
-                "status": response.status_code, "ms": logs.monotonic_ms(g.get("started", time.monotonic())),
+            "request",
+            extra={
+                "request_id": g.get("request_id"),
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "ms": logs.monotonic_ms(g.get("started", time.monotonic())),
                 "tenant": principal.tenant if principal else None,
             },
         )

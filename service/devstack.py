@@ -51,15 +51,35 @@ def _start_redis(procs: list[subprocess.Popen[bytes]]) -> str:
         return url
     exe = shutil.which("redis-server")
     if exe is None:
-        sys.exit("redis-server not found: install it (apt-get install redis-server) or set TUNELINE_REDIS_URL")
+        sys.exit(
+            "redis-server not found: install it (apt-get install redis-server) or set TUNELINE_REDIS_URL"
+        )
     workdir = VAR / "redis"
     workdir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    procs.append(subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir.resolve()),
-         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-         "--maxmemory-policy", "noeviction", "--logfile", "redis.log"],
-    ))
+    procs.append(
+        subprocess.Popen(
+            [
+                exe,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(workdir.resolve()),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+                "--logfile",
+                "redis.log",
+            ],
+        )
+    )
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(100):
         if _redis_answers(url):
@@ -82,13 +102,53 @@ def main() -> None:
         settings = Settings.from_env()
         port = settings.port
         env = dict(os.environ)
-        procs.append(subprocess.Popen([str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}",
-                                       "--workers", "2", "--threads", "4", "service.wsgi:app"], env=env))
-        procs.append(subprocess.Popen([str(BIN / "celery"), "-A", "workers.main", "worker", "--loglevel",
-                                       "INFO", "-Q", "datasets,provider,poll,webhooks,maintenance",
-                                       "--concurrency", "2"], env=env))
-        procs.append(subprocess.Popen([str(BIN / "celery"), "-A", "workers.main", "beat", "--loglevel",
-                                       "INFO", "--schedule", str(VAR / "beat-schedule")], env=env))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "gunicorn"),
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "service.wsgi:app",
+                ],
+                env=env,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "celery"),
+                    "-A",
+                    "workers.main",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "-Q",
+                    "datasets,provider,poll,webhooks,maintenance",
+                    "--concurrency",
+                    "2",
+                ],
+                env=env,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "celery"),
+                    "-A",
+                    "workers.main",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "--schedule",
+                    str(VAR / "beat-schedule"),
+                ],
+                env=env,
+            )
+        )
         _, token = auth.create_key(Store.from_url(settings.redis_url), "dev", "member", "make run")
         base = f"http://127.0.0.1:{port}"
         from service.demo.run import run_demo

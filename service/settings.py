@@ -80,9 +80,18 @@ class Settings:
         values: dict[str, Any] = {}
         if "TUNELINE_ENV" in env:
             values["env"] = get("ENV").strip().lower()
-        for name in ("REDIS_URL", "BROKER_URL", "SECRET_KEY", "SANDBOX_URL", "SANDBOX_API_KEY",
-                     "OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY",
-                     "AZURE_OPENAI_API_VERSION", "LOG_LEVEL"):
+        for name in (
+            "REDIS_URL",
+            "BROKER_URL",
+            "SECRET_KEY",
+            "SANDBOX_URL",
+            "SANDBOX_API_KEY",
+            "OPENAI_BASE_URL",
+            "AZURE_OPENAI_ENDPOINT",
+            "AZURE_OPENAI_API_KEY",
+            "AZURE_OPENAI_API_VERSION",
+            "LOG_LEVEL",
+        ):
             if f"TUNELINE_{name}" in env:
                 values[name.lower()] = get(name)
         if "TUNELINE_DEFAULT_PROVIDER" in env:
@@ -94,7 +103,9 @@ class Settings:
         if "TUNELINE_MAX_UPLOAD_BYTES" in env:
             values["max_upload_bytes"] = _int("TUNELINE_MAX_UPLOAD_BYTES", get("MAX_UPLOAD_BYTES"), 1)
         if "TUNELINE_VISIBILITY_TIMEOUT_S" in env:
-            values["visibility_timeout_s"] = _int("TUNELINE_VISIBILITY_TIMEOUT_S", get("VISIBILITY_TIMEOUT_S"), 1)
+            values["visibility_timeout_s"] = _int(
+                "TUNELINE_VISIBILITY_TIMEOUT_S", get("VISIBILITY_TIMEOUT_S"), 1
+            )
         if "TUNELINE_STUCK_AFTER_S" in env:
             values["stuck_after_s"] = _int("TUNELINE_STUCK_AFTER_S", get("STUCK_AFTER_S"), 1)
         for name in ("WEBHOOK_ALLOW_LOOPBACK", "METRICS_ENABLED"):
@@ -131,7 +142,9 @@ class Settings:
             try:
                 Fernet(self.secret_key.encode())
             except ValueError:
-                raise SettingsError("TUNELINE_SECRET_KEY must be a urlsafe-base64 32-byte Fernet key") from None
+                raise SettingsError(
+                    "TUNELINE_SECRET_KEY must be a urlsafe-base64 32-byte Fernet key"
+                ) from None
         if self.webhook_allow_loopback and self.env == "production":
             raise SettingsError("TUNELINE_WEBHOOK_ALLOW_LOOPBACK is for development and tests only")
         return self

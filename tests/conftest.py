@@ -39,8 +39,14 @@ def settings(redis_server: RedisServer, tmp_path: Path, secret_key: str) -> Sett
     db = next(_db_counter) % 15 + 1
     url = f"redis://127.0.0.1:{redis_server.port}/{db}"
     Store.from_url(url).r.flushdb()
-    return Settings(env="test", redis_url=url, data_dir=tmp_path / "data", secret_key=secret_key,
-                    webhook_allow_loopback=True, max_upload_bytes=1024 * 1024)
+    return Settings(
+        env="test",
+        redis_url=url,
+        data_dir=tmp_path / "data",
+        secret_key=secret_key,
+        webhook_allow_loopback=True,
+        max_upload_bytes=1024 * 1024,
+    )
 
 
 @pytest.fixture

@@ -28,8 +28,9 @@ def test_importing_modules_opens_no_connection():
         "print('ok')\n"
     )
     env = {"TUNELINE_ENV": "test", "TUNELINE_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                            env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
 
 

@@ -31,4 +31,6 @@ def configure(settings: Settings, dispatcher: CeleryDispatcher) -> None:
 def context() -> WorkerContext:
     if _settings is None or _dispatcher is None:
         raise RuntimeError("workers.context.configure() was not called (use workers.main)")
-    return WorkerContext(settings=_settings, store=Store.from_url(_settings.redis_url), dispatcher=_dispatcher)
+    return WorkerContext(
+        settings=_settings, store=Store.from_url(_settings.redis_url), dispatcher=_dispatcher
+    )

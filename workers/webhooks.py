@@ -22,6 +22,9 @@ def register(app: Celery) -> None:
     @app.task(name=taskqueue.WEBHOOK_DELIVER, soft_time_limit=60, time_limit=90)
     def deliver(delivery_id: str) -> None:
         ctx = context()
-        webhook_delivery.deliver(ctx.store, box_for(ctx.settings.secret_key, ctx.settings.env), delivery_id,
-                                 allow_loopback=ctx.settings.webhook_allow_loopback)
-
+        webhook_delivery.deliver(
+            ctx.store,
+            box_for(ctx.settings.secret_key, ctx.settings.env),
+            delivery_id,
+            allow_loopback=ctx.settings.webhook_allow_loopback,
+        )

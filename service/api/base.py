@@ -28,7 +28,8 @@ class Parser(FlaskParser):
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = Parser()
     DEFAULT_LOCATION_CONTENT_TYPE_MAPPING: ClassVar[dict[str, str]] = dict(  # type: ignore[misc]
-        flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING, multipart="multipart/form-data")
+        flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING, multipart="multipart/form-data"
+    )
 
 
 class StrictSchema(ma.Schema):
@@ -50,9 +51,12 @@ class ErrorSchema(ma.Schema):
 
 
 class CursorArgsSchema(StrictSchema):
-    after = ma.fields.String(metadata={"description": "Cursor: the id of the last item of the previous page."})
+    after = ma.fields.String(
+        metadata={"description": "Cursor: the id of the last item of the previous page."}
+    )
     limit = ma.fields.Integer(
-        load_default=20, validate=ma.validate.Range(min=1, max=100),
+        load_default=20,
+        validate=ma.validate.Range(min=1, max=100),
         metadata={"description": "Page size, 1-100."},
     )
 
@@ -60,9 +64,15 @@ class CursorArgsSchema(StrictSchema):
 class MetadataFilterArgsSchema(CursorArgsSchema):
     """Cursor args plus exact-match metadata filters in the SDK's ``metadata[key]=value`` syntax."""
 
-    metadata = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String(), metadata={
-        "description": "Exact-match filters, sent as `metadata[key]=value` (the SDK's syntax).",
-        "style": "deepObject", "explode": True})
+    metadata = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.String(),
+        metadata={
+            "description": "Exact-match filters, sent as `metadata[key]=value` (the SDK's syntax).",
+            "style": "deepObject",
+            "explode": True,
+        },
+    )
 
     @ma.pre_load
     def collect_metadata(self, data: Any, **_: Any) -> dict[str, Any]:
@@ -70,10 +80,16 @@ class MetadataFilterArgsSchema(CursorArgsSchema):
         found: dict[str, str] = {}
         for name in data:
             if name.startswith("metadata[") and name.endswith("]"):
-                key = name[len("metadata["):-1]
+                key = name[len("metadata[") : -1]
                 if "[" in key or "]" in key:
-                    raise ma.ValidationError({"metadata": [
-                        f"Invalid filter {name!r}: use metadata[key]=value; nested keys are not supported."]})
+                    raise ma.ValidationError(
+                        {
+                            "metadata": [
+                                f"Invalid filter {name!r}: use metadata[key]=value; "
+                                "nested keys are not supported."
+                            ]
+                        }
+                    )
                 found[key] = data[name]
             else:
                 out[name] = data[name]
@@ -98,7 +114,9 @@ def list_schema(item: type[ma.Schema], name: str) -> type[ma.Schema]:
 
 def list_body(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {
-        "object": "list", "data": items, "has_more": has_more,
+        "object": "list",
+        "data": items,
+        "has_more": has_more,
         "first_id": items[0]["id"] if items else None,
         "last_id": items[-1]["id"] if items else None,
     }

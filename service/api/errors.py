@@ -13,14 +13,23 @@ from service.core.errors import TunelineError
 log = logging.getLogger("tuneline.api")
 
 _HTTP_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error",
-    413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
     429: "rate_limit_error",
 }
 _HTTP_CODES = {
-    400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
-    413: "file_too_large", 415: "unsupported_media_type",
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "file_too_large",
+    415: "unsupported_media_type",
 }
 
 
@@ -87,8 +96,11 @@ def handle_tuneline_error(error: TunelineError) -> Any:
 
 def handle_unexpected(error: Exception) -> Any:
     log.exception("unhandled error on %s %s", request.method, request.path)
-    response = jsonify(envelope("The server had an error while processing your request.",
-                                "server_error", "server_error", None))
+    response = jsonify(
+        envelope(
+            "The server had an error while processing your request.", "server_error", "server_error", None
+        )
+    )
     response.status_code = 500
     return response
 

@@ -15,7 +15,10 @@ def idempotent(fields: dict[str, Any], produce: Callable[[], dict[str, Any]], st
     """Run ``produce`` under the request's Idempotency-Key (if any) and answer its result."""
     key = request.headers.get("Idempotency-Key")
     response, replayed = idempotency.run(
-        services().store, principal().tenant, key, fields,
+        services().store,
+        principal().tenant,
+        key,
+        fields,
         lambda: idempotency.Response(status, produce()),
     )
     out = jsonify(response.body)

@@ -12,8 +12,11 @@ from service.core.uploads import HashingSpool
 
 class TunelineRequest(Request):
     def _get_file_stream(  # type: ignore[override]
-        self, total_content_length: int | None, content_type: str | None,
-        filename: str | None = None, content_length: int | None = None,
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
     ) -> IO[bytes]:
         settings = current_app.extensions["tuneline"].settings
         spool = HashingSpool(tmp_dir(settings.data_dir), settings.max_upload_bytes)

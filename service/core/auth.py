@@ -47,8 +47,13 @@ class ApiKey:
 
     def public(self) -> dict[str, object]:
         return {
-            "id": self.id, "object": "api_key", "tenant": self.tenant, "role": self.role,
-            "name": self.name, "created_at": self.created_at, "revoked_at": self.revoked_at,
+            "id": self.id,
+            "object": "api_key",
+            "tenant": self.tenant,
+            "role": self.role,
+            "name": self.name,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
         }
 
 
@@ -62,7 +67,8 @@ def validate_tenant(tenant: str) -> str:
     if not TENANT_RE.match(tenant):
         raise InvalidRequest(
             "tenant must be 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit",
-            param="tenant", code="invalid_tenant",
+            param="tenant",
+            code="invalid_tenant",
         )
     return tenant
 
@@ -75,8 +81,15 @@ def create_key(store: Store, tenant: str, role: str = "member", name: str = "") 
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
-    record = ApiKey(id=key_id, tenant=tenant, role=role, created_at=int(time.time()),
-                    salt=salt, digest=_digest(salt, secret), name=name)
+    record = ApiKey(
+        id=key_id,
+        tenant=tenant,
+        role=role,
+        created_at=int(time.time()),
+        salt=salt,
+        digest=_digest(salt, secret),
+        name=name,
+    )
     pipe = store.r.pipeline(transaction=True)
     pipe.set(keys.api_key(key_id), dumps(asdict(record)))
     pipe.zadd(keys.api_keys_index(), {key_id: record.created_at})

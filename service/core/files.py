@@ -36,9 +36,15 @@ class FileRecord:
 
     def public(self) -> dict[str, Any]:
         return {
-            "id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
-            "filename": self.filename, "purpose": self.purpose, "status": self.status,
-            "status_details": self.status_details, "expires_at": self.expires_at,
+            "id": self.id,
+            "object": "file",
+            "bytes": self.bytes,
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": self.status,
+            "status_details": self.status_details,
+            "expires_at": self.expires_at,
             "sha256": self.sha256,
         }
 
@@ -70,8 +76,13 @@ def save_record(store: Store, record: FileRecord) -> None:
 
 
 def create_file(
-    store: Store, dispatcher: Dispatcher, data_dir: Path, principal: Principal,
-    spool: HashingSpool, filename: str, purpose: str,
+    store: Store,
+    dispatcher: Dispatcher,
+    data_dir: Path,
+    principal: Principal,
+    spool: HashingSpool,
+    filename: str,
+    purpose: str,
 ) -> FileRecord:
     """Make a finished upload visible: move bytes in place, then write metadata atomically.
 
@@ -82,16 +93,21 @@ def create_file(
         spool.discard()
         raise InvalidRequest(
             f"Invalid purpose {purpose!r}: Tuneline accepts {', '.join(PURPOSES)}.",
-            param="purpose", code="invalid_purpose",
+            param="purpose",
+            code="invalid_purpose",
         )
     if spool.size == 0:
         spool.discard()
         raise InvalidRequest("The uploaded file is empty.", param="file", code="empty_file")
     spool.finish()
     record = FileRecord(
-        id=ids.new_id("file"), tenant=principal.tenant, bytes=spool.size,
-        created_at=int(time.time()), filename=os.path.basename(filename or "upload.jsonl")[:255],
-        purpose=purpose, sha256=spool.sha256,
+        id=ids.new_id("file"),
+        tenant=principal.tenant,
+        bytes=spool.size,
+        created_at=int(time.time()),
+        filename=os.path.basename(filename or "upload.jsonl")[:255],
+        purpose=purpose,
+        sha256=spool.sha256,
     )
     target = blob_path(data_dir, record.id)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -121,19 +137,28 @@ def get_file(store: Store, principal: Principal, file_id: str, param: str = "fil
 
 
 def list_files(
-    store: Store, principal: Principal, after: str | None, limit: int, purpose: str | None = None,
+    store: Store,
+    principal: Principal,
+    after: str | None,
+    limit: int,
+    purpose: str | None = None,
 ) -> tuple[list[FileRecord], bool]:
     index = keys.files_all() if principal.is_ops else keys.files_by_tenant(principal.tenant)
 
     def load_many(file_ids: list[str]) -> list[FileRecord | None]:
-        return [None if raw is None else FileRecord(**raw)
-                for raw in store.load_many([keys.file(f) for f in file_ids])]
+        return [
+            None if raw is None else FileRecord(**raw)
+            for raw in store.load_many([keys.file(f) for f in file_ids])
+        ]
 
-    return store.walk(index, after, limit, load_many,
-                      None if purpose is None else (lambda f: f.purpose == purpose))
+    return store.walk(
+        index, after, limit, load_many, None if purpose is None else (lambda f: f.purpose == purpose)
+    )
 
 
-def file_content_path(store: Store, data_dir: Path, principal: Principal, file_id: str) -> tuple[FileRecord, Path]:
+def file_content_path(
+    store: Store, data_dir: Path, principal: Principal, file_id: str
+) -> tuple[FileRecord, Path]:
     record = get_file(store, principal, file_id)
     return record, blob_path(data_dir, record.id)
 

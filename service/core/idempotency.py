@@ -29,15 +29,21 @@ def fingerprint(fields: dict[str, Any]) -> str:
 
 
 def run(
-    store: Store, tenant: str, key: str | None, fields: dict[str, Any],
+    store: Store,
+    tenant: str,
+    key: str | None,
+    fields: dict[str, Any],
     produce: Callable[[], Response],
 ) -> tuple[Response, bool]:
     """Run ``produce`` once per (tenant, key); returns (response, replayed)."""
     if not key:
         return produce(), False
     if len(key) > 255:
-        raise Unprocessable("Idempotency-Key must be at most 255 characters.",
-                            param="Idempotency-Key", code="invalid_idempotency_key")
+        raise Unprocessable(
+            "Idempotency-Key must be at most 255 characters.",
+            param="Idempotency-Key",
+            code="invalid_idempotency_key",
+        )
     fp = fingerprint(fields)
     redis_key = keys.idempotency(tenant, hashlib.sha256(key.encode()).hexdigest())
     claimed = store.r.set(redis_key, dumps({"fp": fp, "state": "in_flight"}), nx=True, ex=IN_FLIGHT_S)
@@ -48,12 +54,14 @@ def run(
         if existing["fp"] != fp:
             raise Unprocessable(
                 "This Idempotency-Key was already used with a different request body.",
-                param="Idempotency-Key", code="idempotency_key_reused",
+                param="Idempotency-Key",
+                code="idempotency_key_reused",
             )
         if existing["state"] == "in_flight":
             raise Conflict(
                 "A request with this Idempotency-Key is still being processed; retry later.",
-                param="Idempotency-Key", code="idempotency_key_in_flight",
+                param="Idempotency-Key",
+                code="idempotency_key_in_flight",
             )
         return Response(existing["status"], existing["body"]), True
     try:
@@ -62,12 +70,18 @@ def run(
         if exc.status >= 500 or exc.status == 409:
             store.r.delete(redis_key)
         else:
-            store.r.set(redis_key, dumps({"fp": fp, "state": "done", "status": exc.status,
-                                          "body": exc.envelope()}), ex=KEEP_S)
+            store.r.set(
+                redis_key,
+                dumps({"fp": fp, "state": "done", "status": exc.status, "body": exc.envelope()}),
+                ex=KEEP_S,
+            )
         raise
     except BaseException:
         store.r.delete(redis_key)
         raise
-    store.r.set(redis_key, dumps({"fp": fp, "state": "done", "status": response.status,
-                                  "body": response.body}), ex=KEEP_S)
+    store.r.set(
+        redis_key,
+        dumps({"fp": fp, "state": "done", "status": response.status, "body": response.body}),
+        ex=KEEP_S,
+    )
     return response, False

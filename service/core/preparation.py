@@ -44,6 +44,9 @@ def report_for(store: Store, principal: Principal, file_id: str) -> dict[str, An
     record = files.get_file(store, principal, file_id)
     report = get_report(store, record.id)
     if report is None:
-        raise Conflict(f"File {record.id} is still being prepared; retry shortly.", param="file_id",
-                       code="report_not_ready")
+        raise Conflict(
+            f"File {record.id} is still being prepared; retry shortly.",
+            param="file_id",
+            code="report_not_ready",
+        )
     return {"object": "file.report", "file_id": record.id, **report, "status": record.status}

@@ -27,8 +27,14 @@ FILE_PURPOSES = ("fine-tune", "fine-tune-results", "assistants", "batch", "user_
 RESULT_FILENAME = "step_metrics.csv"
 # OpenAI's result-file header (the CSV behind `result_files`, served base64-wrapped by OpenAI).
 RESULT_COLUMNS = (
-    "step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
-    "train_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy",
+    "step",
+    "train_loss",
+    "train_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "train_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
 )
 # Base durations in seconds; every one is multiplied by the time scale (tests use 0.02).
 VALIDATING_S = 2.0
@@ -45,8 +51,14 @@ DEFAULT_ERRORS = {
     "running": ("server_error", "Training failed unexpectedly."),
 }
 BUILTIN_MODELS = (
-    "gpt-4o-mini-2024-07-18", "gpt-4o-2024-08-06", "gpt-4.1-2025-04-14", "gpt-4.1-mini-2025-04-14",
-    "gpt-4.1-nano-2025-04-14", "gpt-3.5-turbo-0125", "babbage-002", "davinci-002",
+    "gpt-4o-mini-2024-07-18",
+    "gpt-4o-2024-08-06",
+    "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano-2025-04-14",
+    "gpt-3.5-turbo-0125",
+    "babbage-002",
+    "davinci-002",
 )
 
 
@@ -114,8 +126,11 @@ class Faults:
         f = cls()
         if raw.get("fail_at") is not None:
             if raw["fail_at"] not in FAIL_STAGES:
-                raise InvalidRequest(f"sandbox.fail_at must be one of {', '.join(FAIL_STAGES)}.",
-                                     param="sandbox.fail_at", code="invalid_value")
+                raise InvalidRequest(
+                    f"sandbox.fail_at must be one of {', '.join(FAIL_STAGES)}.",
+                    param="sandbox.fail_at",
+                    code="invalid_value",
+                )
             f.fail_at = raw["fail_at"]
         if raw.get("error"):
             f.error = {k: str(v) for k, v in dict(raw["error"]).items() if k in ("code", "message")}
@@ -132,10 +147,15 @@ class Faults:
         if raw.get("create_fault"):
             cf = dict(raw["create_fault"])
             if cf.get("when", "after") not in ("before", "after"):
-                raise InvalidRequest("sandbox.create_fault.when must be 'before' or 'after'.",
-                                     param="sandbox.create_fault.when", code="invalid_value")
-            f.create_fault = {"when": cf.get("when", "after"),
-                              "count": _non_negative_int(cf.get("count", 1), "sandbox.create_fault.count")}
+                raise InvalidRequest(
+                    "sandbox.create_fault.when must be 'before' or 'after'.",
+                    param="sandbox.create_fault.when",
+                    code="invalid_value",
+                )
+            f.create_fault = {
+                "when": cf.get("when", "after"),
+                "count": _non_negative_int(cf.get("count", 1), "sandbox.create_fault.count"),
+            }
         return f
 
     def as_dict(self) -> dict[str, Any]:
@@ -186,8 +206,12 @@ def _curve(job_id: str, steps: int, has_validation: bool) -> list[dict[str, Any]
     for step in range(1, steps + 1):
         loss = floor + (start - floor) * math.exp(-rate * step / steps)
         acc = max(0.0, min(1.0, 1.0 - loss / (start + 0.5)))
-        row: dict[str, Any] = {"step": step, "train_loss": round(loss, 5),
-                               "train_mean_token_accuracy": round(acc, 5), "total_steps": steps}
+        row: dict[str, Any] = {
+            "step": step,
+            "train_loss": round(loss, 5),
+            "train_mean_token_accuracy": round(acc, 5),
+            "total_steps": steps,
+        }
         if has_validation:
             row["valid_loss"] = round(loss * 1.07 + 0.02, 5)
             row["valid_mean_token_accuracy"] = round(max(0.0, acc - 0.03), 5)
@@ -213,9 +237,16 @@ def timeline_of(job: Mapping[str, Any], scale: float) -> Timeline:
     elif f["fail_at"] == "running":
         fail_at = started + math.ceil(steps / 2) * step_s
     checkpoints = tuple(sorted({max(1, round(steps * k / 3)) for k in (1, 2, 3)}))
-    return Timeline(validated=validated, started=started, step_s=step_s, steps=steps, end=end,
-                    fail_at=fail_at, checkpoint_steps=checkpoints,
-                    metrics=_curve(job["id"], steps, bool(job.get("validation_file"))))
+    return Timeline(
+        validated=validated,
+        started=started,
+        step_s=step_s,
+        steps=steps,
+        end=end,
+        fail_at=fail_at,
+        checkpoint_steps=checkpoints,
+        metrics=_curve(job["id"], steps, bool(job.get("validation_file"))),
+    )
 
 
 def _resolve_hyperparameters(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -223,13 +254,19 @@ def _resolve_hyperparameters(body: Mapping[str, Any]) -> tuple[dict[str, Any], d
     method = dict(body.get("method") or {"type": "supervised"})
     method_type = method.get("type", "supervised")
     if method_type not in ("supervised", "dpo"):
-        raise InvalidRequest(f"The sandbox does not simulate method {method_type!r}.",
-                             param="method.type", code="invalid_value")
+        raise InvalidRequest(
+            f"The sandbox does not simulate method {method_type!r}.",
+            param="method.type",
+            code="invalid_value",
+        )
     inner = dict((method.get(method_type) or {}).get("hyperparameters") or {})
     given = {**dict(body.get("hyperparameters") or {}), **inner}
     param_root = f"method.{method_type}.hyperparameters" if inner else "hyperparameters"
-    limits = {"n_epochs": (1, 50, 3), "batch_size": (1, 256, 1),
-              "learning_rate_multiplier": (1e-6, 10.0, 2.0)}
+    limits = {
+        "n_epochs": (1, 50, 3),
+        "batch_size": (1, 256, 1),
+        "learning_rate_multiplier": (1e-6, 10.0, 2.0),
+    }
     resolved: dict[str, Any] = {}
     for name, (low, high, default) in limits.items():
         value = given.get(name, "auto")
@@ -237,8 +274,11 @@ def _resolve_hyperparameters(body: Mapping[str, Any]) -> tuple[dict[str, Any], d
             resolved[name] = default
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise InvalidRequest(f"{name} must be 'auto' or a number between {low} and {high}.",
-                                 param=f"{param_root}.{name}", code="invalid_hyperparameter")
+            raise InvalidRequest(
+                f"{name} must be 'auto' or a number between {low} and {high}.",
+                param=f"{param_root}.{name}",
+                code="invalid_hyperparameter",
+            )
         resolved[name] = int(value) if name != "learning_rate_multiplier" else float(value)
     extra = {k: v for k, v in given.items() if k not in limits}
     if method_type == "dpo":
@@ -252,7 +292,11 @@ class Sandbox:
     """The simulator's use cases; state lives in Redis, bytes under ``data_dir/sandbox``."""
 
     def __init__(
-        self, store: Store, data_dir: Path, time_scale: float = 1.0, clock: Clock | None = None,
+        self,
+        store: Store,
+        data_dir: Path,
+        time_scale: float = 1.0,
+        clock: Clock | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
@@ -270,9 +314,15 @@ class Sandbox:
             raise InvalidRequest(f"Invalid purpose {purpose!r}.", param="purpose", code="invalid_purpose")
         spool.finish()
         record: dict[str, Any] = {
-            "id": new_id("file-"), "object": "file", "bytes": spool.size,
-            "created_at": int(self.clock.now()), "filename": os.path.basename(filename or "upload.jsonl"),
-            "purpose": purpose, "status": "processed", "status_details": None, "expires_at": None,
+            "id": new_id("file-"),
+            "object": "file",
+            "bytes": spool.size,
+            "created_at": int(self.clock.now()),
+            "filename": os.path.basename(filename or "upload.jsonl"),
+            "purpose": purpose,
+            "status": "processed",
+            "status_details": None,
+            "expires_at": None,
         }
         self.dir.mkdir(parents=True, exist_ok=True)
         os.replace(spool.path, self.dir / record["id"])
@@ -296,12 +346,18 @@ class Sandbox:
         return {k: v for k, v in record.items() if k != "result_of"}
 
     def list_files(
-        self, after: str | None, limit: int, purpose: str | None = None,
+        self,
+        after: str | None,
+        limit: int,
+        purpose: str | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
         found, more = self.store.walk(
-            keys.sandbox_files(), after, limit,
+            keys.sandbox_files(),
+            after,
+            limit,
             lambda ids: self.store.load_many([keys.sandbox_file(i) for i in ids]),
-            None if purpose is None else (lambda f: f["purpose"] == purpose))
+            None if purpose is None else (lambda f: f["purpose"] == purpose),
+        )
         return [self._public_file(f) for f in found], more
 
     @staticmethod
@@ -321,9 +377,11 @@ class Sandbox:
     def create_job(self, body: Mapping[str, Any], header_fault: str | None = None) -> dict[str, Any]:
         """Validate like OpenAI, store the job, count it; injected create faults apply here."""
         if header_fault and header_fault not in CREATE_HEADER_FAULTS:
-            raise InvalidRequest(f"Unknown X-Sandbox-Fault {header_fault!r}; known: "
-                                 f"{', '.join(CREATE_HEADER_FAULTS)}.", param="X-Sandbox-Fault",
-                                 code="invalid_value")
+            raise InvalidRequest(
+                f"Unknown X-Sandbox-Fault {header_fault!r}; known: {', '.join(CREATE_HEADER_FAULTS)}.",
+                param="X-Sandbox-Fault",
+                code="invalid_value",
+            )
         if header_fault == "create-500":
             raise SandboxServerError(f"{TAG} Injected error before create (X-Sandbox-Fault: create-500).")
         if header_fault == "create-429":
@@ -362,32 +420,53 @@ class Sandbox:
         if model not in base_models():
             raise InvalidRequest(
                 f"Model {model!r} is not available for fine-tuning in the sandbox; "
-                f"available: {', '.join(base_models())}.", param="model", code="model_not_found",
+                f"available: {', '.join(base_models())}.",
+                param="model",
+                code="model_not_found",
             )
         training = self._load_file(str(body.get("training_file") or ""))
         if training is None or training["purpose"] != "fine-tune":
-            raise InvalidRequest(f"invalid training_file: {body.get('training_file')}", param="training_file",
-                                 code="invalid_training_file")
+            raise InvalidRequest(
+                f"invalid training_file: {body.get('training_file')}",
+                param="training_file",
+                code="invalid_training_file",
+            )
         validation_id = body.get("validation_file")
         if validation_id:
             validation = self._load_file(str(validation_id))
             if validation is None or validation["purpose"] != "fine-tune":
-                raise InvalidRequest(f"invalid validation_file: {validation_id}", param="validation_file",
-                                     code="invalid_validation_file")
+                raise InvalidRequest(
+                    f"invalid validation_file: {validation_id}",
+                    param="validation_file",
+                    code="invalid_validation_file",
+                )
         suffix = body.get("suffix")
         if suffix is not None and (len(str(suffix)) > 64 or ":" in str(suffix)):
-            raise InvalidRequest("suffix must be at most 64 characters and contain no ':'.", param="suffix",
-                                 code="invalid_value")
+            raise InvalidRequest(
+                "suffix must be at most 64 characters and contain no ':'.",
+                param="suffix",
+                code="invalid_value",
+            )
         hyperparameters, method = _resolve_hyperparameters(body)
         job_id = new_id("ftjob-")
         now = self.clock.now()
         seed = body.get("seed")
         return {
-            "id": job_id, "created_at_f": now, "model": model, "training_file": training["id"],
-            "validation_file": validation_id or None, "hyperparameters": hyperparameters, "method": method,
-            "suffix": suffix, "seed": int(seed) if seed is not None else int(_digest(job_id, "seed")[:7], 16),
-            "metadata": metadata or None, "sandbox": faults.as_dict(), "status": "validating_files",
-            "training_bytes": int(training["bytes"]), "finished_at": None, "cancelled_at": None,
+            "id": job_id,
+            "created_at_f": now,
+            "model": model,
+            "training_file": training["id"],
+            "validation_file": validation_id or None,
+            "hyperparameters": hyperparameters,
+            "method": method,
+            "suffix": suffix,
+            "seed": int(seed) if seed is not None else int(_digest(job_id, "seed")[:7], 16),
+            "metadata": metadata or None,
+            "sandbox": faults.as_dict(),
+            "status": "validating_files",
+            "training_bytes": int(training["bytes"]),
+            "finished_at": None,
+            "cancelled_at": None,
             "error": None,
         }
 
@@ -396,8 +475,9 @@ class Sandbox:
     def _load_job(self, job_id: str) -> dict[str, Any]:
         job = loads(self.store.r.get(keys.sandbox_job(job_id)))  # type: ignore[arg-type]
         if job is None:
-            raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id",
-                           code="fine_tune_not_found")
+            raise NotFound(
+                f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id", code="fine_tune_not_found"
+            )
         return job  # type: ignore[no-any-return]
 
     def _advance(self, job: dict[str, Any], now: float) -> dict[str, Any]:
@@ -413,8 +493,11 @@ class Sandbox:
             stage = job["sandbox"]["fail_at"]
             code, message = DEFAULT_ERRORS[stage]
             err = job["sandbox"].get("error") or {}
-            job["error"] = {"code": err.get("code", code), "message": f"{TAG} {err.get('message', message)}",
-                            "param": "training_file" if stage == "validating_files" else None}
+            job["error"] = {
+                "code": err.get("code", code),
+                "message": f"{TAG} {err.get('message', message)}",
+                "param": "training_file" if stage == "validating_files" else None,
+            }
             job["finished_at"] = int(job["created_at_f"] + (tl.fail_at or 0))
         elif status == "succeeded":
             job["finished_at"] = int(job["created_at_f"] + tl.end)
@@ -437,9 +520,16 @@ class Sandbox:
     def _write_result_file(self, pipe: Any, job: dict[str, Any]) -> None:
         file_id = result_file_id(job["id"])
         record = {
-            "id": file_id, "object": "file", "bytes": len(self._result_bytes(job)),
-            "created_at": job["finished_at"], "filename": RESULT_FILENAME, "purpose": "fine-tune-results",
-            "status": "processed", "status_details": None, "expires_at": None, "result_of": job["id"],
+            "id": file_id,
+            "object": "file",
+            "bytes": len(self._result_bytes(job)),
+            "created_at": job["finished_at"],
+            "filename": RESULT_FILENAME,
+            "purpose": "fine-tune-results",
+            "status": "processed",
+            "status_details": None,
+            "expires_at": None,
+            "result_of": job["id"],
         }
         pipe.set(keys.sandbox_file(file_id), dumps(record), nx=True)
         pipe.zadd(keys.sandbox_files(), {file_id: job["finished_at"] * 1000}, nx=True)
@@ -450,21 +540,38 @@ class Sandbox:
         faults = job["sandbox"]
         if faults.get("slow_ms"):
             self.sleep(min(int(faults["slow_ms"]), MAX_SLOW_MS) / 1000.0)
-        if faults.get("rate_limit_count") and int(self.store.r.decr(  # type: ignore[arg-type]
-                keys.sandbox_read_fault(job_id, "rate_limit"))) >= 0:
+        if (
+            faults.get("rate_limit_count")
+            and int(
+                self.store.r.decr(  # type: ignore[arg-type]
+                    keys.sandbox_read_fault(job_id, "rate_limit")
+                )
+            )
+            >= 0
+        ):
             retry_after = faults.get("retry_after", 1.0)
-            raise RateLimited(f"{TAG} Injected rate limit; retry after {retry_after} s.",
-                              headers={"Retry-After": f"{retry_after:g}"})
-        if faults.get("server_errors") and int(self.store.r.decr(  # type: ignore[arg-type]
-                keys.sandbox_read_fault(job_id, "server_errors"))) >= 0:
+            raise RateLimited(
+                f"{TAG} Injected rate limit; retry after {retry_after} s.",
+                headers={"Retry-After": f"{retry_after:g}"},
+            )
+        if (
+            faults.get("server_errors")
+            and int(
+                self.store.r.decr(  # type: ignore[arg-type]
+                    keys.sandbox_read_fault(job_id, "server_errors")
+                )
+            )
+            >= 0
+        ):
             raise SandboxServerError(f"{TAG} Injected server error.")
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         self._apply_read_faults(job_id)
         return self.public_job(self._refresh(job_id))
 
-    def list_jobs(self, after: str | None, limit: int,
-                  metadata: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], bool]:
+    def list_jobs(
+        self, after: str | None, limit: int, metadata: Mapping[str, str] | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
         """Newest first; ``metadata`` filters on exact key/value pairs (the provider's look-before-create)."""
         wanted = dict(metadata or {})
 
@@ -478,8 +585,9 @@ class Sandbox:
             except NotFound:
                 return None
 
-        found, more = self.store.walk(keys.sandbox_jobs(), after, limit,
-                                      lambda ids: [load(i) for i in ids], matches)
+        found, more = self.store.walk(
+            keys.sandbox_jobs(), after, limit, lambda ids: [load(i) for i in ids], matches
+        )
         return [self.public_job(j) for j in found], more
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
@@ -503,16 +611,26 @@ class Sandbox:
         succeeded = job["status"] == "succeeded"
         estimated = int(job["created_at_f"] + tl.end) if job["status"] in ("queued", "running") else None
         return {
-            "id": job["id"], "object": "fine_tuning.job", "created_at": int(job["created_at_f"]),
-            "error": job["error"], "fine_tuned_model": fine_tuned_model(job) if succeeded else None,
-            "finished_at": job["finished_at"], "hyperparameters": job["hyperparameters"],
-            "model": job["model"], "organization_id": ORGANIZATION,
+            "id": job["id"],
+            "object": "fine_tuning.job",
+            "created_at": int(job["created_at_f"]),
+            "error": job["error"],
+            "fine_tuned_model": fine_tuned_model(job) if succeeded else None,
+            "finished_at": job["finished_at"],
+            "hyperparameters": job["hyperparameters"],
+            "model": job["model"],
+            "organization_id": ORGANIZATION,
             "result_files": [result_file_id(job["id"])] if succeeded else [],
-            "seed": job["seed"], "status": job["status"],
+            "seed": job["seed"],
+            "status": job["status"],
             "trained_tokens": trained_tokens(job) if succeeded else None,
-            "training_file": job["training_file"], "validation_file": job["validation_file"],
-            "estimated_finish": estimated, "integrations": [], "metadata": job["metadata"],
-            "method": job["method"], "user_provided_suffix": job["suffix"],
+            "training_file": job["training_file"],
+            "validation_file": job["validation_file"],
+            "estimated_finish": estimated,
+            "integrations": [],
+            "metadata": job["metadata"],
+            "method": job["method"],
+            "user_provided_suffix": job["suffix"],
         }
 
     # ---- events, checkpoints, results ----------------------------------------------------
@@ -526,23 +644,36 @@ class Sandbox:
         events = [e for e in _timeline_events(job, tl) if e.at <= elapsed]
         out = [(_derived_id("ftevent-", job["id"], i), e) for i, e in enumerate(events)]
         if job["status"] == "cancelled":
-            out.append((_derived_id("ftevent-", job["id"], "cancelled"),
-                        Event(job["cancelled_at"] - job["created_at_f"], "info", f"{TAG} Job cancelled.")))
+            out.append(
+                (
+                    _derived_id("ftevent-", job["id"], "cancelled"),
+                    Event(job["cancelled_at"] - job["created_at_f"], "info", f"{TAG} Job cancelled."),
+                )
+            )
         return out
 
     def list_events(self, job_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         self._apply_read_faults(job_id)
         job = self._refresh(job_id)
         items = [
-            {"id": eid, "object": "fine_tuning.job.event",
-             "created_at": int(job["created_at_f"] + e.at), "level": e.level, "message": e.message,
-             "data": e.data or {}, "type": e.kind}
+            {
+                "id": eid,
+                "object": "fine_tuning.job.event",
+                "created_at": int(job["created_at_f"] + e.at),
+                "level": e.level,
+                "message": e.message,
+                "data": e.data or {},
+                "type": e.kind,
+            }
             for eid, e in reversed(self._visible_events(job))
         ]
         return page_list(items, after, limit)
 
     def list_checkpoints(
-        self, job_id: str, after: str | None, limit: int,
+        self,
+        job_id: str,
+        after: str | None,
+        limit: int,
     ) -> tuple[list[dict[str, Any]], bool]:
         self._apply_read_faults(job_id)
         job = self._refresh(job_id)
@@ -553,13 +684,17 @@ class Sandbox:
             if step > reached:
                 continue
             row = tl.metrics[step - 1]
-            items.append({
-                "id": _derived_id("ftckpt-", job["id"], step), "object": "fine_tuning.job.checkpoint",
-                "created_at": int(job["created_at_f"] + tl.step_time(step)),
-                "fine_tuned_model_checkpoint": checkpoint_model(job, step),
-                "fine_tuning_job_id": job["id"], "step_number": step,
-                "metrics": {k: v for k, v in row.items() if k != "total_steps"},
-            })
+            items.append(
+                {
+                    "id": _derived_id("ftckpt-", job["id"], step),
+                    "object": "fine_tuning.job.checkpoint",
+                    "created_at": int(job["created_at_f"] + tl.step_time(step)),
+                    "fine_tuned_model_checkpoint": checkpoint_model(job, step),
+                    "fine_tuning_job_id": job["id"],
+                    "step_number": step,
+                    "metrics": {k: v for k, v in row.items() if k != "total_steps"},
+                }
+            )
         return page_list(items, after, limit)
 
     def _result_bytes(self, job: dict[str, Any]) -> bytes:
@@ -576,8 +711,11 @@ class Sandbox:
     def _trained_model(self, model: str) -> dict[str, Any]:
         """The succeeded job (or reached checkpoint) behind a sandbox model name."""
         parts = model.split(":")
-        not_found = NotFound(f"The model '{model}' does not exist or you do not have access to it.",
-                             param="model", code="model_not_found")
+        not_found = NotFound(
+            f"The model '{model}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
         if len(parts) not in (5, 6) or parts[0] != "ft" or parts[2] != ORGANIZATION:
             raise not_found
         try:
@@ -588,8 +726,11 @@ class Sandbox:
             raise not_found
         if len(parts) == 6:
             tl = timeline_of(job, self.scale)
-            steps = [s for s in tl.checkpoint_steps
-                     if s <= _reached_step(job, tl, self.clock.now()) and checkpoint_model(job, s) == model]
+            steps = [
+                s
+                for s in tl.checkpoint_steps
+                if s <= _reached_step(job, tl, self.clock.now()) and checkpoint_model(job, s) == model
+            ]
             if not steps:
                 raise not_found
         return job
@@ -600,10 +741,19 @@ class Sandbox:
         answer = canned_answer(model, prompt)
         usage = _usage(" ".join(_text(m.get("content")) for m in messages), answer)
         return {
-            "id": _derived_id("chatcmpl-sandbox-", model, prompt), "object": "chat.completion",
-            "created": int(self.clock.now()), "model": model, "system_fingerprint": ORGANIZATION,
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": answer, "refusal": None}}],
+            "id": _derived_id("chatcmpl-sandbox-", model, prompt),
+            "object": "chat.completion",
+            "created": int(self.clock.now()),
+            "model": model,
+            "system_fingerprint": ORGANIZATION,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                    "message": {"role": "assistant", "content": answer, "refusal": None},
+                }
+            ],
             "usage": usage,
         }
 
@@ -611,13 +761,21 @@ class Sandbox:
         self._trained_model(model)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, list) else []
         if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise InvalidRequest("prompt must be a string or a non-empty list of strings.", param="prompt",
-                                 code="invalid_value")
-        choices = [{"index": i, "text": canned_answer(model, p), "finish_reason": "stop", "logprobs": None}
-                   for i, p in enumerate(prompts)]
+            raise InvalidRequest(
+                "prompt must be a string or a non-empty list of strings.",
+                param="prompt",
+                code="invalid_value",
+            )
+        choices = [
+            {"index": i, "text": canned_answer(model, p), "finish_reason": "stop", "logprobs": None}
+            for i, p in enumerate(prompts)
+        ]
         return {
-            "id": _derived_id("cmpl-sandbox-", model, *prompts), "object": "text_completion",
-            "created": int(self.clock.now()), "model": model, "system_fingerprint": ORGANIZATION,
+            "id": _derived_id("cmpl-sandbox-", model, *prompts),
+            "object": "text_completion",
+            "created": int(self.clock.now()),
+            "model": model,
+            "system_fingerprint": ORGANIZATION,
             "choices": choices,
             "usage": _usage(" ".join(prompts), " ".join(str(c["text"]) for c in choices)),
         }
@@ -626,8 +784,10 @@ class Sandbox:
 
     def stats(self) -> dict[str, Any]:
         by_job = self.store.r.hgetall(keys.sandbox_creates_by_tuneline_job())
-        return {"creates": int(self.store.r.get(keys.sandbox_counter("creates")) or 0),  # type: ignore[arg-type]
-                "creates_by_tuneline_job": {k: int(v) for k, v in by_job.items()}}  # type: ignore[union-attr]
+        return {
+            "creates": int(self.store.r.get(keys.sandbox_counter("creates")) or 0),  # type: ignore[arg-type]
+            "creates_by_tuneline_job": {k: int(v) for k, v in by_job.items()},
+        }  # type: ignore[union-attr]
 
 
 def _timeline_events(job: Mapping[str, Any], tl: Timeline) -> list[Event]:
@@ -635,8 +795,12 @@ def _timeline_events(job: Mapping[str, Any], tl: Timeline) -> list[Event]:
     jid = job["id"]
     events = [
         Event(0.0, "info", f"{TAG} Created fine-tuning job: {jid}"),
-        Event(0.0, "info", f"{TAG} Validating training file: {job['training_file']}"
-              + (f" and validation file: {job['validation_file']}" if job.get("validation_file") else "")),
+        Event(
+            0.0,
+            "info",
+            f"{TAG} Validating training file: {job['training_file']}"
+            + (f" and validation file: {job['validation_file']}" if job.get("validation_file") else ""),
+        ),
     ]
     fail = tl.fail_at
     if job["sandbox"]["fail_at"] == "validating_files" and fail is not None:

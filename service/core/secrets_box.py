@@ -18,9 +18,7 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
-            raise RuntimeError(
-                "a stored secret cannot be decrypted: TUNELINE_SECRET_KEY changed?"
-            ) from None
+            raise RuntimeError("a stored secret cannot be decrypted: TUNELINE_SECRET_KEY changed?") from None
 
 
 def box_for(secret_key: str, env: str) -> SecretBox:
@@ -32,5 +30,6 @@ def box_for(secret_key: str, env: str) -> SecretBox:
     import logging
 
     logging.getLogger("tuneline").warning(
-        "TUNELINE_SECRET_KEY is not set: using an ephemeral key (stored secrets will not survive a restart)")
+        "TUNELINE_SECRET_KEY is not set: using an ephemeral key (stored secrets will not survive a restart)"
+    )
     return SecretBox(Fernet.generate_key().decode())

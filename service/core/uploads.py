@@ -33,8 +33,8 @@ class HashingSpool:
         if self.size > self.max_bytes:
             self.discard()
             raise PayloadTooLarge(
-                f"File is larger than the limit of {self.max_bytes} bytes "
-                "(TUNELINE_MAX_UPLOAD_BYTES).", param="file",
+                f"File is larger than the limit of {self.max_bytes} bytes (TUNELINE_MAX_UPLOAD_BYTES).",
+                param="file",
             )
         self._sha.update(data)
         return self._fh.write(data)

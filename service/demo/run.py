@@ -73,11 +73,14 @@ def run_demo(base: str, token: str, settings: Settings) -> None:
     print(f"demo: file {f.id} is {f.status} {f.status_details or ''}".rstrip())
     if f.status != "processed":
         return
-    secret = httpx2.get(base + "/v1/webhooks/default/secret", headers={"Authorization": f"Bearer {token}"},
-                        timeout=10).json()["secret"]
+    secret = httpx2.get(
+        base + "/v1/webhooks/default/secret", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ).json()["secret"]
     receiver = _Receiver(secret)
     job = client.fine_tuning.jobs.create(
-        model="gpt-4o-mini-2024-07-18", training_file=f.id, suffix="demo",
+        model="gpt-4o-mini-2024-07-18",
+        training_file=f.id,
+        suffix="demo",
         extra_body={"provider": settings.provider_default, "webhook": {"url": receiver.url}},
     )
     print(f"demo: created {job.id} on provider {settings.provider_default}; following its events")

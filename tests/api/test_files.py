@@ -12,10 +12,17 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def upload(client, token, data: bytes = b'{"prompt": "a", "completion": "b"}\n', purpose="fine-tune",
-           filename="train.jsonl", headers=None):
+def upload(
+    client,
+    token,
+    data: bytes = b'{"prompt": "a", "completion": "b"}\n',
+    purpose="fine-tune",
+    filename="train.jsonl",
+    headers=None,
+):
     return client.post(
-        "/v1/files", headers={**auth(token), **(headers or {})},
+        "/v1/files",
+        headers={**auth(token), **(headers or {})},
         data={"purpose": purpose, "file": (io.BytesIO(data), filename)},
         content_type="multipart/form-data",
     )
@@ -75,13 +82,31 @@ def assert_error(r, status, type_, param=None, code=None):
 
 def test_bad_uploads_are_clear_4xx_and_leave_nothing(client, make_key, settings):
     token = make_key()
-    assert_error(upload(client, token, purpose="assistants"), 400, "invalid_request_error", "purpose",
-                 "invalid_purpose")
+    assert_error(
+        upload(client, token, purpose="assistants"),
+        400,
+        "invalid_request_error",
+        "purpose",
+        "invalid_purpose",
+    )
     assert_error(upload(client, token, data=b""), 400, "invalid_request_error", "file", "empty_file")
-    assert_error(client.post("/v1/files", headers=auth(token), data={"purpose": "fine-tune"},
-                             content_type="multipart/form-data"), 400, "invalid_request_error", "file")
-    assert_error(client.post("/v1/files", headers=auth(token), json={"purpose": "fine-tune"}),
-                 400, "invalid_request_error", "file")
+    assert_error(
+        client.post(
+            "/v1/files",
+            headers=auth(token),
+            data={"purpose": "fine-tune"},
+            content_type="multipart/form-data",
+        ),
+        400,
+        "invalid_request_error",
+        "file",
+    )
+    assert_error(
+        client.post("/v1/files", headers=auth(token), json={"purpose": "fine-tune"}),
+        400,
+        "invalid_request_error",
+        "file",
+    )
     too_big = b"x" * (settings.max_upload_bytes + 10)
     assert_error(upload(client, token, data=too_big), 413, "invalid_request_error", code="file_too_large")
     assert leftover_files(settings.data_dir) == []
@@ -121,5 +146,6 @@ def test_unknown_route_and_method(client, make_key):
     r = client.put("/v1/files", headers=auth(token))
     assert r.status_code == 405 and "Allow" in r.headers
     assert_error(client.get("/v1/files?limit=0", headers=auth(token)), 400, "invalid_request_error", "limit")
-    assert_error(client.get("/v1/files?limit=abc", headers=auth(token)), 400, "invalid_request_error", "limit")
-
+    assert_error(
+        client.get("/v1/files?limit=abc", headers=auth(token)), 400, "invalid_request_error", "limit"
+    )

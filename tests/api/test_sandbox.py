@@ -16,8 +16,10 @@ from werkzeug.serving import make_server
 from service.core.sandbox import RESULT_COLUMNS
 from tests.support.procs import wait_until
 
-TRAIN = ('{"messages": [{"role": "user", "content": "什么是基金？"}, '
-         '{"role": "assistant", "content": "集合投资。"}]}\n')
+TRAIN = (
+    '{"messages": [{"role": "user", "content": "什么是基金？"}, '
+    '{"role": "assistant", "content": "集合投资。"}]}\n'
+)
 
 
 @pytest.fixture
@@ -31,16 +33,23 @@ def hdr(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 def upload(client, hdr, data: bytes = TRAIN.encode(), purpose: str = "fine-tune") -> dict:
-    r = client.post("/sandbox/v1/files", headers=hdr, content_type="multipart/form-data",
-                    data={"purpose": purpose, "file": (io.BytesIO(data), "train.jsonl")})
+    r = client.post(
+        "/sandbox/v1/files",
+        headers=hdr,
+        content_type="multipart/form-data",
+        data={"purpose": purpose, "file": (io.BytesIO(data), "train.jsonl")},
+    )
     assert r.status_code == 200, r.json
     return r.json
 
 
 def create(client, hdr, headers=None, **body) -> object:
     training = upload(client, hdr)["id"]
-    return client.post("/sandbox/v1/fine_tuning/jobs", headers={**hdr, **(headers or {})},
-                       json={"model": "gpt-4o-mini-2024-07-18", "training_file": training, **body})
+    return client.post(
+        "/sandbox/v1/fine_tuning/jobs",
+        headers={**hdr, **(headers or {})},
+        json={"model": "gpt-4o-mini-2024-07-18", "training_file": training, **body},
+    )
 
 
 def assert_error(r, status, type_, param=None, code=None):
@@ -54,12 +63,17 @@ def assert_error(r, status, type_, param=None, code=None):
 
 
 def test_sandbox_key_is_required_and_tuneline_keys_are_not_it(client, make_key):
-    assert_error(client.get("/sandbox/v1/fine_tuning/jobs"), 401, "authentication_error",
-                 code="invalid_api_key")
-    assert_error(client.get("/sandbox/v1/files", headers={"Authorization": f"Bearer {make_key()}"}),
-                 401, "authentication_error")
-    assert_error(client.get("/sandbox/v1/_stats", headers={"Authorization": "Basic x"}), 401,
-                 "authentication_error")
+    assert_error(
+        client.get("/sandbox/v1/fine_tuning/jobs"), 401, "authentication_error", code="invalid_api_key"
+    )
+    assert_error(
+        client.get("/sandbox/v1/files", headers={"Authorization": f"Bearer {make_key()}"}),
+        401,
+        "authentication_error",
+    )
+    assert_error(
+        client.get("/sandbox/v1/_stats", headers={"Authorization": "Basic x"}), 401, "authentication_error"
+    )
 
 
 def test_files_roundtrip(client, hdr, settings):
@@ -72,21 +86,42 @@ def test_files_roundtrip(client, hdr, settings):
     assert [x["id"] for x in listed] == [f["id"]]
     assert client.get("/sandbox/v1/files?purpose=batch", headers=hdr).json["data"] == []
     assert_error(client.get("/sandbox/v1/files/file-nope", headers=hdr), 404, "not_found_error")
-    assert_error(client.post("/sandbox/v1/files", headers=hdr, content_type="multipart/form-data",
-                             data={"purpose": "nonsense", "file": (io.BytesIO(b"x"), "a")}),
-                 400, "invalid_request_error", "purpose")
+    assert_error(
+        client.post(
+            "/sandbox/v1/files",
+            headers=hdr,
+            content_type="multipart/form-data",
+            data={"purpose": "nonsense", "file": (io.BytesIO(b"x"), "a")},
+        ),
+        400,
+        "invalid_request_error",
+        "purpose",
+    )
 
 
 def test_job_runs_to_success_with_events_checkpoints_and_result(client, hdr):
-    r = create(client, hdr, suffix="funds", metadata={"tuneline_job_id": "ftjob-abc"},
-               hyperparameters={"n_epochs": 2}, seed=7)
+    r = create(
+        client,
+        hdr,
+        suffix="funds",
+        metadata={"tuneline_job_id": "ftjob-abc"},
+        hyperparameters={"n_epochs": 2},
+        seed=7,
+    )
     assert r.status_code == 200, r.json
     job = r.json
     assert job["object"] == "fine_tuning.job" and job["organization_id"] == "sandbox"
     assert job["status"] == "validating_files" and job["seed"] == 7
     assert job["hyperparameters"]["n_epochs"] == 2
-    done = wait_until(lambda: (j := client.get(f"/sandbox/v1/fine_tuning/jobs/{job['id']}", headers=hdr).json)
-                      ["status"] == "succeeded" and j, 10, what="sandbox job to succeed")
+    done = wait_until(
+        lambda: (
+            (j := client.get(f"/sandbox/v1/fine_tuning/jobs/{job['id']}", headers=hdr).json)["status"]
+            == "succeeded"
+            and j
+        ),
+        10,
+        what="sandbox job to succeed",
+    )
     assert done["fine_tuned_model"].startswith("ft:gpt-4o-mini-2024-07-18:sandbox:funds:")
     assert done["trained_tokens"] > 0 and len(done["result_files"]) == 1
     events = client.get(f"/sandbox/v1/fine_tuning/jobs/{job['id']}/events?limit=100", headers=hdr).json
@@ -96,8 +131,11 @@ def test_job_runs_to_success_with_events_checkpoints_and_result(client, hdr):
     assert [c["step_number"] for c in ckpts["data"]] == [10, 7, 3]
     csv = client.get(f"/sandbox/v1/files/{done['result_files'][0]}/content", headers=hdr).data.decode()
     assert csv.splitlines()[0] == ",".join(RESULT_COLUMNS)
-    chat = client.post("/sandbox/v1/chat/completions", headers=hdr, json={
-        "model": done["fine_tuned_model"], "messages": [{"role": "user", "content": "基金？"}]})
+    chat = client.post(
+        "/sandbox/v1/chat/completions",
+        headers=hdr,
+        json={"model": done["fine_tuned_model"], "messages": [{"role": "user", "content": "基金？"}]},
+    )
     assert chat.status_code == 200 and "基金？" in chat.json["choices"][0]["message"]["content"]
     missing = client.post("/sandbox/v1/completions", headers=hdr, json={"model": "ft:nope", "prompt": "x"})
     assert_error(missing, 404, "not_found_error", "model", "model_not_found")
@@ -113,24 +151,32 @@ def test_list_with_metadata_filter(client, hdr):
 
 def test_bad_creates_are_openai_400s(client, hdr):
     assert_error(create(client, hdr, model="gpt-9"), 400, "invalid_request_error", "model", "model_not_found")
-    assert_error(create(client, hdr, training_file="file-nope"), 400, "invalid_request_error",
-                 "training_file")
-    assert_error(create(client, hdr, sandbox={"fail_at": "later"}), 400, "invalid_request_error",
-                 "sandbox.fail_at")
+    assert_error(
+        create(client, hdr, training_file="file-nope"), 400, "invalid_request_error", "training_file"
+    )
+    assert_error(
+        create(client, hdr, sandbox={"fail_at": "later"}), 400, "invalid_request_error", "sandbox.fail_at"
+    )
     assert_error(create(client, hdr, bogus=1), 400, "invalid_request_error", "bogus", "unknown_parameter")
 
 
 def test_injected_429_500_and_failure(client, hdr):
-    job = create(client, hdr, sandbox={"rate_limit": {"count": 2, "retry_after": 0.5}, "server_errors": 1,
-                                       "fail_at": "running"}).json
+    job = create(
+        client,
+        hdr,
+        sandbox={"rate_limit": {"count": 2, "retry_after": 0.5}, "server_errors": 1, "fail_at": "running"},
+    ).json
     url = f"/sandbox/v1/fine_tuning/jobs/{job['id']}"
     for _ in range(2):
         r = client.get(url, headers=hdr)
         assert_error(r, 429, "rate_limit_error")
         assert r.headers["Retry-After"] == "0.5"
     assert_error(client.get(url, headers=hdr), 500, "server_error")
-    failed = wait_until(lambda: (j := client.get(url, headers=hdr).json)["status"] == "failed" and j, 10,
-                        what="injected failure")
+    failed = wait_until(
+        lambda: (j := client.get(url, headers=hdr).json)["status"] == "failed" and j,
+        10,
+        what="injected failure",
+    )
     assert failed["error"]["message"].startswith("[sandbox]")
 
 
@@ -143,15 +189,18 @@ def test_slow_reads(client, hdr):
 
 def test_ambiguous_create_header_and_stats(client, hdr):
     meta = {"tuneline_job_id": "ftjob-amb"}
-    assert_error(create(client, hdr, headers={"X-Sandbox-Fault": "create-500"}, metadata=meta), 500,
-                 "server_error")
+    assert_error(
+        create(client, hdr, headers={"X-Sandbox-Fault": "create-500"}, metadata=meta), 500, "server_error"
+    )
     assert client.get("/sandbox/v1/_stats", headers=hdr).json == {"creates": 0, "creates_by_tuneline_job": {}}
     ambiguous = create(client, hdr, headers={"X-Sandbox-Fault": "create-timeout-after-create"}, metadata=meta)
     assert_error(ambiguous, 500, "server_error")
     found = client.get("/sandbox/v1/fine_tuning/jobs?metadata[tuneline_job_id]=ftjob-amb", headers=hdr).json
     assert len(found["data"]) == 1
     assert client.get("/sandbox/v1/_stats", headers=hdr).json == {
-        "creates": 1, "creates_by_tuneline_job": {"ftjob-amb": 1}}
+        "creates": 1,
+        "creates_by_tuneline_job": {"ftjob-amb": 1},
+    }
 
 
 def test_cancel(client, hdr):
@@ -159,8 +208,9 @@ def test_cancel(client, hdr):
     r = client.post(f"/sandbox/v1/fine_tuning/jobs/{job['id']}/cancel", headers=hdr)
     assert r.status_code == 200 and r.json["status"] == "cancelled"
     assert client.get(f"/sandbox/v1/fine_tuning/jobs/{job['id']}", headers=hdr).json["status"] == "cancelled"
-    assert_error(client.post("/sandbox/v1/fine_tuning/jobs/ftjob-nope/cancel", headers=hdr), 404,
-                 "not_found_error")
+    assert_error(
+        client.post("/sandbox/v1/fine_tuning/jobs/ftjob-nope/cancel", headers=hdr), 404, "not_found_error"
+    )
 
 
 @pytest.fixture
@@ -178,7 +228,10 @@ def test_official_openai_sdk_against_the_sandbox(live_url, settings):
     created = client.files.create(file=("train.jsonl", TRAIN.encode()), purpose="fine-tune")
     assert created.status == "processed"
     job = client.fine_tuning.jobs.create(
-        model="gpt-4.1-mini-2025-04-14", training_file=created.id, validation_file=created.id, suffix="sdk",
+        model="gpt-4.1-mini-2025-04-14",
+        training_file=created.id,
+        validation_file=created.id,
+        suffix="sdk",
         metadata={"tuneline_job_id": "ftjob-sdk"},
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}},
         extra_body={"sandbox": {"result_base64": True}},
@@ -186,8 +239,11 @@ def test_official_openai_sdk_against_the_sandbox(live_url, settings):
     assert job.organization_id == "sandbox" and job.method and job.method.type == "supervised"
     listed = client.fine_tuning.jobs.list(metadata={"tuneline_job_id": "ftjob-sdk"})
     assert [j.id for j in listed.data] == [job.id]
-    done = wait_until(lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status == "succeeded" and j, 10,
-                      what="sdk job")
+    done = wait_until(
+        lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status == "succeeded" and j,
+        10,
+        what="sdk job",
+    )
     assert done.fine_tuned_model and done.fine_tuned_model.endswith(job.id.removeprefix("ftjob-"))
     events = client.fine_tuning.jobs.list_events(job.id, limit=50)
     metrics = [e for e in events.data if e.type == "metrics"]
@@ -196,21 +252,24 @@ def test_official_openai_sdk_against_the_sandbox(live_url, settings):
     assert ckpts.data[0].step_number == 10 and ckpts.data[0].metrics.full_valid_loss is not None
     raw = client.files.content(done.result_files[0]).content
     assert base64.b64decode(raw).decode().startswith("step,train_loss")
-    chat = client.chat.completions.create(model=done.fine_tuned_model,
-                                          messages=[{"role": "user", "content": "hi"}])
+    chat = client.chat.completions.create(
+        model=done.fine_tuned_model, messages=[{"role": "user", "content": "hi"}]
+    )
     assert chat.choices[0].message.content and chat.choices[0].message.content.startswith("[sandbox]")
     assert client.completions.create(model=done.fine_tuned_model, prompt="hi").choices[0].text
 
-    other = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=created.id,
-                                           extra_body={"sandbox": {"steps": 1000}})
+    other = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini-2024-07-18", training_file=created.id, extra_body={"sandbox": {"steps": 1000}}
+    )
     assert client.fine_tuning.jobs.cancel(other.id).status == "cancelled"
 
     with pytest.raises(openai.BadRequestError) as bad:
         client.fine_tuning.jobs.create(model="gpt-9", training_file=created.id)
     assert bad.value.code == "model_not_found"
     faults = {"rate_limit": {"count": 1, "retry_after": 2}, "server_errors": 1}
-    flaky = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=created.id,
-                                           extra_body={"sandbox": faults})
+    flaky = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini-2024-07-18", training_file=created.id, extra_body={"sandbox": faults}
+    )
     with pytest.raises(openai.RateLimitError) as limited:
         client.fine_tuning.jobs.retrieve(flaky.id)
     assert limited.value.response.headers["retry-after"] == "2"
@@ -218,9 +277,12 @@ def test_official_openai_sdk_against_the_sandbox(live_url, settings):
         client.fine_tuning.jobs.retrieve(flaky.id)
     assert client.fine_tuning.jobs.retrieve(flaky.id).id == flaky.id
     with pytest.raises(openai.InternalServerError):
-        client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=created.id,
-                                       metadata={"tuneline_job_id": "ftjob-amb"},
-                                       extra_headers={"X-Sandbox-Fault": "create-timeout-after-create"})
+        client.fine_tuning.jobs.create(
+            model="gpt-4o-mini-2024-07-18",
+            training_file=created.id,
+            metadata={"tuneline_job_id": "ftjob-amb"},
+            extra_headers={"X-Sandbox-Fault": "create-timeout-after-create"},
+        )
     assert len(client.fine_tuning.jobs.list(metadata={"tuneline_job_id": "ftjob-amb"}).data) == 1
     with pytest.raises(openai.AuthenticationError):
         OpenAI(base_url=live_url, api_key="wrong", max_retries=0).fine_tuning.jobs.list()

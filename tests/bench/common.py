@@ -44,29 +44,49 @@ def machine() -> str:
     except OSError:
         pass
     mem = psutil.virtual_memory().total / (1024**3)
-    return f"{os.cpu_count()} CPU(s) (nproc {len(os.sched_getaffinity(0))}), {model}, " \
-           f"{mem:.0f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} CPU(s) (nproc {len(os.sched_getaffinity(0))}), {model}, "
+        f"{mem:.0f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def service_env(redis: RedisServer, data_dir: Path, **extra: str) -> dict[str, str]:
     """A production-like environment (INFO request logs, a real secret key) for the API."""
-    return base_env({
-        "TUNELINE_ENV": "production",
-        "TUNELINE_REDIS_URL": redis.url,
-        "TUNELINE_DATA_DIR": str(data_dir),
-        "TUNELINE_SECRET_KEY": Fernet.generate_key().decode(),
-        "TUNELINE_LOG_LEVEL": "INFO",
-        **extra,
-    })
+    return base_env(
+        {
+            "TUNELINE_ENV": "production",
+            "TUNELINE_REDIS_URL": redis.url,
+            "TUNELINE_DATA_DIR": str(data_dir),
+            "TUNELINE_SECRET_KEY": Fernet.generate_key().decode(),
+            "TUNELINE_LOG_LEVEL": "INFO",
+            **extra,
+        }
+    )
 
 
-def start_gunicorn(app_spec: str, env: Mapping[str, str], port: int, log: Path, workers: int,
-                   threads: int = 4) -> Proc:
+def start_gunicorn(
+    app_spec: str, env: Mapping[str, str], port: int, log: Path, workers: int, threads: int = 4
+) -> Proc:
     """gunicorn with the same arguments as ``tests.support.procs.start_api`` (gthread, access log
     on), for any WSGI app, so Tuneline and the bare app are served identically."""
-    proc = Proc([str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                 "--threads", str(threads), "--timeout", "120", "--access-logfile", "-", app_spec],
-                env, log).start()
+    proc = Proc(
+        [
+            str(VENV_BIN / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--timeout",
+            "120",
+            "--access-logfile",
+            "-",
+            app_spec,
+        ],
+        env,
+        log,
+    ).start()
     url = f"http://127.0.0.1:{port}/healthz"
     try:
         wait_until(lambda: httpx2.get(url, timeout=1).status_code == 200, 30, what=app_spec)

@@ -25,7 +25,24 @@ def run(opts: Options) -> str:
         return "\n".join([*head, f"Not finished: `{' '.join(args[1:])}` ran past {TIMEOUT_S} s.", ""])
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-        return "\n".join([*head, f"`tests/bench/datasets_bench.py` failed (exit {proc.returncode}):", "",
-                          "```", *tail, "```", ""])
-    return "\n".join([*head, f"Output of `tests/bench/datasets_bench.py --lines {lines} --runs 3` (median of 3 "
-                      "runs, each in a fresh subprocess):", "", proc.stdout.strip(), ""])
+        return "\n".join(
+            [
+                *head,
+                f"`tests/bench/datasets_bench.py` failed (exit {proc.returncode}):",
+                "",
+                "```",
+                *tail,
+                "```",
+                "",
+            ]
+        )
+    return "\n".join(
+        [
+            *head,
+            f"Output of `tests/bench/datasets_bench.py --lines {lines} --runs 3` (median of 3 "
+            "runs, each in a fresh subprocess):",
+            "",
+            proc.stdout.strip(),
+            "",
+        ]
+    )

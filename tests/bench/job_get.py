@@ -45,23 +45,40 @@ def job_record(tenant: str) -> dict[str, Any]:
     now = time.time()
     job_id = ids.new_id("job")
     return {
-        "id": job_id, "tenant": tenant, "created_at": int(now), "updated_at": int(now),
-        "model": "gpt-4o-mini-2024-07-18", "training_file": ids.new_id("file"),
-        "validation_file": ids.new_id("file"), "test_file": None,
+        "id": job_id,
+        "tenant": tenant,
+        "created_at": int(now),
+        "updated_at": int(now),
+        "model": "gpt-4o-mini-2024-07-18",
+        "training_file": ids.new_id("file"),
+        "validation_file": ids.new_id("file"),
+        "test_file": None,
         "hyperparameters": {"n_epochs": 3, "batch_size": "auto", "learning_rate_multiplier": "auto"},
         "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}},
-        "suffix": "bench", "seed": 42, "metadata": {"team": "research", "run": "bench-1"},
+        "suffix": "bench",
+        "seed": 42,
+        "metadata": {"team": "research", "run": "bench-1"},
         "provider": "sandbox",
-        "webhook": {"url": "https://hooks.example.com/tuneline",
-                    "events": ["fine_tuning.job.succeeded", "fine_tuning.job.failed",
-                               "fine_tuning.job.cancelled"]},
+        "webhook": {
+            "url": "https://hooks.example.com/tuneline",
+            "events": ["fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"],
+        },
         "max_cost_usd": 25.0,
-        "estimate": {"n_epochs": 3, "billed_tokens": 1_234_567, "price_per_million": 3.0,
-                     "cost_usd": 3.7037},
-        "prepare": None, "sandbox": None, "status": states.VALIDATING, "stage": "preparing",
-        "provider_status": None, "provider_job_id": None, "fine_tuned_model": None,
-        "finished_at": None, "trained_tokens": None, "error": None, "result_files": [],
-        "estimated_finish": None, "event_count": 0, "stage_changed_at": now,
+        "estimate": {"n_epochs": 3, "billed_tokens": 1_234_567, "price_per_million": 3.0, "cost_usd": 3.7037},
+        "prepare": None,
+        "sandbox": None,
+        "status": states.VALIDATING,
+        "stage": "preparing",
+        "provider_status": None,
+        "provider_job_id": None,
+        "fine_tuned_model": None,
+        "finished_at": None,
+        "trained_tokens": None,
+        "error": None,
+        "result_files": [],
+        "estimated_finish": None,
+        "event_count": 0,
+        "stage_changed_at": now,
     }
 
 
@@ -79,8 +96,9 @@ def load_wrk(url: str, headers: dict[str, str], seconds: float) -> Result:
     args = ["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{int(seconds)}s", "--latency", "--timeout", "5s"]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
-    out = subprocess.run([*args, url], capture_output=True, text=True, check=True,
-                         timeout=seconds + 30).stdout
+    out = subprocess.run(
+        [*args, url], capture_output=True, text=True, check=True, timeout=seconds + 30
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
@@ -115,8 +133,12 @@ def load_python(url: str, headers: dict[str, str], seconds: float) -> Result:
         th.join()
     elapsed = time.perf_counter() - t0
     flat = sorted(x for lat in latencies for x in lat)
-    return Result(len(flat) / elapsed, flat[len(flat) // 2], flat[min(len(flat) - 1, int(len(flat) * 0.99))],
-                  sum(errors))
+    return Result(
+        len(flat) / elapsed,
+        flat[len(flat) // 2],
+        flat[min(len(flat) - 1, int(len(flat) * 0.99))],
+        sum(errors),
+    )
 
 
 def run(opts: Options) -> str:
@@ -146,8 +168,9 @@ def run(opts: Options) -> str:
 
         bare_port = free_port()
         bare_env = base_env({"BENCH_BARE_JSON": str(body_file)})
-        procs.append(start_gunicorn("tests.bench.bare_app:app", bare_env, bare_port, work / "bare.log",
-                                    workers=2))
+        procs.append(
+            start_gunicorn("tests.bench.bare_app:app", bare_env, bare_port, work / "bare.log", workers=2)
+        )
         bare = f"http://127.0.0.1:{bare_port}"
         bare_resp = httpx2.get(f"{bare}/v1/fine_tuning/jobs/{job['id']}")
         bare_resp.raise_for_status()
@@ -162,7 +185,7 @@ def run(opts: Options) -> str:
         results: dict[str, list[Result]] = {name: [] for name in targets}
         order = list(targets)
         for rep in range(reps):
-            for name in order[rep % len(order):] + order[: rep % len(order)]:
+            for name in order[rep % len(order) :] + order[: rep % len(order)]:
                 url, headers = targets[name]
                 results[name].append(load(url, headers, seconds))
     finally:
@@ -180,9 +203,11 @@ def run(opts: Options) -> str:
     paired = [t.rps / b.rps for t, b in zip(results["tuneline"], results["bare"], strict=True)]
     paired_ratio = median(paired)
     verdict = "met" if paired_ratio >= GOAL_RATIO else "**NOT met**"
-    gen = (f"`wrk -t2 -c{CONCURRENCY} -d{int(seconds)}s --latency`" if use_wrk
-           else f"a Python thread pool ({CONCURRENCY} threads, keep-alive `httpx2` clients; "
-                "`wrk` not installed)")
+    gen = (
+        f"`wrk -t2 -c{CONCURRENCY} -d{int(seconds)}s --latency`"
+        if use_wrk
+        else f"a Python thread pool ({CONCURRENCY} threads, keep-alive `httpx2` clients; `wrk` not installed)"
+    )
     labels = {
         "tuneline": "Tuneline `GET /v1/fine_tuning/jobs/{id}` (auth + Redis + schema + request log)",
         "bare": "bare Flask route, same JSON body, same gunicorn arguments",
@@ -204,8 +229,10 @@ def run(opts: Options) -> str:
     for name, label in labels.items():
         runs = ", ".join(f"{r.rps:.0f}" for r in results[name])
         errs = sum(r.errors for r in results[name])
-        out.append(f"| {label} | {med(name, 'rps'):.0f} | {med(name, 'p50_ms'):.2f} | "
-                   f"{med(name, 'p99_ms'):.2f} | {med(name, 'rps') / bare_rps:.2f} | {runs} | {errs} |")
+        out.append(
+            f"| {label} | {med(name, 'rps'):.0f} | {med(name, 'p50_ms'):.2f} | "
+            f"{med(name, 'p99_ms'):.2f} | {med(name, 'rps') / bare_rps:.2f} | {runs} | {errs} |"
+        )
     out += [
         "",
         f"Job GET / bare Flask throughput ratio, median of the per-repetition ratios: **{paired_ratio:.2f}** "

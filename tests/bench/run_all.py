@@ -35,48 +35,69 @@ DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 
 def header(command: str, quick: bool, ran: list[str], seconds: float) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return "\n".join([
-        "# Benchmarks",
-        "",
-        "Reproduce with `make bench` (full sizes, about 5-8 minutes) or "
-        "`.venv/bin/python -m tests.bench.run_all --quick` (smaller sizes; also `TUNELINE_BENCH_QUICK=1`). "
-        "The harness lives in `tests/bench/` (one module per benchmark); each benchmark starts its own "
-        "redis-server on a free port and its own gunicorn processes, and sends traffic only to 127.0.0.1.",
-        "",
-        "These machines are small and shared, so absolute numbers wander between runs: read the "
-        "**ratios**, each measured side by side in the same run, and the **medians** of repeated runs. "
-        "No test asserts on any of these timings.",
-        "",
-        f"- Date: {now}",
-        f"- Machine: {machine()}",
-        f"- Command: `{command}`" + (" (quick sizes)" if quick else ""),
-        f"- Benchmarks: {', '.join(ran)}; total wall time {seconds:.0f} s",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            "Reproduce with `make bench` (full sizes, about 5-8 minutes) or "
+            "`.venv/bin/python -m tests.bench.run_all --quick` (smaller sizes; also "
+            "`TUNELINE_BENCH_QUICK=1`). The harness lives in `tests/bench/` (one module per benchmark); "
+            "each benchmark starts its own redis-server on a free port and its own gunicorn processes, "
+            "and sends traffic only to 127.0.0.1.",
+            "",
+            "These machines are small and shared, so absolute numbers wander between runs: read the "
+            "**ratios**, each measured side by side in the same run, and the **medians** of repeated runs. "
+            "No test asserts on any of these timings.",
+            "",
+            f"- Date: {now}",
+            f"- Machine: {machine()}",
+            f"- Command: `{command}`" + (" (quick sizes)" if quick else ""),
+            f"- Benchmarks: {', '.join(ran)}; total wall time {seconds:.0f} s",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tuneline benchmarks")
-    parser.add_argument("--quick", action="store_true",
-                        default=os.environ.get("TUNELINE_BENCH_QUICK", "") not in ("", "0"),
-                        help="smaller sizes and shorter runs (also TUNELINE_BENCH_QUICK=1)")
-    parser.add_argument("--only", action="append", choices=list(BENCHMARKS),
-                        help="run only this benchmark (repeatable)")
-    parser.add_argument("--out", default=None,
-                        help="markdown file to write ('-' for stdout only); default docs/benchmarks.md "
-                             "when every benchmark runs, stdout only with --only")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=os.environ.get("TUNELINE_BENCH_QUICK", "") not in ("", "0"),
+        help="smaller sizes and shorter runs (also TUNELINE_BENCH_QUICK=1)",
+    )
+    parser.add_argument(
+        "--only", action="append", choices=list(BENCHMARKS), help="run only this benchmark (repeatable)"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="markdown file to write ('-' for stdout only); default docs/benchmarks.md "
+        "when every benchmark runs, stdout only with --only",
+    )
     args = parser.parse_args(argv)
     names = args.only or list(BENCHMARKS)
     out = args.out or ("-" if args.only else str(DEFAULT_OUT))
-    command = "make bench" if os.environ.get("MAKELEVEL") and argv is None and sys.argv[1:] == [] else \
-        shlex.join([Path(sys.executable).relative_to(REPO).as_posix()
-                    if Path(sys.executable).is_relative_to(REPO) else sys.executable,
-                    "-m", "tests.bench.run_all", *sys.argv[1:]])
+    command = (
+        "make bench"
+        if os.environ.get("MAKELEVEL") and argv is None and sys.argv[1:] == []
+        else shlex.join(
+            [
+                Path(sys.executable).relative_to(REPO).as_posix()
+                if Path(sys.executable).is_relative_to(REPO)
+                else sys.executable,
+                "-m",
+                "tests.bench.run_all",
+                *sys.argv[1:],
+            ]
+        )
+    )
     sections: list[str] = []
     failed = 0
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="tuneline-bench-", dir=REPO / "var" if (REPO / "var").is_dir()
-                                     else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="tuneline-bench-", dir=REPO / "var" if (REPO / "var").is_dir() else None
+    ) as tmp:
         opts = Options(quick=args.quick, workdir=Path(tmp))
         for name in names:
             t = time.monotonic()

@@ -33,8 +33,27 @@ def make_dataset(path: Path, size: int, seed: int = 2) -> None:
     """A JSONL file of ``size`` bytes: a few MB of varied rows repeated (content is irrelevant
     to the upload path, but realistic lines keep the multipart parser's work realistic)."""
     rng = random.Random(seed)
-    words = ["fund", "index", "bond", "equity", "market", "risk", "return", "yield", "portfolio",
-             "基金", "指数", "债券", "股票", "风险", "收益", "配置", "分红", "波动", "通胀"]
+    words = [
+        "fund",
+        "index",
+        "bond",
+        "equity",
+        "market",
+        "risk",
+        "return",
+        "yield",
+        "portfolio",
+        "基金",
+        "指数",
+        "债券",
+        "股票",
+        "风险",
+        "收益",
+        "配置",
+        "分红",
+        "波动",
+        "通胀",
+    ]
     rows = []
     for i in range(20_000):
         prompt = f"Q{i}: " + " ".join(rng.choices(words, k=rng.randint(5, 25)))
@@ -52,9 +71,11 @@ def make_dataset(path: Path, size: int, seed: int = 2) -> None:
 def multipart(path: Path, size: int, boundary: str) -> tuple[Iterator[bytes], int]:
     """A streamed multipart body (purpose + file) and its exact length: the client never holds
     more than one chunk of the file."""
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
 
     def body() -> Iterator[bytes]:
@@ -71,8 +92,11 @@ def upload(client: httpx2.Client, base: str, token: str, path: Path) -> tuple[fl
     size = path.stat().st_size
     boundary = secrets.token_hex(16)
     body, length = multipart(path, size, boundary)
-    headers = {"Authorization": f"Bearer {token}", "Content-Length": str(length),
-               "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Length": str(length),
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+    }
     t = time.perf_counter()
     resp = client.post(f"{base}/v1/files", content=body, headers=headers)
     dt = time.perf_counter() - t
@@ -103,8 +127,7 @@ def run(opts: Options) -> str:
     api = None
     try:
         port = free_port()
-        env = service_env(redis, data_dir, TUNELINE_MAX_UPLOAD_BYTES=str(size * 2),
-                          TUNELINE_PORT=str(port))
+        env = service_env(redis, data_dir, TUNELINE_MAX_UPLOAD_BYTES=str(size * 2), TUNELINE_PORT=str(port))
         api = start_api(env, port, work / "api.log", workers=1)
         base = f"http://127.0.0.1:{port}"
         _, token = auth.create_key(Store.from_url(redis.url), "bench", name="bench")
@@ -141,10 +164,19 @@ def run(opts: Options) -> str:
                 worker_cpu = sum(worker.cpu_times()[:2]) - cpu0
                 client_cpu = sum(me.cpu_times()[:2]) - my_cpu0
                 up_s.append(dt)
-                rows.append({"rep": rep + 1, "baseline": baseline, "peak": during.peak,
-                             "growth": during.peak - baseline, "samples": len(during.samples),
-                             "seconds": dt, "client_growth": client_rss.peak - client_before,
-                             "worker_cpu": worker_cpu, "client_cpu": client_cpu})
+                rows.append(
+                    {
+                        "rep": rep + 1,
+                        "baseline": baseline,
+                        "peak": during.peak,
+                        "growth": during.peak - baseline,
+                        "samples": len(during.samples),
+                        "seconds": dt,
+                        "client_growth": client_rss.peak - client_before,
+                        "worker_cpu": worker_cpu,
+                        "client_cpu": client_cpu,
+                    }
+                )
                 resp = client.delete(f"{base}/v1/files/{fid}", headers={"Authorization": f"Bearer {token}"})
                 resp.raise_for_status()
         leftovers = list((data_dir / "tmp").glob("*")) if (data_dir / "tmp").exists() else []
@@ -172,9 +204,11 @@ def run(opts: Options) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        out.append(f"| {r['rep']} | {r['baseline'] / MIB:.1f} | {r['peak'] / MIB:.1f} | "
-                   f"{r['growth'] / MIB:.1f} | {r['samples']} | {r['seconds']:.2f} | {r['worker_cpu']:.2f} | "
-                   f"{r['client_cpu']:.2f} | {r['client_growth'] / MIB:.1f} |")
+        out.append(
+            f"| {r['rep']} | {r['baseline'] / MIB:.1f} | {r['peak'] / MIB:.1f} | "
+            f"{r['growth'] / MIB:.1f} | {r['samples']} | {r['seconds']:.2f} | {r['worker_cpu']:.2f} | "
+            f"{r['client_cpu']:.2f} | {r['client_growth'] / MIB:.1f} |"
+        )
     verdict = "met" if max_growth < GOAL_GROWTH_MB else "**NOT met**"
     out += [
         "",

@@ -123,8 +123,10 @@ def test_result_file_base64_when_asked(sb, clock, tmp_path):
     assert base64.b64decode(raw).decode().startswith("step,train_loss,train_accuracy,")
 
 
-@pytest.mark.parametrize("stage,at,last_ok", [("validating_files", 2.0, "validating_files"),
-                                              ("queued", 4.0, "queued"), ("running", 9.0, "running")])
+@pytest.mark.parametrize(
+    "stage,at,last_ok",
+    [("validating_files", 2.0, "validating_files"), ("queued", 4.0, "queued"), ("running", 9.0, "running")],
+)
 def test_fail_at_stage(sb, clock, tmp_path, stage, at, last_ok):
     job = create(sb, tmp_path, sandbox={"fail_at": stage, "error": {"code": "boom", "message": "it broke"}})
     clock.advance(at - 0.01)
@@ -156,8 +158,11 @@ def test_cancel_running_and_terminal(sb, clock, tmp_path):
 
 
 def test_read_faults_then_recovery(sb, clock, tmp_path, sleeps):
-    job = create(sb, tmp_path, sandbox={"rate_limit": {"count": 2, "retry_after": 3}, "server_errors": 1,
-                                        "slow_ms": 50_000})
+    job = create(
+        sb,
+        tmp_path,
+        sandbox={"rate_limit": {"count": 2, "retry_after": 3}, "server_errors": 1, "slow_ms": 50_000},
+    )
     for _ in range(2):
         with pytest.raises(RateLimited) as err:
             sb.get_job(job["id"])
@@ -182,13 +187,19 @@ def test_create_faults_and_stats(sb, tmp_path):
     with pytest.raises(InvalidRequest):
         sb.create_job(body, "create-nonsense")
 
-    ambiguous = {**body, "metadata": {"tuneline_job_id": "j2"},
-                 "sandbox": {"create_fault": {"when": "after", "count": 1}}}
+    ambiguous = {
+        **body,
+        "metadata": {"tuneline_job_id": "j2"},
+        "sandbox": {"create_fault": {"when": "after", "count": 1}},
+    }
     with pytest.raises(SandboxServerError):
         sb.create_job(ambiguous)
     assert sb.create_job(ambiguous)["status"] == "validating_files"  # the second attempt succeeds
-    refused = {**body, "metadata": {"tuneline_job_id": "j3"},
-               "sandbox": {"create_fault": {"when": "before", "count": 2}}}
+    refused = {
+        **body,
+        "metadata": {"tuneline_job_id": "j3"},
+        "sandbox": {"create_fault": {"when": "before", "count": 2}},
+    }
     for _ in range(2):
         with pytest.raises(SandboxServerError):
             sb.create_job(refused)
@@ -217,13 +228,25 @@ def test_bad_creates(sb, tmp_path):
     cases = [
         ({"model": "gpt-9", "training_file": train}, "model", "model_not_found"),
         ({"model": "gpt-4o-mini-2024-07-18", "training_file": "file-nope"}, "training_file", None),
-        ({"model": "gpt-4o-mini-2024-07-18", "training_file": train, "validation_file": "file-x"},
-         "validation_file", None),
-        ({"model": "gpt-4o-mini-2024-07-18", "training_file": train, "hyperparameters": {"n_epochs": 500}},
-         "hyperparameters.n_epochs", "invalid_hyperparameter"),
-        ({"model": "gpt-4o-mini-2024-07-18", "training_file": train,
-          "method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 0}}}},
-         "method.supervised.hyperparameters.batch_size", "invalid_hyperparameter"),
+        (
+            {"model": "gpt-4o-mini-2024-07-18", "training_file": train, "validation_file": "file-x"},
+            "validation_file",
+            None,
+        ),
+        (
+            {"model": "gpt-4o-mini-2024-07-18", "training_file": train, "hyperparameters": {"n_epochs": 500}},
+            "hyperparameters.n_epochs",
+            "invalid_hyperparameter",
+        ),
+        (
+            {
+                "model": "gpt-4o-mini-2024-07-18",
+                "training_file": train,
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 0}}},
+            },
+            "method.supervised.hyperparameters.batch_size",
+            "invalid_hyperparameter",
+        ),
     ]
     for body, param, code in cases:
         with pytest.raises(InvalidRequest) as err:

@@ -70,14 +70,23 @@ def box(secret_key: str) -> SecretBox:
     return SecretBox(secret_key)
 
 
-JOB = {"id": "ftjob-abc", "tenant": "acme", "status": "succeeded", "stage": "done", "model": "m",
-       "created_at": 1, "webhook": {"url": "", "events": ["fine_tuning.job.succeeded"]}}
+JOB = {
+    "id": "ftjob-abc",
+    "tenant": "acme",
+    "status": "succeeded",
+    "stage": "done",
+    "model": "m",
+    "created_at": 1,
+    "webhook": {"url": "", "events": ["fine_tuning.job.succeeded"]},
+}
 
 
 def queue(store, url: str, now: float) -> str:
     job = {**JOB, "webhook": {"url": url, "events": ["fine_tuning.job.succeeded"]}}
     pipe = store.r.pipeline(transaction=True)
-    delivery_id = queue_webhook(pipe, job, "fine_tuning.job.succeeded", now, {**job, "object": "fine_tuning.job"})
+    delivery_id = queue_webhook(
+        pipe, job, "fine_tuning.job.succeeded", now, {**job, "object": "fine_tuning.job"}
+    )
     pipe.execute()
     assert delivery_id
     return delivery_id
@@ -94,7 +103,9 @@ def test_both_official_verifiers_accept_deliveries(store, box, receiver):
     headers, body = receiver.requests[0]
     secret = wd.get_secret(store, box, "acme")["secret"]
     assert secret.startswith("whsec_")
-    event = openai.OpenAI(api_key="x", base_url="http://127.0.0.1:1").webhooks.unwrap(body, headers, secret=secret)
+    event = openai.OpenAI(api_key="x", base_url="http://127.0.0.1:1").webhooks.unwrap(
+        body, headers, secret=secret
+    )
     assert event.type == "fine_tuning.job.succeeded"
     payload = standardwebhooks.Webhook(secret).verify(body, headers)
     assert payload["data"]["id"] == "ftjob-abc" and payload["data"]["status"] == "succeeded"

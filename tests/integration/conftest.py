@@ -32,8 +32,9 @@ class Stack:
         _, token = auth.create_key(self.store, tenant or f"t{secrets.token_hex(4)}", role)
         return token
 
-    def start_worker(self, queues: str = "datasets,provider,poll,webhooks,maintenance",
-                     name: str = "w") -> Proc:
+    def start_worker(
+        self, queues: str = "datasets,provider,poll,webhooks,maintenance", name: str = "w"
+    ) -> Proc:
         proc = start_worker(self.env, self.workdir / f"worker-{name}-{len(self.workers)}.log", queues, name)
         self.workers.append(proc)
         return proc
@@ -54,17 +55,19 @@ class Stack:
 def make_stack(workdir: Path, secret_key: str, durable: bool = False, **extra_env: str) -> Stack:
     redis = RedisServer(workdir / "redis", durable=durable).start()
     port = free_port()
-    env = base_env({
-        "TUNELINE_ENV": "test",
-        "TUNELINE_REDIS_URL": redis.url,
-        "TUNELINE_DATA_DIR": str(workdir / "data"),
-        "TUNELINE_SECRET_KEY": secret_key,
-        "TUNELINE_PORT": str(port),
-        "TUNELINE_WEBHOOK_ALLOW_LOOPBACK": "1",
-        "TUNELINE_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
-        "TUNELINE_LOG_LEVEL": "INFO",
-        **extra_env,
-    })
+    env = base_env(
+        {
+            "TUNELINE_ENV": "test",
+            "TUNELINE_REDIS_URL": redis.url,
+            "TUNELINE_DATA_DIR": str(workdir / "data"),
+            "TUNELINE_SECRET_KEY": secret_key,
+            "TUNELINE_PORT": str(port),
+            "TUNELINE_WEBHOOK_ALLOW_LOOPBACK": "1",
+            "TUNELINE_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
+            "TUNELINE_LOG_LEVEL": "INFO",
+            **extra_env,
+        }
+    )
     stack = Stack(redis=redis, env=env, workdir=workdir)
     stack.api = start_api(env, port, workdir / "api.log")
     stack.base_url = f"http://127.0.0.1:{port}"

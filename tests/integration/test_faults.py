@@ -28,8 +28,14 @@ def durable(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterat
     """A stack on Redis with AOF (appendfsync always) and a short broker visibility timeout, so
     messages of a killed worker come back within seconds instead of an hour."""
     workdir = tmp_path_factory.mktemp("durable")
-    s = make_stack(workdir, secret_key, durable=True, TUNELINE_SANDBOX_TIME_SCALE="0.02",
-                   TUNELINE_POLL_INTERVAL_S="0.5", TUNELINE_VISIBILITY_TIMEOUT_S="6")
+    s = make_stack(
+        workdir,
+        secret_key,
+        durable=True,
+        TUNELINE_SANDBOX_TIME_SCALE="0.02",
+        TUNELINE_POLL_INTERVAL_S="0.5",
+        TUNELINE_VISIBILITY_TIMEOUT_S="6",
+    )
     s.start_worker(QUEUES, "a")
     s.beat = start_beat(s.env, workdir / "beat.log", workdir)
     yield s
@@ -49,8 +55,9 @@ def training_file(client: OpenAI) -> str:
 
 
 def creates_by_job(stack: Stack) -> dict[str, int]:
-    r = httpx2.get(stack.base_url + "/sandbox/v1/_stats", headers={"Authorization": "Bearer sandbox-key"},
-                   timeout=10)
+    r = httpx2.get(
+        stack.base_url + "/sandbox/v1/_stats", headers={"Authorization": "Bearer sandbox-key"}, timeout=10
+    )
     return r.json()["creates_by_tuneline_job"]  # type: ignore[no-any-return]
 
 
@@ -78,8 +85,11 @@ def test_sigkill_of_workers_in_every_stage(durable: Stack):
         extra = {"provider": "sandbox"}
         if i % 3 == 0:
             extra["sandbox"] = {"create_fault": {"when": "after", "count": 1}}
-        jobs.append(client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id,
-                                                   extra_body=extra).id)
+        jobs.append(
+            client.fine_tuning.jobs.create(
+                model="gpt-4o-mini-2024-07-18", training_file=file_id, extra_body=extra
+            ).id
+        )
     rng = random.Random(5)
     stages_hit: set[str] = set()
     for _ in range(8):
@@ -100,12 +110,21 @@ def test_sigkill_of_workers_in_every_stage(durable: Stack):
 def test_provider_429_and_500_for_a_while(durable: Stack):
     client = client_for(durable, durable.key())
     file_id = training_file(client)
-    jobs = [client.fine_tuning.jobs.create(
-        model="gpt-4o-mini-2024-07-18", training_file=file_id,
-        extra_body={"provider": "sandbox", "sandbox": {"rate_limit": {"count": 3, "retry_after": 1},
-                                                       "server_errors": 3,
-                                                       "create_fault": {"when": "before", "count": 2}}},
-    ).id for _ in range(3)]
+    jobs = [
+        client.fine_tuning.jobs.create(
+            model="gpt-4o-mini-2024-07-18",
+            training_file=file_id,
+            extra_body={
+                "provider": "sandbox",
+                "sandbox": {
+                    "rate_limit": {"count": 3, "retry_after": 1},
+                    "server_errors": 3,
+                    "create_fault": {"when": "before", "count": 2},
+                },
+            },
+        ).id
+        for _ in range(3)
+    ]
     status = wait_all(client, jobs, 120, durable)
     assert set(status.values()) == {"succeeded"}, status
     creates = creates_by_job(durable)
@@ -122,11 +141,16 @@ REDIS_FAULT_JOBS = int(os.environ.get("TUNELINE_FAULT_JOBS", "40"))
 def test_redis_sigkill_after_jobs_were_accepted(durable: Stack):
     client = client_for(durable, durable.key())
     file_id = training_file(client)
-    jobs = [client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id,
-                                           extra_body={"provider": "sandbox"}).id
-            for _ in range(REDIS_FAULT_JOBS)]
+    jobs = [
+        client.fine_tuning.jobs.create(
+            model="gpt-4o-mini-2024-07-18", training_file=file_id, extra_body={"provider": "sandbox"}
+        ).id
+        for _ in range(REDIS_FAULT_JOBS)
+    ]
     durable.redis.restart()  # SIGKILL, then start again from the AOF
     status = wait_all(client, jobs, 420, durable)
-    assert set(status.values()) == {"succeeded"}, {s: list(status.values()).count(s) for s in set(status.values())}
+    assert set(status.values()) == {"succeeded"}, {
+        s: list(status.values()).count(s) for s in set(status.values())
+    }
     creates = creates_by_job(durable)
     assert all(creates.get(j) == 1 for j in jobs)

@@ -31,8 +31,11 @@ def test_files_roundtrip_with_official_sdk(stack, shared_data):
     assert client.files.content(created.id).content == path.read_bytes()
 
     # The worker prepares the upload asynchronously; the file leaves "uploaded".
-    final = wait_until(lambda: (f := client.files.retrieve(created.id)).status != "uploaded" and f, 30,
-                       what="file preparation")
+    final = wait_until(
+        lambda: (f := client.files.retrieve(created.id)).status != "uploaded" and f,
+        30,
+        what="file preparation",
+    )
     assert final.status in ("processed", "error")
 
     deleted = client.files.delete(created.id)

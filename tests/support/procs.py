@@ -57,8 +57,21 @@ class RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed (make test installs it)")
-        args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-                "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "no"]
+        args = [
+            exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            "--protected-mode",
+            "no",
+        ]
         if self.durable:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
@@ -106,8 +119,9 @@ class Proc:
     def start(self) -> Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(self.args, env=self.env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args, env=self.env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
         fh.close()
         return self
 
@@ -139,9 +153,24 @@ class Proc:
 
 
 def start_api(env: Mapping[str, str], port: int, log: Path, workers: int = 2) -> Proc:
-    proc = Proc([str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                 "--threads", "4", "--timeout", "120", "--access-logfile", "-", "service.wsgi:app"],
-                env, log).start()
+    proc = Proc(
+        [
+            str(VENV_BIN / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            "4",
+            "--timeout",
+            "120",
+            "--access-logfile",
+            "-",
+            "service.wsgi:app",
+        ],
+        env,
+        log,
+    ).start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: httpx2.get(url + "/healthz", timeout=1).status_code == 200, 30, what="api")
@@ -151,12 +180,43 @@ def start_api(env: Mapping[str, str], port: int, log: Path, workers: int = 2) ->
 
 
 def start_worker(env: Mapping[str, str], log: Path, queues: str, name: str, concurrency: int = 2) -> Proc:
-    return Proc([str(VENV_BIN / "celery"), "-A", "workers.main", "worker", "-Q", queues,
-                 "-n", f"{name}@%h", "--concurrency", str(concurrency), "--pool", "prefork",
-                 "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                env, log).start()
+    return Proc(
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "workers.main",
+            "worker",
+            "-Q",
+            queues,
+            "-n",
+            f"{name}@%h",
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            "prefork",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env,
+        log,
+    ).start()
 
 
 def start_beat(env: Mapping[str, str], log: Path, workdir: Path) -> Proc:
-    return Proc([str(VENV_BIN / "celery"), "-A", "workers.main", "beat", "--loglevel", "INFO",
-                 "--schedule", str(workdir / "beat-schedule")], env, log).start()
+    return Proc(
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "workers.main",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(workdir / "beat-schedule"),
+        ],
+        env,
+        log,
+    ).start()

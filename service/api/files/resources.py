@@ -28,27 +28,58 @@ blp = Blueprint("files", __name__, url_prefix="/v1/files", description="Datasets
 class Files(MethodView):
     @blp.arguments(FileUploadSchema, location="multipart")
     @blp.response(200, FileSchema, example=examples.FILE)
-    @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": False,
-                          "schema": {"type": "string", "maxLength": 255}}])
+    @blp.doc(
+        parameters=[
+            {
+                "in": "header",
+                "name": "Idempotency-Key",
+                "required": False,
+                "schema": {"type": "string", "maxLength": 255},
+            }
+        ]
+    )
     def post(self, form: dict[str, Any]) -> Any:
         """Upload a dataset file (multipart, streamed to disk)."""
         svc = services()
         storage = form["file"]
         spool = spool_of(storage)
-        fields = {"route": "files.create", "purpose": form["purpose"],
-                  "filename": storage.filename, "sha256": spool.sha256, "bytes": spool.size}
-        return idempotent(fields, lambda: files.create_file(
-            svc.store, svc.dispatcher, svc.settings.data_dir, principal(), spool,
-            storage.filename or "", form["purpose"],
-        ).public())
+        fields = {
+            "route": "files.create",
+            "purpose": form["purpose"],
+            "filename": storage.filename,
+            "sha256": spool.sha256,
+            "bytes": spool.size,
+        }
+        return idempotent(
+            fields,
+            lambda: files.create_file(
+                svc.store,
+                svc.dispatcher,
+                svc.settings.data_dir,
+                principal(),
+                spool,
+                storage.filename or "",
+                form["purpose"],
+            ).public(),
+        )
 
     @blp.arguments(FileListArgsSchema, location="query")
-    @blp.response(200, FileListSchema, example={"object": "list", "data": [examples.FILE], "has_more": False,
-                                                "first_id": examples.FILE["id"], "last_id": examples.FILE["id"]})
+    @blp.response(
+        200,
+        FileListSchema,
+        example={
+            "object": "list",
+            "data": [examples.FILE],
+            "has_more": False,
+            "first_id": examples.FILE["id"],
+            "last_id": examples.FILE["id"],
+        },
+    )
     def get(self, args: dict[str, Any]) -> Any:
         """List files, newest first."""
-        found, has_more = files.list_files(services().store, principal(), args.get("after"),
-                                           args["limit"], args.get("purpose"))
+        found, has_more = files.list_files(
+            services().store, principal(), args.get("after"), args["limit"], args.get("purpose")
+        )
         return list_body([f.public() for f in found], has_more)
 
 
@@ -59,7 +90,9 @@ class FileById(MethodView):
         """Retrieve a file's metadata."""
         return files.get_file(services().store, principal(), file_id).public()
 
-    @blp.response(200, FileDeletedSchema, example={"id": examples.FILE["id"], "object": "file", "deleted": True})
+    @blp.response(
+        200, FileDeletedSchema, example={"id": examples.FILE["id"], "object": "file", "deleted": True}
+    )
     def delete(self, file_id: str) -> Any:
         """Delete a file: metadata, bytes and prepared outputs."""
         svc = services()
@@ -74,8 +107,14 @@ class FileContent(MethodView):
         """Download a file's bytes."""
         svc = services()
         record, path = files.file_content_path(svc.store, svc.settings.data_dir, principal(), file_id)
-        return send_file(path, mimetype="application/octet-stream", download_name=record.filename,
-                         as_attachment=False, conditional=False, etag=record.sha256)
+        return send_file(
+            path,
+            mimetype="application/octet-stream",
+            download_name=record.filename,
+            as_attachment=False,
+            conditional=False,
+            etag=record.sha256,
+        )
 
 
 @blp.route("/<string:file_id>/report")

@@ -24,8 +24,10 @@ class FileUploadSchema(StrictSchema):
 
 class FileListArgsSchema(CursorArgsSchema):
     purpose = ma.fields.String()
-    order = ma.fields.String(validate=ma.validate.OneOf(["desc"]),
-                             metadata={"description": "Only `desc` (newest first) is supported."})
+    order = ma.fields.String(
+        validate=ma.validate.OneOf(["desc"]),
+        metadata={"description": "Only `desc` (newest first) is supported."},
+    )
 
 
 class FileDeletedSchema(ma.Schema):

@@ -27,11 +27,21 @@ from service.core.jobs import usecases as jobs
 from service.core.jobs.usecases import JobsContext
 from service.core.jobs.views import public_job
 
-blp = Blueprint("jobs", __name__, url_prefix="/v1/fine_tuning/jobs",
-                description="Fine-tuning jobs (OpenAI Fine-tuning API plus extensions).")
+blp = Blueprint(
+    "jobs",
+    __name__,
+    url_prefix="/v1/fine_tuning/jobs",
+    description="Fine-tuning jobs (OpenAI Fine-tuning API plus extensions).",
+)
 
-IDEMPOTENCY_HEADER = [{"in": "header", "name": "Idempotency-Key", "required": False,
-                       "schema": {"type": "string", "maxLength": 255}}]
+IDEMPOTENCY_HEADER = [
+    {
+        "in": "header",
+        "name": "Idempotency-Key",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 255},
+    }
+]
 STREAM_POLL_S = 0.5
 STREAM_MAX_S = 3600
 
@@ -48,17 +58,35 @@ class Jobs(MethodView):
     @blp.doc(parameters=IDEMPOTENCY_HEADER)
     def post(self, body: dict[str, Any]) -> Any:
         """Create a fine-tuning job."""
-        return idempotent({"route": "jobs.create", **body},
-                          lambda: jobs.create_job(_ctx(), principal(), body))
+        return idempotent(
+            {"route": "jobs.create", **body}, lambda: jobs.create_job(_ctx(), principal(), body)
+        )
 
     @blp.arguments(JobListArgsSchema, location="query")
-    @blp.response(200, JobListSchema, example={"object": "list", "data": [examples.JOB], "has_more": False,
-                                               "first_id": examples.JOB["id"], "last_id": examples.JOB["id"]})
+    @blp.response(
+        200,
+        JobListSchema,
+        example={
+            "object": "list",
+            "data": [examples.JOB],
+            "has_more": False,
+            "first_id": examples.JOB["id"],
+            "last_id": examples.JOB["id"],
+        },
+    )
     def get(self, args: dict[str, Any]) -> Any:
         """List fine-tuning jobs, newest first (filters: status, provider, metadata[key]=value)."""
-        found, has_more = jobs.list_jobs(services().store, principal(), args.get("after"), args["limit"],
-                                         {"status": args.get("status"), "provider": args.get("provider"),
-                                          "metadata": args.get("metadata")})
+        found, has_more = jobs.list_jobs(
+            services().store,
+            principal(),
+            args.get("after"),
+            args["limit"],
+            {
+                "status": args.get("status"),
+                "provider": args.get("provider"),
+                "metadata": args.get("metadata"),
+            },
+        )
         return list_body(found, has_more)
 
 
@@ -82,7 +110,8 @@ def _sse(job_id: str) -> Iterator[str]:
     """Server-sent events: one per job event, a comment while waiting, ``done`` at the end."""
     for item in jobs.follow_events(services().store, job_id, STREAM_POLL_S, STREAM_MAX_S):
         if item.kind == "event":
-            yield f"id: {item.data['id']}\nevent: {item.data['type']}\ndata: {json.dumps(item.data, ensure_ascii=False)}\n\n"
+            data = json.dumps(item.data, ensure_ascii=False)
+            yield f"id: {item.data['id']}\nevent: {item.data['type']}\ndata: {data}\n\n"
         elif item.kind == "done":
             yield f"event: done\ndata: {json.dumps(item.data)}\n\n"
         else:
@@ -93,16 +122,24 @@ def _sse(job_id: str) -> Iterator[str]:
 class JobEvents(MethodView):
     @blp.arguments(EventArgsSchema, location="query")
     @blp.response(200, EventListSchema, example=examples.EVENTS)
-    @blp.alt_response(200, description="With stream=true: text/event-stream of events",
-                      content_type="text/event-stream", success=True)
+    @blp.alt_response(
+        200,
+        description="With stream=true: text/event-stream of events",
+        content_type="text/event-stream",
+        success=True,
+    )
     def get(self, args: dict[str, Any], job_id: str) -> Any:
         """List a job's events, newest first; `stream=true` follows them live (SSE)."""
         if args["stream"]:
             job = jobs.get_job(services().store, principal(), job_id)
-            return Response(stream_with_context(_sse(job["id"])), mimetype="text/event-stream",
-                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return list_body(*jobs.list_events(services().store, principal(), job_id, args.get("after"),
-                                           args["limit"]))
+            return Response(
+                stream_with_context(_sse(job["id"])),
+                mimetype="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return list_body(
+            *jobs.list_events(services().store, principal(), job_id, args.get("after"), args["limit"])
+        )
 
 
 @blp.route("/<string:job_id>/checkpoints")
@@ -111,18 +148,27 @@ class JobCheckpoints(MethodView):
     @blp.response(200, CheckpointListSchema, example=examples.CHECKPOINTS)
     def get(self, args: dict[str, Any], job_id: str) -> Any:
         """List a job's checkpoints, newest first."""
-        return list_body(*jobs.list_checkpoints(services().store, principal(), job_id, args.get("after"),
-                                                args["limit"]))
+        return list_body(
+            *jobs.list_checkpoints(services().store, principal(), job_id, args.get("after"), args["limit"])
+        )
 
 
 @blp.route("/<string:job_id>/metrics")
 class JobMetrics(MethodView):
     @blp.arguments(MetricsArgsSchema, location="query")
     @blp.response(200, MetricsSchema, example=examples.METRICS)
-    @blp.alt_response(200, description="With format=csv: OpenAI's result-file columns",
-                      content_type="text/csv", success=True)
+    @blp.alt_response(
+        200,
+        description="With format=csv: OpenAI's result-file columns",
+        content_type="text/csv",
+        success=True,
+    )
     def get(self, args: dict[str, Any], job_id: str) -> Any:
         """Per-step training metrics (JSON, or CSV with `format=csv`)."""
         if args["format"] == "csv":
             return Response(jobs.job_metrics_csv(services().store, principal(), job_id), mimetype="text/csv")
-        return {"object": "list", "job_id": job_id, "data": jobs.job_metrics(services().store, principal(), job_id)}
+        return {
+            "object": "list",
+            "job_id": job_id,
+            "data": jobs.job_metrics(services().store, principal(), job_id),
+        }

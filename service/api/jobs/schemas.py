@@ -21,8 +21,12 @@ class AutoOr(ma.fields.Field):
 
     def __init__(self, kind: type, low: float, high: float, **kwargs: Any) -> None:
         self.kind, self.low, self.high = kind, low, high
-        doc = {"oneOf": [{"type": "string", "enum": ["auto"]},
-                         {"type": "integer" if kind is int else "number", "minimum": low, "maximum": high}]}
+        doc = {
+            "oneOf": [
+                {"type": "string", "enum": ["auto"]},
+                {"type": "integer" if kind is int else "number", "minimum": low, "maximum": high},
+            ]
+        }
         super().__init__(metadata=doc, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
@@ -78,8 +82,9 @@ class MethodSchema(StrictSchema):
 
 class WebhookSchema(StrictSchema):
     url = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=2048))
-    events = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf(EVENT_TYPES)),
-                            validate=ma.validate.Length(min=1))
+    events = ma.fields.List(
+        ma.fields.String(validate=ma.validate.OneOf(EVENT_TYPES)), validate=ma.validate.Length(min=1)
+    )
 
 
 class SplitSchema(StrictSchema):
@@ -103,9 +108,12 @@ class JobCreateSchema(StrictSchema):
     method = ma.fields.Nested(MethodSchema)
     suffix = ma.fields.String(allow_none=True, validate=ma.validate.Length(min=1, max=64))
     seed = Int(allow_none=True, validate=ma.validate.Range(0, 2**31 - 1))
-    metadata = ma.fields.Dict(keys=ma.fields.String(validate=ma.validate.Length(max=64)),
-                              values=ma.fields.String(validate=ma.validate.Length(max=512)),
-                              allow_none=True, validate=ma.validate.Length(max=15))
+    metadata = ma.fields.Dict(
+        keys=ma.fields.String(validate=ma.validate.Length(max=64)),
+        values=ma.fields.String(validate=ma.validate.Length(max=512)),
+        allow_none=True,
+        validate=ma.validate.Length(max=15),
+    )
     integrations = ma.fields.List(ma.fields.Dict(), allow_none=True)
     provider = ma.fields.String(validate=ma.validate.OneOf(PROVIDERS))
     webhook = ma.fields.Nested(WebhookSchema)
@@ -169,8 +177,10 @@ EventListSchema = list_schema(EventSchema, "EventList")
 
 
 class EventArgsSchema(CursorArgsSchema):
-    stream = ma.fields.Boolean(load_default=False, metadata={
-        "description": "Stream events as server-sent events until the job ends."})
+    stream = ma.fields.Boolean(
+        load_default=False,
+        metadata={"description": "Stream events as server-sent events until the job ends."},
+    )
 
 
 CheckpointListSchema = list_schema(CheckpointSchema, "CheckpointList")

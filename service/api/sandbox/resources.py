@@ -34,23 +34,31 @@ from service.core.errors import AuthenticationFailed
 from service.core.sandbox import CREATE_HEADER_FAULTS, Sandbox, api_key_matches
 
 blp = base.Blueprint(
-    "sandbox", __name__, url_prefix="/sandbox/v1",
+    "sandbox",
+    __name__,
+    url_prefix="/sandbox/v1",
     description="The sandbox provider: an OpenAI-compatible fine-tuning simulator (nothing is trained). "
-                "Authenticate with `Authorization: Bearer <TUNELINE_SANDBOX_API_KEY>`, not a Tuneline key.",
+    "Authenticate with `Authorization: Bearer <TUNELINE_SANDBOX_API_KEY>`, not a Tuneline key.",
 )
 
-FAULT_HEADER = {"in": "header", "name": "X-Sandbox-Fault", "required": False,
-                "description": "Inject a create failure: `create-500` (nothing created), `create-429`, "
-                               "`create-timeout-after-create` (the job is created, then 500).",
-                "schema": {"type": "string", "enum": list(CREATE_HEADER_FAULTS)}}
+FAULT_HEADER = {
+    "in": "header",
+    "name": "X-Sandbox-Fault",
+    "required": False,
+    "description": "Inject a create failure: `create-500` (nothing created), `create-429`, "
+    "`create-timeout-after-create` (the job is created, then 500).",
+    "schema": {"type": "string", "enum": list(CREATE_HEADER_FAULTS)},
+}
 
 
 @blp.before_request
 def require_sandbox_key() -> None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not api_key_matches(token.strip(), services().settings.sandbox_api_key):
-        raise AuthenticationFailed("Incorrect API key provided for the Tuneline sandbox "
-                                   "(use TUNELINE_SANDBOX_API_KEY).", code="invalid_api_key")
+        raise AuthenticationFailed(
+            "Incorrect API key provided for the Tuneline sandbox (use TUNELINE_SANDBOX_API_KEY).",
+            code="invalid_api_key",
+        )
 
 
 def sandbox() -> Sandbox:

@@ -29,28 +29,50 @@ class _CreateFaultSchema(StrictSchema):
 class SandboxFaultsSchema(StrictSchema):
     """Fault injection for one sandbox job (Tuneline extension; ignored by real providers)."""
 
-    fail_at = ma.fields.String(validate=ma.validate.OneOf(FAIL_STAGES), metadata={
-        "description": "End the job `failed` at this stage, with `error`."})
+    fail_at = ma.fields.String(
+        validate=ma.validate.OneOf(FAIL_STAGES),
+        metadata={"description": "End the job `failed` at this stage, with `error`."},
+    )
     error = ma.fields.Nested(_ErrorSpecSchema, metadata={"description": "The job's `error` when it fails."})
-    rate_limit = ma.fields.Nested(_RateLimitSchema, metadata={
-        "description": "The next `count` reads of the job answer 429 with `Retry-After: retry_after`."})
-    server_errors = ma.fields.Integer(validate=ma.validate.Range(min=0), metadata={
-        "description": "The next N reads of the job (after any 429s) answer 500."})
-    slow_ms = ma.fields.Integer(validate=ma.validate.Range(min=0), metadata={
-        "description": "Every read of the job sleeps this long first (capped at 10 s)."})
-    result_base64 = ma.fields.Boolean(metadata={
-        "description": "Serve the result file base64-wrapped, as OpenAI does."})
-    steps = ma.fields.Integer(validate=ma.validate.Range(min=1, max=1000), metadata={
-        "description": "Training steps (default 10)."})
-    validating_s = ma.fields.Float(validate=ma.validate.Range(min=0), metadata={
-        "description": "Base seconds in validating_files (default 2), times the time scale."})
-    queued_s = ma.fields.Float(validate=ma.validate.Range(min=0), metadata={
-        "description": "Base seconds in queued (default 2), times the time scale."})
-    step_s = ma.fields.Float(validate=ma.validate.Range(min=0), metadata={
-        "description": "Base seconds per step (default 1), times the time scale."})
-    create_fault = ma.fields.Nested(_CreateFaultSchema, metadata={
-        "description": "The first `count` creates for this `metadata.tuneline_job_id` answer 500, "
-                       "`before` or `after` the job is created (after = an ambiguous failure)."})
+    rate_limit = ma.fields.Nested(
+        _RateLimitSchema,
+        metadata={
+            "description": "The next `count` reads of the job answer 429 with `Retry-After: retry_after`."
+        },
+    )
+    server_errors = ma.fields.Integer(
+        validate=ma.validate.Range(min=0),
+        metadata={"description": "The next N reads of the job (after any 429s) answer 500."},
+    )
+    slow_ms = ma.fields.Integer(
+        validate=ma.validate.Range(min=0),
+        metadata={"description": "Every read of the job sleeps this long first (capped at 10 s)."},
+    )
+    result_base64 = ma.fields.Boolean(
+        metadata={"description": "Serve the result file base64-wrapped, as OpenAI does."}
+    )
+    steps = ma.fields.Integer(
+        validate=ma.validate.Range(min=1, max=1000), metadata={"description": "Training steps (default 10)."}
+    )
+    validating_s = ma.fields.Float(
+        validate=ma.validate.Range(min=0),
+        metadata={"description": "Base seconds in validating_files (default 2), times the time scale."},
+    )
+    queued_s = ma.fields.Float(
+        validate=ma.validate.Range(min=0),
+        metadata={"description": "Base seconds in queued (default 2), times the time scale."},
+    )
+    step_s = ma.fields.Float(
+        validate=ma.validate.Range(min=0),
+        metadata={"description": "Base seconds per step (default 1), times the time scale."},
+    )
+    create_fault = ma.fields.Nested(
+        _CreateFaultSchema,
+        metadata={
+            "description": "The first `count` creates for this `metadata.tuneline_job_id` answer 500, "
+            "`before` or `after` the job is created (after = an ambiguous failure)."
+        },
+    )
 
 
 class SandboxJobCreateSchema(StrictSchema):
@@ -61,8 +83,11 @@ class SandboxJobCreateSchema(StrictSchema):
     method = ma.fields.Dict(keys=ma.fields.String(), allow_none=True)
     suffix = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=64))
     seed = ma.fields.Integer(allow_none=True)
-    metadata = ma.fields.Dict(keys=ma.fields.String(validate=ma.validate.Length(max=64)),
-                              values=ma.fields.String(validate=ma.validate.Length(max=512)), allow_none=True)
+    metadata = ma.fields.Dict(
+        keys=ma.fields.String(validate=ma.validate.Length(max=64)),
+        values=ma.fields.String(validate=ma.validate.Length(max=512)),
+        allow_none=True,
+    )
     integrations = ma.fields.List(ma.fields.Dict(), allow_none=True)
     sandbox = ma.fields.Nested(SandboxFaultsSchema, allow_none=True)
 
@@ -85,8 +110,10 @@ class SandboxJobSchema(ma.Schema):
     organization_id = ma.fields.String(required=True, metadata={"description": "Always `sandbox`."})
     result_files = ma.fields.List(ma.fields.String(), required=True)
     seed = ma.fields.Integer(required=True)
-    status = ma.fields.String(required=True, metadata={"enum": [
-        "validating_files", "queued", "running", "succeeded", "failed", "cancelled"]})
+    status = ma.fields.String(
+        required=True,
+        metadata={"enum": ["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]},
+    )
     trained_tokens = ma.fields.Integer(allow_none=True)
     training_file = ma.fields.String(required=True)
     validation_file = ma.fields.String(allow_none=True)
@@ -108,8 +135,9 @@ SandboxCheckpointListSchema = list_schema(CheckpointSchema, "SandboxCheckpointLi
 
 class SandboxStatsSchema(ma.Schema):
     creates = ma.fields.Integer(required=True)
-    creates_by_tuneline_job = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer(),
-                                             required=True)
+    creates_by_tuneline_job = ma.fields.Dict(
+        keys=ma.fields.String(), values=ma.fields.Integer(), required=True
+    )
 
 
 class _LooseSchema(ma.Schema):

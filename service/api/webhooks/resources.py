@@ -39,8 +39,9 @@ class DeliverySchema(ma.Schema):
     type = ma.fields.String(required=True)
     url = ma.fields.String(required=True)
     created_at = ma.fields.Integer(required=True)
-    status = ma.fields.String(required=True, metadata={
-        "enum": ["pending", "retrying", "delivered", "failed", "disabled"]})
+    status = ma.fields.String(
+        required=True, metadata={"enum": ["pending", "retrying", "delivered", "failed", "disabled"]}
+    )
     attempts = ma.fields.List(ma.fields.Nested(AttemptSchema), required=True)
     next_attempt_at = ma.fields.Float(allow_none=True)
 
@@ -68,9 +69,17 @@ class SecretRotate(MethodView):
 
 @blp.route("/v1/fine_tuning/jobs/<string:job_id>/webhook_deliveries")
 class Deliveries(MethodView):
-    @blp.response(200, DeliveryListSchema, example={"object": "list", "data": [examples.DELIVERY],
-                                                    "has_more": False, "first_id": examples.DELIVERY["id"],
-                                                    "last_id": examples.DELIVERY["id"]})
+    @blp.response(
+        200,
+        DeliveryListSchema,
+        example={
+            "object": "list",
+            "data": [examples.DELIVERY],
+            "has_more": False,
+            "first_id": examples.DELIVERY["id"],
+            "last_id": examples.DELIVERY["id"],
+        },
+    )
     def get(self, job_id: str) -> Any:
         """A job's webhook deliveries: attempts, status codes, latency, next attempt."""
         job = jobs.get_job(services().store, principal(), job_id)

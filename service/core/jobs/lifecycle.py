@@ -26,20 +26,37 @@ WEBHOOK_TYPES = {
 }
 
 
-def _event(job: dict[str, Any], message: str, level: str = "info", type_: str = "message",
-           data: dict[str, Any] | None = None, now: float | None = None) -> dict[str, Any]:
+def _event(
+    job: dict[str, Any],
+    message: str,
+    level: str = "info",
+    type_: str = "message",
+    data: dict[str, Any] | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
     seq = int(job.get("event_count", 0)) + 1
     job["event_count"] = seq
     return {
-        "id": repo.event_id(job["id"], seq), "object": "fine_tuning.job.event",
-        "created_at": int(now or time.time()), "level": level, "message": message,
-        "type": type_, "data": data or {},
+        "id": repo.event_id(job["id"], seq),
+        "object": "fine_tuning.job.event",
+        "created_at": int(now or time.time()),
+        "level": level,
+        "message": message,
+        "type": type_,
+        "data": data or {},
     }
 
 
 def transition(
-    store: Store, job_id: str, status: str, stage: str, message: str, *,
-    level: str = "info", updates: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+    store: Store,
+    job_id: str,
+    status: str,
+    stage: str,
+    message: str,
+    *,
+    level: str = "info",
+    updates: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Move the job to (status, stage); a repeat of the current state is a no-op.
 
@@ -70,8 +87,9 @@ def transition(
     return job
 
 
-def try_transition(store: Store, job_id: str, status: str, stage: str, message: str,
-                   **kwargs: Any) -> dict[str, Any] | None:
+def try_transition(
+    store: Store, job_id: str, status: str, stage: str, message: str, **kwargs: Any
+) -> dict[str, Any] | None:
     """``transition``, or None when the job has already moved past (a cancel or a twin step won)."""
     try:
         return transition(store, job_id, status, stage, message, **kwargs)
@@ -80,8 +98,14 @@ def try_transition(store: Store, job_id: str, status: str, stage: str, message: 
 
 
 def record_event(
-    store: Store, job_id: str, message: str, *, level: str = "info", type_: str = "message",
-    data: dict[str, Any] | None = None, updates: dict[str, Any] | None = None,
+    store: Store,
+    job_id: str,
+    message: str,
+    *,
+    level: str = "info",
+    type_: str = "message",
+    data: dict[str, Any] | None = None,
+    updates: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Append an event (and optional field updates) without changing state."""
 

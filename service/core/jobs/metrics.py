@@ -8,8 +8,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 METRIC_COLUMNS = (
-    "step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
-    "full_valid_loss", "full_valid_mean_token_accuracy",
+    "step",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
 )
 
 

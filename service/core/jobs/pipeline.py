@@ -73,29 +73,35 @@ def _enter(ctx: PipelineContext, job_id: str, stage: str) -> dict[str, Any] | No
 
 
 def fail(ctx: PipelineContext, job_id: str, code: str, message: str, param: str | None = None) -> None:
-    lifecycle.try_transition(ctx.store, job_id, states.FAILED, "done", f"Job failed: {message}",
-                             level="error", updates={"error": {"code": code, "message": message,
-                                                               "param": param}})
+    lifecycle.try_transition(
+        ctx.store,
+        job_id,
+        states.FAILED,
+        "done",
+        f"Job failed: {message}",
+        level="error",
+        updates={"error": {"code": code, "message": message, "param": param}},
+    )
 
 
 def guard_redelivery(ctx: PipelineContext, job_id: str, stage: str) -> bool:
     """Count deliveries of this stage; False (and the job failed) when it keeps crashing workers."""
     attempts = repo.bump_attempts(ctx.store, job_id, stage)
     if attempts > MAX_DELIVERIES:
-        fail(ctx, job_id, "stage_crashed",
-             f"stage {stage} was interrupted {attempts - 1} times; giving up")
+        fail(ctx, job_id, "stage_crashed", f"stage {stage} was interrupted {attempts - 1} times; giving up")
         return False
     return True
 
 
 def _handle_provider_error(ctx: PipelineContext, job_id: str, exc: ProviderError, attempt: int) -> None:
     if exc.retryable and attempt < 8:
-        delay = exc.retry_after if exc.retry_after is not None else min(2.0 ** attempt, 60.0)
+        delay = exc.retry_after if exc.retry_after is not None else min(2.0**attempt, 60.0)
         raise Retry(delay, exc.message) from exc
     fail(ctx, job_id, exc.code or "provider_error", exc.message)
 
 
 # --- prepare -----------------------------------------------------------------------------------
+
 
 def prepared_dir(settings: Settings, job_id: str) -> Path:
     return settings.data_dir / "prepared" / job_id
@@ -109,18 +115,26 @@ def run_prepare(ctx: PipelineContext, job_id: str) -> str | None:
     prep = job.get("prepare") or {}
     split = prep.get("split") or {}
     options = PrepareOptions(
-        model=job["model"], system_prompt=prep.get("system_prompt"),
-        skip_invalid_lines=bool(prep.get("skip_invalid_lines", False)), dedupe=prep.get("dedupe", True),
+        model=job["model"],
+        system_prompt=prep.get("system_prompt"),
+        skip_invalid_lines=bool(prep.get("skip_invalid_lines", False)),
+        dedupe=prep.get("dedupe", True),
         split_validation=0.0 if job.get("validation_file") else float(split.get("validation", 0.0)),
         split_test=0.0 if job.get("test_file") else float(split.get("test", 0.0)),
         seed=int(split.get("seed", job.get("seed") or 42)),
     )
     out = prepared_dir(ctx.settings, job_id)
-    report = prepare_file(files.blob_path(ctx.settings.data_dir, job["training_file"]), options, out / "train")
+    report = prepare_file(
+        files.blob_path(ctx.settings.data_dir, job["training_file"]), options, out / "train"
+    )
     if not report.usable or "train" not in report.outputs:
-        fail(ctx, job_id, "invalid_training_file",
-             f"training file {job['training_file']} failed validation: {report.status_details}",
-             "training_file")
+        fail(
+            ctx,
+            job_id,
+            "invalid_training_file",
+            f"training file {job['training_file']} failed validation: {report.status_details}",
+            "training_file",
+        )
         return None
     prepared = {"train": str(report.outputs["train"])}
     for split_name in ("validation", "test"):
@@ -128,17 +142,31 @@ def run_prepare(ctx: PipelineContext, job_id: str) -> str | None:
             prepared[split_name] = str(report.outputs[split_name])
     for name, file_key in (("validation", "validation_file"), ("test", "test_file")):
         if job.get(file_key):
-            side = prepare_file(files.blob_path(ctx.settings.data_dir, job[file_key]),
-                                PrepareOptions(model=job["model"], system_prompt=prep.get("system_prompt"),
-                                               dedupe=prep.get("dedupe", True)), out / name)
+            side = prepare_file(
+                files.blob_path(ctx.settings.data_dir, job[file_key]),
+                PrepareOptions(
+                    model=job["model"],
+                    system_prompt=prep.get("system_prompt"),
+                    dedupe=prep.get("dedupe", True),
+                ),
+                out / name,
+            )
             if not side.usable or "train" not in side.outputs:
-                fail(ctx, job_id, "invalid_validation_file" if name == "validation" else "invalid_test_file",
-                     f"{file_key} {job[file_key]} failed validation: {side.status_details}", file_key)
+                fail(
+                    ctx,
+                    job_id,
+                    "invalid_validation_file" if name == "validation" else "invalid_test_file",
+                    f"{file_key} {job[file_key]} failed validation: {side.status_details}",
+                    file_key,
+                )
                 return None
             prepared[name] = str(side.outputs["train"])
     counts = report.to_dict().get("counts", {})
     lifecycle.transition(
-        ctx.store, job_id, states.VALIDATING, "uploading",
+        ctx.store,
+        job_id,
+        states.VALIDATING,
+        "uploading",
         f"Prepared {counts.get('train', counts.get('kept'))} training examples"
         + (f", {counts.get('validation')} validation" if counts.get("validation") else "")
         + (f", {counts.get('test')} test" if counts.get("test") else ""),
@@ -149,6 +177,7 @@ def run_prepare(ctx: PipelineContext, job_id: str) -> str | None:
 
 
 # --- upload ------------------------------------------------------------------------------------
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -184,14 +213,20 @@ def run_upload(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | Non
         repo.reset_attempts(ctx.store, job_id, "uploading")
         _handle_provider_error(ctx, job_id, exc, attempt)
         return None
-    lifecycle.transition(ctx.store, job_id, states.VALIDATING, "submitting",
-                         f"Uploaded training data to {job['provider']}",
-                         updates={"provider_training_file": training, "provider_validation_file": validation})
+    lifecycle.transition(
+        ctx.store,
+        job_id,
+        states.VALIDATING,
+        "submitting",
+        f"Uploaded training data to {job['provider']}",
+        updates={"provider_training_file": training, "provider_validation_file": validation},
+    )
     repo.reset_attempts(ctx.store, job_id, "uploading")
     return tasknames.JOB_SUBMIT
 
 
 # --- submit (exactly one paid create per Tuneline job) ------------------------------------------
+
 
 def run_submit(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | None:
     job = repo.load(ctx.store, job_id)
@@ -210,13 +245,19 @@ def run_submit(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | Non
             lifecycle.set_fields(ctx.store, job_id, submit_started=True)  # persisted BEFORE the create
             metadata = {**(job.get("metadata") or {}), "tuneline_job_id": job_id}
             extra = {"sandbox": job["sandbox"]} if job["provider"] == "sandbox" and job.get("sandbox") else {}
-            found = provider.create_job(CreateJobRequest(
-                model=job["model"], training_file=job["provider_training_file"],
-                validation_file=job.get("provider_validation_file"),
-                hyperparameters={k: v for k, v in job["hyperparameters"].items() if v != "auto"},
-                suffix=job.get("suffix"), seed=job.get("seed"), metadata=metadata,
-                method=job.get("method"), extra_body=extra,
-            ))
+            found = provider.create_job(
+                CreateJobRequest(
+                    model=job["model"],
+                    training_file=job["provider_training_file"],
+                    validation_file=job.get("provider_validation_file"),
+                    hyperparameters={k: v for k, v in job["hyperparameters"].items() if v != "auto"},
+                    suffix=job.get("suffix"),
+                    seed=job.get("seed"),
+                    metadata=metadata,
+                    method=job.get("method"),
+                    extra_body=extra,
+                )
+            )
             message = f"Created {job['provider']} job {found.id}"
         else:
             message = f"Found existing {job['provider']} job {found.id} after an interrupted create"
@@ -224,8 +265,9 @@ def run_submit(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | Non
         repo.reset_attempts(ctx.store, job_id, "submitting")
         if exc.ambiguous or exc.retryable:
             # Whatever happened, the next attempt looks before it creates.
-            raise Retry(exc.retry_after if exc.retry_after is not None else min(2.0 ** attempt, 30.0),
-                        exc.message) from exc
+            raise Retry(
+                exc.retry_after if exc.retry_after is not None else min(2.0**attempt, 30.0), exc.message
+            ) from exc
         fail(ctx, job_id, exc.code or "provider_error", exc.message)
         return None
     lifecycle.set_fields(ctx.store, job_id, provider_job_id=found.id, provider_status=found.status)
@@ -247,8 +289,9 @@ def _cancel_orphan(ctx: PipelineContext, job: dict[str, Any]) -> None:
     target = job.get("provider_job_id") or (provider_job.id if provider_job else None)
     if target:
         provider.cancel(target)
-        lifecycle.record_event(ctx.store, job["id"], f"Cancelled provider job {target}",
-                               updates={"provider_job_id": target})
+        lifecycle.record_event(
+            ctx.store, job["id"], f"Cancelled provider job {target}", updates={"provider_job_id": target}
+        )
 
 
 def run_cancel(ctx: PipelineContext, job_id: str, attempt: int = 0) -> None:
@@ -265,6 +308,7 @@ def run_cancel(ctx: PipelineContext, job_id: str, attempt: int = 0) -> None:
 
 
 # --- poll --------------------------------------------------------------------------------------
+
 
 def claim_due(ctx: PipelineContext, limit: int = 200) -> list[str]:
     return repo.claim_due_polls(ctx.store, ctx.clock.now(), POLL_LEASE_S, limit)
@@ -317,15 +361,22 @@ def _poll_locked(ctx: PipelineContext, job: dict[str, Any]) -> str | None:
         delay = max(exc.retry_after or 0.0, min(base * 2 ** min(failures, 6), MAX_POLL_INTERVAL_S))
         repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + delay)
         return None
-    updates: dict[str, Any] = {"provider_status": remote.status, "poll_failures": 0,
-                               "last_polled_at": ctx.clock.now()}
+    updates: dict[str, Any] = {
+        "provider_status": remote.status,
+        "poll_failures": 0,
+        "last_polled_at": ctx.clock.now(),
+    }
     if remote.estimated_finish:
         updates["estimated_finish"] = remote.estimated_finish
     if remote.status in PROVIDER_STATES:
         status, stage = PROVIDER_STATES[remote.status]
         if (job["status"], job["stage"]) != (status, stage):
-            if lifecycle.try_transition(ctx.store, job_id, status, stage,
-                                        f"Provider status: {remote.status}", updates=updates) is None:
+            if (
+                lifecycle.try_transition(
+                    ctx.store, job_id, status, stage, f"Provider status: {remote.status}", updates=updates
+                )
+                is None
+            ):
                 return None
         else:
             lifecycle.set_fields(ctx.store, job_id, **updates)
@@ -335,25 +386,50 @@ def _poll_locked(ctx: PipelineContext, job: dict[str, Any]) -> str | None:
         repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + interval)
         return None
     if remote.status == "succeeded":
-        updates.update({"provider_fine_tuned_model": remote.fine_tuned_model,
-                        "trained_tokens": remote.trained_tokens,
-                        "provider_result_files": remote.result_files})
-        if lifecycle.try_transition(ctx.store, job_id, states.RUNNING, "finalizing",
-                                    "Provider finished training; finalizing", updates=updates) is None:
+        updates.update(
+            {
+                "provider_fine_tuned_model": remote.fine_tuned_model,
+                "trained_tokens": remote.trained_tokens,
+                "provider_result_files": remote.result_files,
+            }
+        )
+        if (
+            lifecycle.try_transition(
+                ctx.store,
+                job_id,
+                states.RUNNING,
+                "finalizing",
+                "Provider finished training; finalizing",
+                updates=updates,
+            )
+            is None
+        ):
             return None
         repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + WATCHDOG_S)  # watchdog for finalize
         return tasknames.JOB_FINALIZE
     if remote.status == "failed":
         error = remote.error or {"code": "provider_failed", "message": "the provider reported failure"}
-        lifecycle.try_transition(ctx.store, job_id, states.FAILED, "done",
-                                 f"Job failed at the provider: {error.get('message')}", level="error",
-                                 updates={**updates, "error": {"code": error.get("code") or "provider_failed",
-                                                               "message": error.get("message"),
-                                                               "param": error.get("param")}})
+        lifecycle.try_transition(
+            ctx.store,
+            job_id,
+            states.FAILED,
+            "done",
+            f"Job failed at the provider: {error.get('message')}",
+            level="error",
+            updates={
+                **updates,
+                "error": {
+                    "code": error.get("code") or "provider_failed",
+                    "message": error.get("message"),
+                    "param": error.get("param"),
+                },
+            },
+        )
         return None
     if remote.status == "cancelled":
-        lifecycle.try_transition(ctx.store, job_id, states.CANCELLED, "done",
-                                 "Job was cancelled at the provider", updates=updates)
+        lifecycle.try_transition(
+            ctx.store, job_id, states.CANCELLED, "done", "Job was cancelled at the provider", updates=updates
+        )
         return None
     repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + base)
     return None
@@ -366,8 +442,9 @@ def _sync_events(ctx: PipelineContext, job: dict[str, Any], provider: Provider) 
     for event in fresh:
         if event.type == "metrics" and event.data.get("step") is not None:
             rows.append(metrics.row(event.data))
-        lifecycle.record_event(ctx.store, job["id"], event.message, level=event.level, type_=event.type,
-                               data=event.data)
+        lifecycle.record_event(
+            ctx.store, job["id"], event.message, level=event.level, type_=event.type, data=event.data
+        )
         seen.add(event.id)
     if rows:
         repo.put_metrics(ctx.store, job["id"], rows)
@@ -380,17 +457,24 @@ def _sync_checkpoints(ctx: PipelineContext, job: dict[str, Any], provider: Provi
     for cp in provider.list_checkpoints(job["provider_job_id"]):
         record = {
             "id": ids.PREFIXES["checkpoint"] + hashlib.sha256(cp.id.encode()).hexdigest()[:24],
-            "object": "fine_tuning.job.checkpoint", "created_at": cp.created_at,
+            "object": "fine_tuning.job.checkpoint",
+            "created_at": cp.created_at,
             "fine_tuned_model_checkpoint": cp.fine_tuned_model_checkpoint,
-            "fine_tuning_job_id": job["id"], "step_number": cp.step_number,
+            "fine_tuning_job_id": job["id"],
+            "step_number": cp.step_number,
             "metrics": {"step": cp.step_number, **cp.metrics},
         }
         if repo.put_checkpoint(ctx.store, job["id"], record):
-            lifecycle.record_event(ctx.store, job["id"], f"Checkpoint created at step {cp.step_number}",
-                                   data={"step": cp.step_number, "checkpoint": record["id"]})
+            lifecycle.record_event(
+                ctx.store,
+                job["id"],
+                f"Checkpoint created at step {cp.step_number}",
+                data={"step": cp.step_number, "checkpoint": record["id"]},
+            )
 
 
 # --- finalize ----------------------------------------------------------------------------------
+
 
 def run_finalize(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | None:
     job = _enter(ctx, job_id, "finalizing")
@@ -409,9 +493,17 @@ def run_finalize(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | N
         _handle_provider_error(ctx, job_id, exc, attempt)
         return None
     name = fine_tuned_model_name(job["model"], job["tenant"], job.get("suffix"), job_id)
-    if lifecycle.try_transition(ctx.store, job_id, states.SUCCEEDED, "done",
-                                f"The job has successfully completed: {name}",
-                                updates={"fine_tuned_model": name, "result_files": result_files}) is None:
+    if (
+        lifecycle.try_transition(
+            ctx.store,
+            job_id,
+            states.SUCCEEDED,
+            "done",
+            f"The job has successfully completed: {name}",
+            updates={"fine_tuned_model": name, "result_files": result_files},
+        )
+        is None
+    ):
         return None
     repo.reset_attempts(ctx.store, job_id, "finalizing")
     return None
@@ -427,12 +519,14 @@ def _store_result_file(ctx: PipelineContext, job: dict[str, Any], rows: list[dic
     tmp.write_bytes(payload)
     tmp.replace(path)
     record = files.FileRecord(
-        id=file_id, tenant=job["tenant"], bytes=len(payload), created_at=int(time.time()),
-        filename=f"{job['id']}-results.csv", purpose="fine-tune-results",
-        sha256=hashlib.sha256(payload).hexdigest(), status="processed",
+        id=file_id,
+        tenant=job["tenant"],
+        bytes=len(payload),
+        created_at=int(time.time()),
+        filename=f"{job['id']}-results.csv",
+        purpose="fine-tune-results",
+        sha256=hashlib.sha256(payload).hexdigest(),
+        status="processed",
     )
     files.save_record(ctx.store, record)
     return file_id
-
-
-

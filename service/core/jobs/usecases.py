@@ -47,11 +47,16 @@ def _usable_file(ctx: JobsContext, principal: Principal, file_id: str, param: st
     if record.status == "uploaded":
         raise Unprocessable(
             f"File {file_id} is still being processed; retry when its status is 'processed'.",
-            param=param, code="file_not_ready", headers={"x-should-retry": "false"})
+            param=param,
+            code="file_not_ready",
+            headers={"x-should-retry": "false"},
+        )
     if record.status != "processed":
-        raise Unprocessable(f"File {file_id} failed preparation: {record.status_details}",
-                            param=param, code="invalid_training_file" if param == "training_file"
-                            else "invalid_file")
+        raise Unprocessable(
+            f"File {file_id} failed preparation: {record.status_details}",
+            param=param,
+            code="invalid_training_file" if param == "training_file" else "invalid_file",
+        )
     return record
 
 
@@ -66,17 +71,21 @@ def _epochs(hyper: dict[str, Any], method: dict[str, Any] | None, examples: int)
 def estimate_cost(report: dict[str, Any], model: str, n_epochs: int) -> dict[str, Any]:
     spec = resolve_model(model)
     per_epoch = int((report.get("tokens") or {}).get("billed_per_epoch") or 0)
-    return {"n_epochs": n_epochs, "billed_tokens": per_epoch * n_epochs,
-            "price_per_million": spec.price_per_million,
-            "cost_usd": training_cost_usd(spec, per_epoch, n_epochs)}
+    return {
+        "n_epochs": n_epochs,
+        "billed_tokens": per_epoch * n_epochs,
+        "price_per_million": spec.price_per_million,
+        "cost_usd": training_cost_usd(spec, per_epoch, n_epochs),
+    }
 
 
 def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
     """Validate everything a client could get wrong, then record the job and start the pipeline."""
     provider = params.get("provider") or ctx.settings.provider_default
     if provider not in PROVIDERS:
-        raise InvalidRequest(f"provider must be one of {', '.join(PROVIDERS)}", param="provider",
-                             code="invalid_provider")
+        raise InvalidRequest(
+            f"provider must be one of {', '.join(PROVIDERS)}", param="provider", code="invalid_provider"
+        )
     ensure_available(provider, ctx.settings)  # refuse an unconfigured provider now, not in a worker
     model = params["model"]
     try:
@@ -84,12 +93,16 @@ def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="model", code="model_not_found") from None
     if params.get("validation_file") and params["validation_file"] == params["training_file"]:
-        raise InvalidRequest("validation_file must differ from training_file (held-out data).",
-                             param="validation_file", code="invalid_validation_file")
+        raise InvalidRequest(
+            "validation_file must differ from training_file (held-out data).",
+            param="validation_file",
+            code="invalid_validation_file",
+        )
     suffix = params.get("suffix")
     if suffix is not None and not SUFFIX_RE.match(suffix):
-        raise InvalidRequest("suffix must be 1-64 letters, digits, '-' or '_'.", param="suffix",
-                             code="invalid_suffix")
+        raise InvalidRequest(
+            "suffix must be 1-64 letters, digits, '-' or '_'.", param="suffix", code="invalid_suffix"
+        )
     training = _usable_file(ctx, principal, params["training_file"], "training_file")
     if params.get("validation_file"):
         _usable_file(ctx, principal, params["validation_file"], "validation_file")
@@ -112,23 +125,48 @@ def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -
         raise Unprocessable(
             f"Estimated cost ${estimate['cost_usd']:.2f} ({estimate['billed_tokens']} billed tokens over "
             f"{estimate['n_epochs']} epochs) exceeds max_cost_usd ${max_cost:.2f}.",
-            param="max_cost_usd", code="budget_exceeded", headers={"x-should-retry": "false"})
+            param="max_cost_usd",
+            code="budget_exceeded",
+            headers={"x-should-retry": "false"},
+        )
     now = time.time()
     job_id = ids.new_id("job")
     job: dict[str, Any] = {
-        "id": job_id, "tenant": principal.tenant, "created_at": int(now), "updated_at": int(now),
-        "model": model, "training_file": training.id, "validation_file": params.get("validation_file"),
+        "id": job_id,
+        "tenant": principal.tenant,
+        "created_at": int(now),
+        "updated_at": int(now),
+        "model": model,
+        "training_file": training.id,
+        "validation_file": params.get("validation_file"),
         "test_file": params.get("test_file"),
-        "hyperparameters": {"n_epochs": hyper.get("n_epochs", "auto"),
-                            "batch_size": hyper.get("batch_size", "auto"),
-                            "learning_rate_multiplier": hyper.get("learning_rate_multiplier", "auto")},
-        "method": params.get("method"), "suffix": suffix, "seed": params.get("seed"),
-        "metadata": params.get("metadata"), "provider": provider, "webhook": webhook,
-        "max_cost_usd": max_cost, "estimate": estimate, "prepare": params.get("prepare"),
-        "sandbox": params.get("sandbox"), "status": states.VALIDATING, "stage": "preparing",
-        "provider_status": None, "provider_job_id": None, "fine_tuned_model": None,
-        "finished_at": None, "trained_tokens": None, "error": None, "result_files": [],
-        "estimated_finish": None, "event_count": 0, "stage_changed_at": now,
+        "hyperparameters": {
+            "n_epochs": hyper.get("n_epochs", "auto"),
+            "batch_size": hyper.get("batch_size", "auto"),
+            "learning_rate_multiplier": hyper.get("learning_rate_multiplier", "auto"),
+        },
+        "method": params.get("method"),
+        "suffix": suffix,
+        "seed": params.get("seed"),
+        "metadata": params.get("metadata"),
+        "provider": provider,
+        "webhook": webhook,
+        "max_cost_usd": max_cost,
+        "estimate": estimate,
+        "prepare": params.get("prepare"),
+        "sandbox": params.get("sandbox"),
+        "status": states.VALIDATING,
+        "stage": "preparing",
+        "provider_status": None,
+        "provider_job_id": None,
+        "fine_tuned_model": None,
+        "finished_at": None,
+        "trained_tokens": None,
+        "error": None,
+        "result_files": [],
+        "estimated_finish": None,
+        "event_count": 0,
+        "stage_changed_at": now,
     }
     repo.insert(ctx.store, job, now * 1000)
     repo.schedule_poll(ctx.store, job_id, now + 60.0)  # the pipeline watchdog (see pipeline.run_poll)
@@ -144,8 +182,9 @@ def get_job(store: Store, principal: Principal, job_id: str) -> dict[str, Any]:
     return job
 
 
-def list_jobs(store: Store, principal: Principal, after: str | None, limit: int,
-              filters: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+def list_jobs(
+    store: Store, principal: Principal, after: str | None, limit: int, filters: dict[str, Any]
+) -> tuple[list[dict[str, Any]], bool]:
     tenant = None if principal.is_ops else principal.tenant
     metadata = filters.get("metadata") or {}
 
@@ -161,8 +200,11 @@ def list_jobs(store: Store, principal: Principal, after: str | None, limit: int,
 
 
 def _not_cancellable(job: dict[str, Any]) -> Conflict:
-    return Conflict(f"Job {job['id']} has already {job['status']}; it cannot be cancelled.",
-                    code="job_not_cancellable", headers={"x-should-retry": "false"})
+    return Conflict(
+        f"Job {job['id']} has already {job['status']}; it cannot be cancelled.",
+        code="job_not_cancellable",
+        headers={"x-should-retry": "false"},
+    )
 
 
 def cancel_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
@@ -171,8 +213,9 @@ def cancel_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str,
     if job["status"] in states.TERMINAL:
         raise _not_cancellable(job)
     try:
-        job = lifecycle.transition(ctx.store, job_id, states.CANCELLED, "done",
-                                   "Fine-tuning job cancelled by the user.")
+        job = lifecycle.transition(
+            ctx.store, job_id, states.CANCELLED, "done", "Fine-tuning job cancelled by the user."
+        )
     except states.IllegalTransition:  # it ended between the read and the transition
         raise _not_cancellable(get_job(ctx.store, principal, job_id)) from None
     if job.get("provider_job_id") or job.get("submit_started"):
@@ -180,13 +223,15 @@ def cancel_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str,
     return public_job(job)
 
 
-def list_events(store: Store, principal: Principal, job_id: str, after: str | None,
-                limit: int) -> tuple[list[dict[str, Any]], bool]:
+def list_events(
+    store: Store, principal: Principal, job_id: str, after: str | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
     return repo.list_events(store, get_job(store, principal, job_id)["id"], after, limit)
 
 
-def list_checkpoints(store: Store, principal: Principal, job_id: str, after: str | None,
-                     limit: int) -> tuple[list[dict[str, Any]], bool]:
+def list_checkpoints(
+    store: Store, principal: Principal, job_id: str, after: str | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
     """Newest first; ``after`` is a checkpoint id."""
     return page_list(repo.list_checkpoints(store, get_job(store, principal, job_id)["id"]), after, limit)
 

@@ -5,12 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 PUBLIC_FIELDS = (
-    "id", "created_at", "error", "fine_tuned_model", "finished_at", "hyperparameters", "model",
-    "organization_id", "result_files", "seed", "status", "trained_tokens", "training_file",
-    "validation_file", "integrations", "metadata", "method", "estimated_finish", "suffix",
+    "id",
+    "created_at",
+    "error",
+    "fine_tuned_model",
+    "finished_at",
+    "hyperparameters",
+    "model",
+    "organization_id",
+    "result_files",
+    "seed",
+    "status",
+    "trained_tokens",
+    "training_file",
+    "validation_file",
+    "integrations",
+    "metadata",
+    "method",
+    "estimated_finish",
+    "suffix",
     # Tuneline extensions (additive).
-    "stage", "provider", "provider_status", "provider_job_id", "webhook", "max_cost_usd",
-    "estimate", "test_file", "prepare", "updated_at",
+    "stage",
+    "provider",
+    "provider_status",
+    "provider_job_id",
+    "webhook",
+    "max_cost_usd",
+    "estimate",
+    "test_file",
+    "prepare",
+    "updated_at",
 )
 
 

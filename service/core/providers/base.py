@@ -10,9 +10,16 @@ from typing import Any, Protocol
 class ProviderError(Exception):
     """A provider call failed. ``retryable`` follows the openai SDK's own classification."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
-                 retry_after: float | None = None, code: str | None = None,
-                 ambiguous: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+        ambiguous: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable

@@ -33,11 +33,13 @@ def map_error(exc: Exception) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderError("provider request timed out", retryable=True, code="provider_timeout",
-                             ambiguous=True)
+        return ProviderError(
+            "provider request timed out", retryable=True, code="provider_timeout", ambiguous=True
+        )
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderError("could not reach the provider", retryable=True, code="provider_unreachable",
-                             ambiguous=True)
+        return ProviderError(
+            "could not reach the provider", retryable=True, code="provider_unreachable", ambiguous=True
+        )
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         body = exc.body if isinstance(exc.body, dict) else {}
@@ -48,8 +50,14 @@ def map_error(exc: Exception) -> ProviderError:
         retryable = status in (408, 409, 429) or status >= 500
         if should_retry in ("true", "false"):
             retryable = should_retry == "true"
-        return ProviderError(message, retryable=retryable, status=status, retry_after=retry_after,
-                             code=code or f"provider_http_{status}", ambiguous=status >= 500 or status == 408)
+        return ProviderError(
+            message,
+            retryable=retryable,
+            status=status,
+            retry_after=retry_after,
+            code=code or f"provider_http_{status}",
+            ambiguous=status >= 500 or status == 408,
+        )
     if isinstance(exc, openai.OpenAIError):
         return ProviderError(str(exc), retryable=False, code="provider_error")
     raise exc

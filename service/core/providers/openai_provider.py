@@ -31,9 +31,14 @@ def _job(raw: Any) -> ProviderJob:
     if error is not None and (getattr(error, "message", None) or getattr(error, "code", None)):
         error_dict = {"code": error.code, "message": error.message, "param": getattr(error, "param", None)}
     return ProviderJob(
-        id=raw.id, status=raw.status, model=getattr(raw, "model", "") or "",
-        fine_tuned_model=raw.fine_tuned_model, trained_tokens=raw.trained_tokens, error=error_dict,
-        result_files=list(raw.result_files or []), estimated_finish=getattr(raw, "estimated_finish", None),
+        id=raw.id,
+        status=raw.status,
+        model=getattr(raw, "model", "") or "",
+        fine_tuned_model=raw.fine_tuned_model,
+        trained_tokens=raw.trained_tokens,
+        error=error_dict,
+        result_files=list(raw.result_files or []),
+        estimated_finish=getattr(raw, "estimated_finish", None),
         metadata=dict(getattr(raw, "metadata", None) or {}),
     )
 
@@ -99,7 +104,8 @@ class OpenAIProvider:
 
     def create_job(self, request: CreateJobRequest) -> ProviderJob:
         kwargs: dict[str, Any] = {
-            "model": request.model, "training_file": request.training_file,
+            "model": request.model,
+            "training_file": request.training_file,
             "metadata": request.metadata,
         }
         if request.validation_file:
@@ -117,8 +123,9 @@ class OpenAIProvider:
         return _job(self._call(self._create_client.fine_tuning.jobs.create, **kwargs))
 
     def find_job(self, tuneline_job_id: str) -> ProviderJob | None:
-        page = self._call(self._client.fine_tuning.jobs.list,
-                          metadata={"tuneline_job_id": tuneline_job_id}, limit=10)
+        page = self._call(
+            self._client.fine_tuning.jobs.list, metadata={"tuneline_job_id": tuneline_job_id}, limit=10
+        )
         for raw in page.data:
             if (getattr(raw, "metadata", None) or {}).get("tuneline_job_id") == tuneline_job_id:
                 return _job(raw)
@@ -132,11 +139,16 @@ class OpenAIProvider:
         out = []
         for e in page.data:
             data = getattr(e, "data", None)
-            out.append(ProviderEvent(
-                id=e.id, created_at=e.created_at, level=e.level, message=e.message,
-                type=getattr(e, "type", None) or "message",
-                data=dict(data) if isinstance(data, dict) else {},
-            ))
+            out.append(
+                ProviderEvent(
+                    id=e.id,
+                    created_at=e.created_at,
+                    level=e.level,
+                    message=e.message,
+                    type=getattr(e, "type", None) or "message",
+                    data=dict(data) if isinstance(data, dict) else {},
+                )
+            )
         return out
 
     def list_checkpoints(self, job_id: str) -> list[ProviderCheckpoint]:
@@ -144,10 +156,15 @@ class OpenAIProvider:
         out = []
         for c in page.data:
             metrics = c.metrics.model_dump(exclude_none=True) if c.metrics is not None else {}
-            out.append(ProviderCheckpoint(
-                id=c.id, created_at=c.created_at, step_number=c.step_number,
-                fine_tuned_model_checkpoint=c.fine_tuned_model_checkpoint, metrics=metrics,
-            ))
+            out.append(
+                ProviderCheckpoint(
+                    id=c.id,
+                    created_at=c.created_at,
+                    step_number=c.step_number,
+                    fine_tuned_model_checkpoint=c.fine_tuned_model_checkpoint,
+                    metrics=metrics,
+                )
+            )
         return out
 
     def cancel(self, job_id: str) -> ProviderJob:

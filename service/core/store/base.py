@@ -12,7 +12,10 @@ import redis
 def connect(url: str) -> redis.Redis:
     """A lazily connecting client: building it opens no socket."""
     return redis.Redis.from_url(
-        url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30,
+        url,
+        decode_responses=True,
+        socket_connect_timeout=5,
+        socket_timeout=30,
         health_check_interval=30,
     )
 
@@ -45,9 +48,7 @@ class Store:
         except redis.RedisError:
             return False
 
-    def page(
-        self, index_key: str, after: str | None, limit: int
-    ) -> tuple[list[str], bool]:
+    def page(self, index_key: str, after: str | None, limit: int) -> tuple[list[str], bool]:
         """Ids from a sorted-set index, newest first, starting after the cursor id."""
         start = 0
         if after is not None:
@@ -63,8 +64,12 @@ class Store:
         return [loads(raw) for raw in self.r.mget(keys)] if keys else []  # type: ignore[union-attr]
 
     def walk(
-        self, index_key: str, after: str | None, limit: int,
-        load_many: Callable[[list[str]], list[Any]], keep: Callable[[Any], bool] | None = None,
+        self,
+        index_key: str,
+        after: str | None,
+        limit: int,
+        load_many: Callable[[list[str]], list[Any]],
+        keep: Callable[[Any], bool] | None = None,
     ) -> tuple[list[Any], bool]:
         """A page of an index, newest first, keeping only items ``keep`` accepts.
 

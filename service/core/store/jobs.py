@@ -28,7 +28,10 @@ def update(store: Store, job_id: str, change: Change) -> dict[str, Any] | None:
 
 
 def walk(
-    store: Store, tenant: str | None, after: str | None, limit: int,
+    store: Store,
+    tenant: str | None,
+    after: str | None,
+    limit: int,
     keep: Callable[[dict[str, Any]], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """A page of jobs, newest first: one tenant's, or every tenant's when ``tenant`` is None."""
@@ -37,6 +40,7 @@ def walk(
 
 
 # --- events: a list per job; an event id carries its 1-based sequence number ---------------
+
 
 def event_id(job_id: str, seq: int) -> str:
     return f"ftevent-{job_id.removeprefix('ftjob-')[:12]}{seq:010d}"
@@ -52,7 +56,9 @@ def queue_event(pipe: Pipeline, job_id: str, event: dict[str, Any]) -> None:
     pipe.rpush(keys.job_events(job_id), dumps(event))
 
 
-def list_events(store: Store, job_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+def list_events(
+    store: Store, job_id: str, after: str | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
     """Newest first; ``after`` is the id of the last event of the previous page."""
     total = int(store.r.llen(keys.job_events(job_id)))  # type: ignore[arg-type]
     top = total
@@ -76,6 +82,7 @@ def events_since(store: Store, job_id: str, count: int) -> list[dict[str, Any]]:
 
 
 # --- checkpoints and metrics, keyed by step --------------------------------------------------
+
 
 def put_checkpoint(store: Store, job_id: str, checkpoint: dict[str, Any]) -> bool:
     """Store a checkpoint once per step; returns True when it is new."""
@@ -109,6 +116,7 @@ def list_metrics(store: Store, job_id: str) -> list[dict[str, Any]]:
 
 # --- scheduling: due polls in a sorted set, per-job locks, attempt counters -------------------
 
+
 def schedule_poll(store: Store, job_id: str, at: float, pipe: Pipeline | None = None) -> None:
     (pipe or store.r).zadd(keys.poll_due(), {job_id: at})
 
@@ -141,7 +149,9 @@ def release_lock(store: Store, job_id: str, token: str) -> None:
     # Delete only our own lock (compare-and-delete in one round trip).
     store.r.eval(
         "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-        1, keys.job_lock(job_id), token,
+        1,
+        keys.job_lock(job_id),
+        token,
     )
 
 
@@ -159,6 +169,7 @@ def reset_attempts(store: Store, job_id: str, stage: str) -> None:
 
 
 # --- provider file reuse by content hash -----------------------------------------------------
+
 
 def provider_file_for(store: Store, account: str, sha256: str) -> str | None:
     value = store.r.hget(keys.provider_files(account), sha256)

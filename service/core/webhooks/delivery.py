@@ -25,11 +25,16 @@ Sender = Callable[..., sender.Attempt]
 
 # --- per-tenant signing secrets, stored encrypted ------------------------------------------------
 
+
 def _load_secrets(store: Store, box: SecretBox, tenant: str) -> dict[str, Any]:
     raw = loads(store.r.get(keys.webhook_secret(tenant)))  # type: ignore[arg-type]
     if raw is None:
-        raw = {"current": box.encrypt(signing.new_secret()), "previous": None, "rotated_at": None,
-               "created_at": int(time.time())}
+        raw = {
+            "current": box.encrypt(signing.new_secret()),
+            "previous": None,
+            "rotated_at": None,
+            "created_at": int(time.time()),
+        }
         # NX: two first requests racing both end up with the same secret.
         store.r.set(keys.webhook_secret(tenant), dumps(raw), nx=True)
         raw = loads(store.r.get(keys.webhook_secret(tenant)))  # type: ignore[arg-type]
@@ -38,17 +43,25 @@ def _load_secrets(store: Store, box: SecretBox, tenant: str) -> dict[str, Any]:
 
 def get_secret(store: Store, box: SecretBox, tenant: str) -> dict[str, Any]:
     raw = _load_secrets(store, box, tenant)
-    return {"object": "webhook.secret", "secret": box.decrypt(raw["current"]),
-            "created_at": raw.get("created_at"), "rotated_at": raw.get("rotated_at"),
-            "previous_valid_until": (raw["rotated_at"] + ROTATION_OVERLAP_S) if raw.get("previous") else None}
+    return {
+        "object": "webhook.secret",
+        "secret": box.decrypt(raw["current"]),
+        "created_at": raw.get("created_at"),
+        "rotated_at": raw.get("rotated_at"),
+        "previous_valid_until": (raw["rotated_at"] + ROTATION_OVERLAP_S) if raw.get("previous") else None,
+    }
 
 
 def rotate_secret(store: Store, box: SecretBox, tenant: str, now: float | None = None) -> dict[str, Any]:
     """New current secret; the old one keeps signing too for the overlap window."""
     now = time.time() if now is None else now
     raw = _load_secrets(store, box, tenant)
-    raw = {"current": box.encrypt(signing.new_secret()), "previous": raw["current"], "rotated_at": int(now),
-           "created_at": int(now)}
+    raw = {
+        "current": box.encrypt(signing.new_secret()),
+        "previous": raw["current"],
+        "rotated_at": int(now),
+        "created_at": int(now),
+    }
     store.r.set(keys.webhook_secret(tenant), dumps(raw))
     return get_secret(store, box, tenant)
 
@@ -62,6 +75,7 @@ def signing_secrets(store: Store, box: SecretBox, tenant: str, now: float) -> li
 
 
 # --- deliveries --------------------------------------------------------------------------------
+
 
 def load_delivery(store: Store, delivery_id: str) -> dict[str, Any] | None:
     found: dict[str, Any] | None = loads(store.r.get(keys.webhook_delivery(delivery_id)))  # type: ignore[arg-type]
@@ -81,18 +95,41 @@ def _save(store: Store, delivery: dict[str, Any], due_at: float | None) -> None:
 def claim_due(store: Store, now: float, limit: int = 200) -> list[str]:
     """Due deliveries; each is leased ahead so a worker killed mid-send is retried by a later scan."""
     due: list[str] = store.r.zrangebyscore(keys.webhook_outbox(), "-inf", now, start=0, num=limit)  # type: ignore[assignment]
-    return [d for d in due
-            if store.r.zadd(keys.webhook_outbox(), {d: now + DELIVERY_LEASE_S}, xx=True, gt=True, ch=True)]
+    return [
+        d
+        for d in due
+        if store.r.zadd(keys.webhook_outbox(), {d: now + DELIVERY_LEASE_S}, xx=True, gt=True, ch=True)
+    ]
 
 
 def public_delivery(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: d.get(k) for k in ("id", "object", "job_id", "event_id", "type", "url", "created_at",
-                                  "status", "attempts", "next_attempt_at")}
+    return {
+        k: d.get(k)
+        for k in (
+            "id",
+            "object",
+            "job_id",
+            "event_id",
+            "type",
+            "url",
+            "created_at",
+            "status",
+            "attempts",
+            "next_attempt_at",
+        )
+    }
 
 
 def deliver(
-    store: Store, box: SecretBox, delivery_id: str, *, allow_loopback: bool, now: float | None = None,
-    rng: random.Random | None = None, send: Sender = sender.send, timeout: float = 15.0,
+    store: Store,
+    box: SecretBox,
+    delivery_id: str,
+    *,
+    allow_loopback: bool,
+    now: float | None = None,
+    rng: random.Random | None = None,
+    send: Sender = sender.send,
+    timeout: float = 15.0,
 ) -> dict[str, Any] | None:
     """Make one attempt for a pending delivery and schedule the next one; safe to run twice."""
     now = time.time() if now is None else now
@@ -107,8 +144,9 @@ def deliver(
         delivery["next_attempt_at"] = None
         _save(store, delivery, None)
         return delivery
-    body = signing.event_payload(delivery["event_id"], delivery["type"], delivery["created_at"],
-                                 delivery["data"])
+    body = signing.event_payload(
+        delivery["event_id"], delivery["type"], delivery["created_at"], delivery["data"]
+    )
     try:
         target = ssrf.check_url(delivery["url"], allow_loopback=allow_loopback)
     except ssrf.UnsafeWebhookURL as exc:
@@ -118,10 +156,24 @@ def deliver(
         headers["content-type"] = "application/json"
         headers["user-agent"] = "Tuneline-Webhooks/1"
         attempt = send(target, headers, body, timeout=timeout)
-    delivery["attempts"].append({"at": now, "status_code": attempt.status_code, "error": attempt.error,
-                                 "latency_ms": attempt.latency_ms, "outcome": attempt.outcome})
-    log.info("webhook attempt", extra={"job_id": delivery["job_id"], "delivery_id": delivery_id,
-                                       "status_code": attempt.status_code, "outcome": attempt.outcome})
+    delivery["attempts"].append(
+        {
+            "at": now,
+            "status_code": attempt.status_code,
+            "error": attempt.error,
+            "latency_ms": attempt.latency_ms,
+            "outcome": attempt.outcome,
+        }
+    )
+    log.info(
+        "webhook attempt",
+        extra={
+            "job_id": delivery["job_id"],
+            "delivery_id": delivery_id,
+            "status_code": attempt.status_code,
+            "outcome": attempt.outcome,
+        },
+    )
     if attempt.outcome == "delivered":
         delivery["status"], delivery["next_attempt_at"], delivery["manual"] = "delivered", None, False
         delivery["delivered_at"] = now
@@ -151,15 +203,23 @@ def list_deliveries(store: Store, job_id: str) -> list[dict[str, Any]]:
     return [public_delivery(d) for d in found if d is not None]
 
 
-def redeliver(store: Store, principal: Principal, job_id: str, delivery_id: str,
-              now: float | None = None) -> dict[str, Any]:
+def redeliver(
+    store: Store, principal: Principal, job_id: str, delivery_id: str, now: float | None = None
+) -> dict[str, Any]:
     """Queue a manual attempt now; a success re-enables a URL that a 410 had disabled."""
     now = time.time() if now is None else now
     delivery = load_delivery(store, delivery_id)
     if delivery is None or delivery["job_id"] != job_id or not principal.can_read(delivery["tenant"]):
-        raise NotFound(f"No such webhook delivery: {delivery_id}", param="delivery_id",
-                       code="delivery_not_found")
-    delivery.update({"status": "pending", "manual": True, "next_attempt_at": now,
-                     "attempts_base": len(delivery["attempts"])})
+        raise NotFound(
+            f"No such webhook delivery: {delivery_id}", param="delivery_id", code="delivery_not_found"
+        )
+    delivery.update(
+        {
+            "status": "pending",
+            "manual": True,
+            "next_attempt_at": now,
+            "attempts_base": len(delivery["attempts"]),
+        }
+    )
     _save(store, delivery, now)
     return public_delivery(delivery)

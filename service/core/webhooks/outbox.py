@@ -15,8 +15,9 @@ def wants(job: dict[str, Any], event_type: str) -> bool:
     return bool(hook.get("url")) and event_type in (hook.get("events") or DEFAULT_EVENTS)
 
 
-def queue_webhook(pipe: Any, job: dict[str, Any], event_type: str, now: float,
-                  data: dict[str, Any]) -> str | None:
+def queue_webhook(
+    pipe: Any, job: dict[str, Any], event_type: str, now: float, data: dict[str, Any]
+) -> str | None:
     """Queue one delivery on ``pipe`` (inside the caller's MULTI); returns its id.
 
     ``data`` is the payload's job snapshot at the transition, so it describes the state that fired it.
@@ -25,13 +26,20 @@ def queue_webhook(pipe: Any, job: dict[str, Any], event_type: str, now: float,
         return None
     delivery_id = "dlv-" + secrets.token_hex(12)
     delivery = {
-        "id": delivery_id, "object": "webhook.delivery", "job_id": job["id"], "tenant": job["tenant"],
-        "event_id": "evt_" + secrets.token_hex(12), "type": event_type, "url": job["webhook"]["url"],
-        "created_at": int(now), "status": "pending", "attempts": [], "next_attempt_at": now,
+        "id": delivery_id,
+        "object": "webhook.delivery",
+        "job_id": job["id"],
+        "tenant": job["tenant"],
+        "event_id": "evt_" + secrets.token_hex(12),
+        "type": event_type,
+        "url": job["webhook"]["url"],
+        "created_at": int(now),
+        "status": "pending",
+        "attempts": [],
+        "next_attempt_at": now,
         "data": data,
     }
     pipe.set(keys.webhook_delivery(delivery_id), dumps(delivery))
     pipe.zadd(keys.job_deliveries(job["id"]), {delivery_id: now})
     pipe.zadd(keys.webhook_outbox(), {delivery_id: now})
     return delivery_id
-
