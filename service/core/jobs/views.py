@@ -35,6 +35,7 @@ PUBLIC_FIELDS = (
     "test_file",
     "prepare",
     "updated_at",
+    "tenant",
 )
 
 
