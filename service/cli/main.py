@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from service.cli.jobs import jobs
 from service.cli.keys import keys
 from service.cli.prepare import prepare
 
@@ -14,5 +15,6 @@ def main() -> None:
     """Tuneline: fine-tuning jobs as a service."""
 
 
+main.add_command(jobs)
 main.add_command(keys)
 main.add_command(prepare)
