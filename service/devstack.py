@@ -97,6 +97,7 @@ def main() -> None:
     os.environ.setdefault("TUNELINE_WEBHOOK_ALLOW_LOOPBACK", "1")
     os.environ.setdefault("TUNELINE_POLL_INTERVAL_S", "2")
     os.environ.setdefault("TUNELINE_SANDBOX_TIME_SCALE", "0.3")
+    os.environ.setdefault("TUNELINE_METRICS_ENABLED", "1")
     try:
         os.environ["TUNELINE_REDIS_URL"] = _start_redis(procs)
         settings = Settings.from_env()
