@@ -115,6 +115,14 @@ def _job_dict(job: Any) -> dict[str, Any]:
     return job.to_dict() if hasattr(job, "to_dict") else dict(job)
 
 
+def _show(job: Any, as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
+    found = _job_dict(job)
+    if as_json:
+        _echo_json(found)
+    else:
+        human(found)
+
+
 def _describe(job: dict[str, Any]) -> None:
     for name in (
         "id",
@@ -247,11 +255,7 @@ def list_(
 @_api_errors
 def get(job_id: str, as_json: bool) -> None:
     """Show one job."""
-    job = _job_dict(Remote().sdk().fine_tuning.jobs.retrieve(job_id))
-    if as_json:
-        _echo_json(job)
-    else:
-        _describe(job)
+    _show(Remote().sdk().fine_tuning.jobs.retrieve(job_id), as_json, _describe)
 
 
 @jobs.command("cancel")
@@ -260,11 +264,11 @@ def get(job_id: str, as_json: bool) -> None:
 @_api_errors
 def cancel(job_id: str, as_json: bool) -> None:
     """Cancel a job in any non-terminal stage."""
-    job = _job_dict(Remote().sdk().fine_tuning.jobs.cancel(job_id))
-    if as_json:
-        _echo_json(job)
-    else:
-        click.echo(f"{job['id']} is {job['status']}.")
+    _show(
+        Remote().sdk().fine_tuning.jobs.cancel(job_id),
+        as_json,
+        lambda job: click.echo(f"{job['id']} is {job['status']}."),
+    )
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -13,17 +13,10 @@ from click.testing import CliRunner
 
 from service.cli.main import main
 from tests.api.test_ops_api import png_size
-from tests.integration.test_jobs_e2e import Hooks, sdk, upload_processed
+from tests.integration.test_jobs_e2e import sdk, upload_processed
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def hooks():
-    h = Hooks()
-    yield h
-    h.server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 
 from service.api.base import StrictSchema
+from service.api.jobs.schemas import JobErrorSchema
 
 _COUNTS = {"keys": ma.fields.String(), "values": ma.fields.Integer()}
 
@@ -30,14 +31,11 @@ class OldestJobSchema(ma.Schema):
 
 
 class FailureSchema(ma.Schema):
-    class Meta:
-        unknown = ma.INCLUDE
-
     id = ma.fields.String(required=True)
     created_at = ma.fields.Integer(required=True)
     finished_at = ma.fields.Integer(allow_none=True)
     provider = ma.fields.String()
-    error = ma.fields.Dict(allow_none=True)
+    error = ma.fields.Nested(JobErrorSchema, allow_none=True)
 
 
 class StatsSchema(ma.Schema):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 PREFIX = "tl"
+ALL_TENANTS = "*all"  # the every-tenant scope of indexes and counters (not a valid tenant name)
 
 
 def api_key(key_id: str) -> str:
@@ -26,7 +27,7 @@ def files_by_tenant(tenant: str) -> str:
 
 
 def files_all() -> str:
-    return f"{PREFIX}:files:*all"
+    return f"{PREFIX}:files:{ALL_TENANTS}"
 
 
 def file_report(file_id: str) -> str:
@@ -46,7 +47,7 @@ def jobs_by_tenant(tenant: str) -> str:
 
 
 def jobs_all() -> str:
-    return f"{PREFIX}:jobs:*all"
+    return f"{PREFIX}:jobs:{ALL_TENANTS}"
 
 
 def job_events(job_id: str) -> str:
@@ -67,9 +68,6 @@ def job_lock(job_id: str) -> str:
 
 def job_attempts(job_id: str, stage: str) -> str:
     return f"{PREFIX}:job:{job_id}:attempts:{stage}"
-
-
-ALL_TENANTS = "*all"  # the scope of the every-tenant counters (not a valid tenant name)
 
 
 def stats_counts(scope: str) -> str:
