@@ -137,3 +137,23 @@ def set_fields(store: Store, job_id: str, **fields: Any) -> dict[str, Any] | Non
         return job
 
     return repo.update(store, job_id, change)
+
+
+def record_checkpoint(store: Store, job_id: str, checkpoint: dict[str, Any]) -> bool:
+    """Keep a new checkpoint, with its event and the opt-in ``fine_tuning.job.checkpoint`` webhook.
+
+    Returns False when a checkpoint of that step is already stored. The event (and webhook) is
+    written before the checkpoint: a crash in between repeats them on the next sync (webhooks
+    are at-least-once) instead of losing them.
+    """
+    step = int(checkpoint["step_number"])
+    if repo.has_checkpoint(store, job_id, step):
+        return False
+    record_event(
+        store,
+        job_id,
+        f"Checkpoint created at step {step}",
+        data={"step": step, "checkpoint": checkpoint["id"]},
+        webhook=(signing.EVENT_CHECKPOINT, {"checkpoint": checkpoint}),
+    )
+    return repo.put_checkpoint(store, job_id, checkpoint)

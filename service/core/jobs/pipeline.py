@@ -24,7 +24,6 @@ from service.core.jobs.usecases import fine_tuned_model_name
 from service.core.providers.base import CreateJobRequest, Provider, ProviderError
 from service.core.store import Store, ratelimit
 from service.core.store import jobs as repo
-from service.core.webhooks import signing
 from service.settings import Settings
 
 log = logging.getLogger("tuneline.pipeline")
@@ -475,18 +474,7 @@ def _sync_checkpoints(ctx: PipelineContext, job: dict[str, Any], provider: Provi
             "step_number": cp.step_number,
             "metrics": {"step": cp.step_number, **cp.metrics},
         }
-        if repo.has_checkpoint(ctx.store, job["id"], cp.step_number):
-            continue
-        # Event (and webhook) first, then the checkpoint: a crash in between repeats the event on
-        # the next poll (webhooks are at-least-once) instead of losing it.
-        lifecycle.record_event(
-            ctx.store,
-            job["id"],
-            f"Checkpoint created at step {cp.step_number}",
-            data={"step": cp.step_number, "checkpoint": record["id"]},
-            webhook=(signing.EVENT_CHECKPOINT, {"checkpoint": record}),
-        )
-        repo.put_checkpoint(ctx.store, job["id"], record)
+        lifecycle.record_checkpoint(ctx.store, job["id"], record)
 
 
 # --- finalize ----------------------------------------------------------------------------------
