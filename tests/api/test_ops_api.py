@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -208,3 +210,12 @@ def test_loss_curve_png(client, store, settings, make_key):
         "invalid_request_error",
         "format",
     )
+
+
+def test_building_the_app_does_not_import_matplotlib(settings):
+    """The PNG route imports matplotlib on first use; the API starts without it."""
+    code = (
+        "import sys; from service.app import create_app; from service.settings import Settings; "
+        "create_app(Settings(env='test')); sys.exit('matplotlib' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0
