@@ -69,11 +69,18 @@ async function route() {
   }
   setChrome(true, section);
   fill(main, h("p", { class: "muted" }, "Loading…"));
+  let cleanup = null;
   try {
-    current.cleanup = await view.render(main, { params, query, signal: controller.signal, path });
+    cleanup = await view.render(main, { params, query, signal: controller.signal, path });
   } catch (err) {
     if (err.name === "AbortError") return;
     throw err;
+  }
+  // A view that finished rendering after the user moved on must not keep its timers running.
+  if (controller.signal.aborted) {
+    if (typeof cleanup === "function") cleanup();
+  } else {
+    current.cleanup = cleanup;
   }
 }
 

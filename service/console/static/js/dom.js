@@ -1,4 +1,4 @@
-// Small DOM and formatting helpers. Text always goes in through textContent, never innerHTML.
+// Small DOM and formatting helpers. Text always goes in as text nodes, never parsed as HTML.
 
 /** h("a", {href: "#/"}, "text", child) builds an element; attributes starting with "on" are listeners. */
 export function h(tag, attrs = {}, ...children) {

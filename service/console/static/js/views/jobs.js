@@ -77,7 +77,7 @@ export async function render(main, { query, signal }) {
         page.data.map((job) => recentActivity(job, signal).catch(() => null)));
       const now = nowSeconds();
       const stuckSeconds = loadSettings().stuckMinutes * 60;
-      const showTenant = isOps || page.data.some((j) => j.tenant);
+      const showTenant = isOps || page.data.some((j) => j.tenant) || new Set(page.data.map((j) => j.organization_id)).size > 1;
       const columns = ["Job", "Status", "Stage", "Provider", "Model", "Progress", "Age", "Cost estimate"];
       if (showTenant) columns.push("Tenant");
       fill(results, table(
