@@ -156,6 +156,7 @@ def main() -> None:
 
         run_demo(base, token, settings)
         print(f"\nAPI:     {base}  (OpenAPI: {base}/openapi.json)")
+        print(f"Console: {base}/console/  (sign in with the key below)")
         print(f"API key: {token}")
         print("Ctrl-C stops everything.", flush=True)
         while all(p.poll() is None for p in procs):

@@ -28,6 +28,26 @@ MODEL = "gpt-4o-mini-2024-07-18"
 EXPECT_S = 30_000  # ms: a polling page sees a change within its refresh period; this is the ceiling
 
 
+# Landmarks, one h1, and an accessible name for every control (a label, aria-label or text).
+A11Y_PROBLEMS = """() => {
+  const problems = [];
+  for (const sel of ["header[role=banner]", "main", "footer[role=contentinfo]"]) {
+    if (!document.querySelector(sel)) problems.push(`missing landmark ${sel}`);
+  }
+  if (document.querySelectorAll("h1").length !== 1) problems.push("not exactly one h1");
+  if (!document.documentElement.lang) problems.push("no lang attribute");
+  for (const el of document.querySelectorAll("input, select, textarea")) {
+    const labelled = (el.labels && el.labels.length) || el.getAttribute("aria-label");
+    if (!labelled) problems.push(`unlabelled ${el.id || el.name}`);
+  }
+  for (const el of document.querySelectorAll("button, a[href]")) {
+    const name = (el.getAttribute("aria-label") || el.textContent || "").trim();
+    if (!name && el.offsetParent !== null) problems.push(`unnamed: ${el.outerHTML.slice(0, 80)}`);
+  }
+  return problems;
+}"""
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if shutil.which("chromium") is None or not Path(CHROMIUM).exists():
@@ -78,6 +98,9 @@ class Console:
         return page
 
     def shot(self, name: str) -> None:
+        """Save a screenshot for reviewers, after checking the page's basic accessibility."""
+        problems = self.page.evaluate(A11Y_PROBLEMS)
+        assert not problems, (name, problems)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(SCREENSHOTS / f"console-{name}.png"), full_page=True)
 
@@ -187,7 +210,9 @@ def test_sign_in_rejects_invalid_and_revoked_keys(console, stack):
 
 def test_job_goes_from_queued_to_succeeded_without_reload(console, stack, tenant_a):
     # Scaled by the stack's 0.02 sandbox time scale: ~8 s queued, then 10 steps of 0.5 s.
-    job_id = create_job(tenant_a, {"queued_s": 400, "step_s": 25, "steps": 10}, prepare={"split": {"validation": 0.1}})
+    job_id = create_job(
+        tenant_a, {"queued_s": 400, "step_s": 25, "steps": 10}, prepare={"split": {"validation": 0.1}}
+    )
     wait_until(lambda: api_status(tenant_a, job_id) == "queued", 30, interval=0.2, what="job queued")
     c = console()
     page = c.sign_in(tenant_a["token"])
@@ -237,7 +262,10 @@ def test_file_report_groups_line_numbered_findings_and_shows_chinese(console, st
     assert page.get_by_text(name).is_visible()
     font_stack = page.get_by_text(name).evaluate("el => getComputedStyle(el).fontFamily")
     assert "Noto Sans CJK SC" in font_stack and "WenQuanYi Micro Hei" in font_stack  # CJK fallbacks
-    assert page.locator("#token-stats").is_visible() and "o200k_base" in page.locator("#token-stats").inner_text()
+    assert (
+        page.locator("#token-stats").is_visible()
+        and "o200k_base" in page.locator("#token-stats").inner_text()
+    )
     assert MODEL in page.locator("#cost-estimate").inner_text()
     c.shot("file-report")
     phone = console(phone=True)
@@ -268,7 +296,9 @@ def test_stuck_job_is_highlighted_and_cancel_works(console, stack, tenant_a):
 def test_redeliver_a_disabled_webhook(console, stack, tenant_a):
     receiver = Receiver([410, 200])  # 410 disables the URL; the manual redelivery then succeeds
     try:
-        job_id = create_job(tenant_a, {"validating_s": 0, "queued_s": 0, "steps": 3}, webhook={"url": receiver.url})
+        job_id = create_job(
+            tenant_a, {"validating_s": 0, "queued_s": 0, "steps": 3}, webhook={"url": receiver.url}
+        )
         token = tenant_a["token"]
 
         def deliveries() -> list[dict[str, Any]]:
