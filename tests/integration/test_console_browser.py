@@ -359,6 +359,8 @@ def test_overview_for_an_ops_key(console, stack, tenant_a):
     assert int(status.locator('li[data-key="failed"] .n').inner_text()) >= 1
     page.get_by_role("heading", name="Recent failures").wait_for()
     page.locator(f"#overview a[href='#/jobs/{failed}']").wait_for()  # another tenant's failure
+    queues = page.locator('[aria-labelledby="h-queues"]').inner_text()
+    assert "provider" in queues and "webhooks" in queues  # queue depths: ops only
     c.shot("overview")
     other_token = stack.key()
     other = {"token": other_token, "client": sdk(stack, other_token)}
@@ -368,6 +370,12 @@ def test_overview_for_an_ops_key(console, stack, tenant_a):
     for job_id in (failed, other_job):  # ops see every tenant's jobs, with a tenant column
         page.locator(f'tr[data-job-id="{job_id}"]').wait_for()
     page.get_by_role("columnheader", name="Tenant").wait_for()
+    other_tenant = other["client"].fine_tuning.jobs.retrieve(other_job).organization_id
+    page.get_by_label("Tenant").fill(other_tenant)
+    page.get_by_role("button", name="Apply filters").click()
+    page.locator(f'tr[data-job-id="{failed}"]').wait_for(state="detached")
+    assert page.locator(f'tr[data-job-id="{other_job}"]').is_visible()
+    c.shot("jobs-list-ops-tenant")
     phone = console(phone=True)
     phone.sign_in(stack.key("ops-team", role="ops")).get_by_role("link", name="Jobs").click()
     phone.page.locator("tr[data-job-id]").first.wait_for()

@@ -129,7 +129,7 @@ export async function render(main, { query, signal }) {
     h("h1", {}, "Jobs"),
     form,
     h("div", { class: "toolbar" },
-      h("span", {}, auto, " ", h("label", { for: "auto-refresh", class: "inline" }, `Auto-refresh every ${settings.refreshSeconds} s`)),
+      h("span", { class: "check" }, auto, h("label", { for: "auto-refresh", class: "inline" }, `Auto-refresh every ${settings.refreshSeconds} s`)),
       h("button", { type: "button", class: "secondary", onclick: () => load() }, "Refresh now"),
       updated,
       h("a", { href: "#/settings" }, "Settings")),
