@@ -232,6 +232,7 @@ def test_job_goes_from_queued_to_succeeded_without_reload(console, stack, tenant
     log.get_by_text(f"The job has successfully completed: ft:{MODEL}").wait_for()  # streamed live
     assert page.evaluate("window.__noReload") is True
     assert "team: 研究部" in page.locator("#job-summary").inner_text()  # Chinese metadata as text
+    assert "No evaluation for this job." in page.locator("#evaluation").inner_text()
     loss = page.locator('figure[data-chart="Loss"]')
     loss.locator(".chart-box canvas").wait_for()
     page.wait_for_function(

@@ -57,6 +57,33 @@ function flatten(obj, prefix = "", out = []) {
   return out;
 }
 
+const MEASURES = ["exact_match", "char_f1", "rouge_l", "bleu", "examples", "answered", "errors"];
+
+/** The held-out evaluation: summary against the base model, then the first answers. */
+function evaluation(ev) {
+  const mono = (text) => h("span", { class: "mono" }, text);
+  const head = h("p", {}, "Status: ", badge(ev.status),
+    ev.model ? [" · model ", mono(ev.model)] : null,
+    ev.baseline_model ? [" · baseline ", mono(ev.baseline_model)] : null);
+  const raw = h("details", {}, h("summary", {}, "Raw evaluation JSON"), h("pre", { class: "json" }, JSON.stringify(ev, null, 2)));
+  if (!("metrics" in ev) && !Array.isArray(ev.data)) {
+    const rows = flatten(ev).filter(([k]) => !["object", "status", "job_id"].includes(k));
+    return [head, table(null, ["Measure", "Value"], rows, { empty: "The evaluation has no figures yet.", numeric: [1] }), raw];
+  }
+  const summaryTable = ev.metrics
+    ? table("Summary (means; BLEU 0-100)", ["Measure", "Fine-tuned", "Base model"],
+      MEASURES.filter((m) => ev.metrics[m] !== undefined)
+        .map((m) => [m, num(ev.metrics[m]), ev.baseline ? num(ev.baseline[m]) : "—"]), { numeric: [1, 2] })
+    : h("p", { class: "muted" }, "No figures yet.");
+  const examples = (ev.data || []).map((x) => [String(x.index), x.prompt, x.reference,
+    x.error ? `error: ${x.error.message || x.error.code || ""}` : x.answer ?? "—", num(x.char_f1),
+    x.baseline ? x.baseline.answer ?? "—" : "—"]);
+  return [head, summaryTable,
+    examples.length ? [h("h3", {}, `Answers${ev.has_more ? ` (first ${examples.length} of ${ev.examples})` : ""}`),
+      table(null, ["#", "Prompt", "Reference", "Answer", "char F1", "Base model answer"], examples, { numeric: [0, 4] })] : null,
+    raw];
+}
+
 export async function render(main, { params, signal }) {
   const jobId = params[0];
   const base = `/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}`;
@@ -176,13 +203,11 @@ export async function render(main, { params, signal }) {
 
   async function refreshEvaluation() {
     try {
-      const ev = await api(`${base}/evaluation`, { signal });
-      evaluationFound = true;
-      fill(evaluationBox,
-        ev.status ? h("p", {}, "Status: ", badge(ev.status)) : null,
-        table(null, ["Measure", "Value"], flatten(ev).filter(([k]) => !["object", "status", "job_id"].includes(k)),
-          { empty: "The evaluation has no figures yet.", numeric: [1] }),
-        h("details", {}, h("summary", {}, "Raw evaluation JSON"), h("pre", { class: "json" }, JSON.stringify(ev, null, 2))));
+      const ev = await api(url(`${base}/evaluation`, { limit: 20 }), { signal });
+      evaluationFound = ["completed", "failed", "not_run"].includes(ev.status);
+      fill(evaluationBox, ev.status === "not_run"
+        ? h("p", { class: "muted" }, "No evaluation for this job.", h("span", { class: "detail" }, " (status not_run: no held-out test data)"))
+        : evaluation(ev));
     } catch (err) {
       if (err.name === "AbortError") return;
       if (err instanceof ApiError && err.status === 404) fill(evaluationBox, h("p", { class: "muted" }, "No evaluation for this job."));
