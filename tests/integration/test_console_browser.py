@@ -383,11 +383,16 @@ def test_overview_for_an_ops_key(console, stack, tenant_a):
         page.locator(f'tr[data-job-id="{job_id}"]').wait_for()
     page.get_by_role("columnheader", name="Tenant").wait_for()
     other_tenant = other["client"].fine_tuning.jobs.retrieve(other_job).organization_id
-    page.get_by_label("Tenant").fill(other_tenant)
+    page.get_by_role("textbox", name="Tenant").fill(other_tenant)
     page.get_by_role("button", name="Apply filters").click()
     page.locator(f'tr[data-job-id="{failed}"]').wait_for(state="detached")
     assert page.locator(f'tr[data-job-id="{other_job}"]').is_visible()
     c.shot("jobs-list-ops-tenant")
+    page.get_by_role("link", name="Overview").click()
+    page.get_by_role("textbox", name="Tenant").fill(other_tenant)
+    page.get_by_role("button", name="Show").click()
+    page.get_by_role("heading", name=f"Overview: {other_tenant}").wait_for()
+    page.get_by_text("1 job in total.").wait_for()  # only that tenant's one job
     phone = console(phone=True)
     phone.sign_in(stack.key("ops-team", role="ops")).get_by_role("link", name="Jobs").click()
     phone.page.locator("tr[data-job-id]").first.wait_for()

@@ -43,7 +43,19 @@ export async function render(main, { signal, query }) {
   document.title = "Overview · Tuneline console";
   const box = h("div", { id: "overview" });
   const updated = h("span", { class: "muted", role: "status" });
-  fill(main, h("h1", {}, "Overview"), h("div", { class: "toolbar" }, updated), box);
+  let filter = null;
+  if (currentRole() === "ops") {
+    filter = h("form", { class: "filters", role: "search", "aria-label": "Choose a tenant" },
+      h("div", { class: "field" }, h("label", { for: "overview-tenant" }, "Tenant"),
+        h("input", { id: "overview-tenant", type: "text", value: query.tenant || "", placeholder: "all tenants", autocomplete: "off" })),
+      h("button", { type: "submit", class: "secondary" }, "Show"));
+    filter.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const tenant = filter.querySelector("input").value.trim();
+      location.hash = tenant ? `#/?tenant=${encodeURIComponent(tenant)}` : "#/";
+    });
+  }
+  fill(main, h("h1", {}, query.tenant ? `Overview: ${query.tenant}` : "Overview"), filter, h("div", { class: "toolbar" }, updated), box);
   let timer = null;
 
   async function load() {
