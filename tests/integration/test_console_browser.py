@@ -209,9 +209,9 @@ def test_sign_in_rejects_invalid_and_revoked_keys(console, stack):
 
 
 def test_job_goes_from_queued_to_succeeded_without_reload(console, stack, tenant_a):
-    # Scaled by the stack's 0.02 sandbox time scale: ~8 s queued, then 10 steps of 0.5 s.
+    # Scaled by the stack's 0.02 sandbox time scale: ~12 s queued, then 10 steps of 0.5 s.
     job_id = create_job(
-        tenant_a, {"queued_s": 400, "step_s": 25, "steps": 10}, prepare={"split": {"validation": 0.1}}
+        tenant_a, {"queued_s": 600, "step_s": 25, "steps": 10}, prepare={"split": {"validation": 0.1}}
     )
     wait_until(lambda: api_status(tenant_a, job_id) == "queued", 30, interval=0.2, what="job queued")
     c = console()
