@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +16,8 @@ from openai import OpenAI
 
 from service.core import auth
 from tests.conftest import SHARED_DATA
-from tests.support.procs import REPO, free_port, wait_until
+from tests.integration.conftest import Hooks
+from tests.support.procs import REPO, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -157,33 +156,6 @@ def api_status(tenant: dict[str, Any], job_id: str) -> str:
     return tenant["client"].fine_tuning.jobs.retrieve(job_id).status
 
 
-class Receiver:
-    """A webhook receiver answering the given status codes in turn (the last one repeats)."""
-
-    def __init__(self, codes: list[int]) -> None:
-        self.codes = codes
-        self.requests: list[dict[str, str]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                receiver.requests.append({k.lower(): v for k, v in self.headers.items()})
-                code = receiver.codes[min(len(receiver.requests), len(receiver.codes)) - 1]
-                self.send_response(code)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/hook"
-
-
 def test_sign_in_rejects_invalid_and_revoked_keys(console, stack):
     c = console()
     page = c.open()
@@ -306,7 +278,7 @@ def test_stuck_job_is_highlighted_and_cancel_works(console, stack, tenant_a):
 
 
 def test_redeliver_a_disabled_webhook(console, stack, tenant_a):
-    receiver = Receiver([410, 200])  # 410 disables the URL; the manual redelivery then succeeds
+    receiver = Hooks([410, 200])  # 410 disables the URL; the manual redelivery then succeeds
     try:
         job_id = create_job(
             tenant_a, {"validating_s": 0, "queued_s": 0, "steps": 3}, webhook={"url": receiver.url}
@@ -331,8 +303,8 @@ def test_redeliver_a_disabled_webhook(console, stack, tenant_a):
         page.get_by_role("button", name=f"Redeliver {delivery_id}").click()
         page.get_by_text(f"Delivery {delivery_id} queued again").wait_for()
         page.locator(f'#deliveries tr[data-delivery-id="{delivery_id}"][data-status="delivered"]').wait_for()
-        assert len(receiver.requests) == 2
-        assert receiver.requests[0]["webhook-id"] == receiver.requests[1]["webhook-id"]
+        assert len(receiver.received) == 2
+        assert receiver.received[0][0]["webhook-id"] == receiver.received[1][0]["webhook-id"]
         c.shot("job-webhook-redelivered")
     finally:
         receiver.server.shutdown()
