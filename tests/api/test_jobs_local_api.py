@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,7 +11,10 @@ from service.core import preparation, tasknames
 from tests.api.test_files import assert_error, auth, upload
 
 CHAT = b"".join(
-    f'{{"messages": [{{"role": "user", "content": "问题{i}"}}, {{"role": "assistant", "content": "回答{i}"}}]}}\n'.encode()
+    json.dumps(
+        {"messages": [{"role": "user", "content": f"问题{i}"}, {"role": "assistant", "content": f"回答{i}"}]}
+    ).encode()
+    + b"\n"
     for i in range(12)
 )
 
