@@ -9,7 +9,7 @@ from pathlib import Path
 
 from openai import OpenAI
 
-from service.demo.run import SAMPLE, _wait_ready
+from service.demo.run import SAMPLE, _wait_ready, follow_job
 
 MODEL_DIR = Path("var/models/demo")
 
@@ -45,16 +45,6 @@ def run_local_demo(base: str, token: str) -> None:
         extra_body={"provider": "local"},
     )
     print(f"local demo: created {job.id} on provider local; following its events")
-    seen: set[str] = set()
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        for event in reversed(client.fine_tuning.jobs.list_events(job.id, limit=50).data):
-            if event.id not in seen:
-                seen.add(event.id)
-                print(f"local demo:   [{event.level}] {event.message}")
-        job = client.fine_tuning.jobs.retrieve(job.id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            break
-        time.sleep(1)
+    job = follow_job(client, job.id, "local demo", 900)
     print(f"local demo: job {job.id} {job.status}; fine-tuned model {job.fine_tuned_model}")
     print(f"local demo: metrics at {base}/v1/fine_tuning/jobs/{job.id}/metrics?format=csv")
