@@ -6,6 +6,7 @@ import click
 
 from service.cli.jobs import jobs
 from service.cli.keys import keys
+from service.cli.models import models
 from service.cli.prepare import prepare
 
 
@@ -17,4 +18,5 @@ def main() -> None:
 
 main.add_command(jobs)
 main.add_command(keys)
+main.add_command(models)
 main.add_command(prepare)

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx2
 import standardwebhooks
 from openai import OpenAI
+from openai.types.fine_tuning import FineTuningJob
 
 from service.settings import Settings
 
@@ -59,6 +60,21 @@ class _Receiver:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 
+def follow_job(client: OpenAI, job_id: str, label: str, timeout_s: float) -> FineTuningJob:
+    """Print a job's events as they come until it ends (or ``timeout_s``); return the job."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for event in reversed(client.fine_tuning.jobs.list_events(job_id, limit=50).data):
+            if event.id not in seen:
+                seen.add(event.id)
+                print(f"{label}:   [{event.level}] {event.message}")
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
+            return job
+        time.sleep(1)
+
+
 def run_demo(base: str, token: str, settings: Settings) -> None:
     _wait_ready(base)
     client = OpenAI(base_url=base + "/v1", api_key=token, max_retries=2)
@@ -84,17 +100,7 @@ def run_demo(base: str, token: str, settings: Settings) -> None:
         extra_body={"provider": settings.provider_default, "webhook": {"url": receiver.url}},
     )
     print(f"demo: created {job.id} on provider {settings.provider_default}; following its events")
-    seen: set[str] = set()
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        for event in reversed(client.fine_tuning.jobs.list_events(job.id, limit=50).data):
-            if event.id not in seen:
-                seen.add(event.id)
-                print(f"demo:   [{event.level}] {event.message}")
-        job = client.fine_tuning.jobs.retrieve(job.id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            break
-        time.sleep(1)
+    job = follow_job(client, job.id, "demo", 300)
     print(f"demo: job {job.id} {job.status}; fine-tuned model {job.fine_tuned_model}")
     if job.status == "succeeded":
         _print_metrics(base, token, job.id)
