@@ -306,10 +306,34 @@ class Sandbox:
         self.clock = clock or SystemClock()
         self.sleep = sleep
 
+    # ---- injected slowness and account-wide faults ---------------------------------------
+
+    def _slow(self, operation: str, slow_ms: int) -> None:
+        """Hold the request open ``slow_ms``, counted in ``_stats.slow_in_flight`` meanwhile (so a
+        caller can see that its request is in flight, e.g. to kill a worker inside a call)."""
+        if not slow_ms:
+            return
+        self.store.r.hincrby(keys.sandbox_slow_in_flight(), operation, 1)
+        try:
+            self.sleep(min(int(slow_ms), MAX_SLOW_MS) / 1000.0)
+        finally:
+            self.store.r.hincrby(keys.sandbox_slow_in_flight(), operation, -1)
+
+    def account_faults(self) -> dict[str, Any]:
+        """Faults that apply to the whole sandbox account (the per-job ones are in ``sandbox``)."""
+        raw = loads(self.store.r.get(keys.sandbox_account_faults()))  # type: ignore[arg-type]
+        return {"object": "sandbox.faults", "upload_slow_ms": int((raw or {}).get("upload_slow_ms", 0))}
+
+    def set_account_faults(self, faults: Mapping[str, Any]) -> dict[str, Any]:
+        slow = min(_non_negative_int(faults.get("upload_slow_ms", 0), "upload_slow_ms"), MAX_SLOW_MS)
+        self.store.r.set(keys.sandbox_account_faults(), dumps({"upload_slow_ms": slow}))
+        return self.account_faults()
+
     # ---- files ---------------------------------------------------------------------------
 
     def create_file(self, spool: HashingSpool, filename: str, purpose: str) -> dict[str, Any]:
-        """Keep an upload; sandbox files are ``processed`` at once."""
+        """Keep an upload; sandbox files are ``processed`` at once (after any account-wide slowness)."""
+        self._slow("files.create", self.account_faults()["upload_slow_ms"])
         if purpose not in FILE_PURPOSES:
             spool.discard()
             raise InvalidRequest(f"Invalid purpose {purpose!r}.", param="purpose", code="invalid_purpose")
@@ -370,7 +394,9 @@ class Sandbox:
         if record is None:
             raise NotFound(f"No such File object: {file_id}", param="id", code="file_not_found")
         if record.get("result_of"):
-            return self._result_bytes(self._load_job(record["result_of"]))
+            job = self._load_job(record["result_of"])
+            self._slow("files.content", int(job["sandbox"].get("slow_ms") or 0))
+            return self._result_bytes(job)
         return (self.dir / file_id).read_bytes()
 
     # ---- jobs: create --------------------------------------------------------------------
@@ -388,6 +414,7 @@ class Sandbox:
         if header_fault == "create-429":
             raise RateLimited(f"{TAG} Injected rate limit on create.", headers={"Retry-After": "1"})
         faults = Faults.parse(body.get("sandbox"))
+        self._slow("jobs.create", faults.slow_ms)
         metadata = {str(k): str(v) for k, v in dict(body.get("metadata") or {}).items()}
         tuneline_job = metadata.get("tuneline_job_id")
         attempt = 0
@@ -535,12 +562,11 @@ class Sandbox:
         pipe.set(keys.sandbox_file(file_id), dumps(record), nx=True)
         pipe.zadd(keys.sandbox_files(), {file_id: job["finished_at"] * 1000}, nx=True)
 
-    def _apply_read_faults(self, job_id: str) -> None:
+    def _apply_read_faults(self, job_id: str, operation: str) -> None:
         """Injected slowness, 429s and 500s for the next N reads of a job, in that order."""
         job = self._load_job(job_id)
         faults = job["sandbox"]
-        if faults.get("slow_ms"):
-            self.sleep(min(int(faults["slow_ms"]), MAX_SLOW_MS) / 1000.0)
+        self._slow(operation, int(faults.get("slow_ms") or 0))
         if (
             faults.get("rate_limit_count")
             and int(
@@ -571,7 +597,7 @@ class Sandbox:
         pipe.lpush(keys.sandbox_job_reads(), repr(self.clock.now()))
         pipe.ltrim(keys.sandbox_job_reads(), 0, JOB_READS_KEPT - 1)
         pipe.execute()
-        self._apply_read_faults(job_id)
+        self._apply_read_faults(job_id, "jobs.retrieve")
         return self.public_job(self._refresh(job_id))
 
     def list_jobs(
@@ -636,6 +662,7 @@ class Sandbox:
             "metadata": job["metadata"],
             "method": job["method"],
             "user_provided_suffix": job["suffix"],
+            "terminal_at": _terminal_at(job, tl),
         }
 
     # ---- events, checkpoints, results ----------------------------------------------------
@@ -658,7 +685,7 @@ class Sandbox:
         return out
 
     def list_events(self, job_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        self._apply_read_faults(job_id)
+        self._apply_read_faults(job_id, "jobs.events")
         job = self._refresh(job_id)
         items = [
             {
@@ -680,7 +707,7 @@ class Sandbox:
         after: str | None,
         limit: int,
     ) -> tuple[list[dict[str, Any]], bool]:
-        self._apply_read_faults(job_id)
+        self._apply_read_faults(job_id, "jobs.checkpoints")
         job = self._refresh(job_id)
         tl = timeline_of(job, self.scale)
         reached = _reached_step(job, tl, self.clock.now())
@@ -789,12 +816,14 @@ class Sandbox:
 
     def stats(self) -> dict[str, Any]:
         by_job = self.store.r.hgetall(keys.sandbox_creates_by_tuneline_job())
+        in_flight = self.store.r.hgetall(keys.sandbox_slow_in_flight())
         return {
             "creates": int(self.store.r.get(keys.sandbox_counter("creates")) or 0),  # type: ignore[arg-type]
-            "creates_by_tuneline_job": {k: int(v) for k, v in by_job.items()},
+            "creates_by_tuneline_job": {k: int(v) for k, v in by_job.items()},  # type: ignore[union-attr]
             # Wall-clock times of the latest job retrieves (a provider poll each), oldest first.
-            "job_reads": [float(t) for t in reversed(self.store.r.lrange(keys.sandbox_job_reads(), 0, -1))],
-        }  # type: ignore[union-attr]
+            "job_reads": [float(t) for t in reversed(self.store.r.lrange(keys.sandbox_job_reads(), 0, -1))],  # type: ignore[union-attr]
+            "slow_in_flight": {k: int(v) for k, v in in_flight.items() if int(v)},  # type: ignore[union-attr]
+        }
 
 
 def _timeline_events(job: Mapping[str, Any], tl: Timeline) -> list[Event]:
@@ -835,6 +864,17 @@ def _failure_event(job: Mapping[str, Any], at: float) -> Event:
     stage = job["sandbox"]["fail_at"]
     message = (job["sandbox"].get("error") or {}).get("message", DEFAULT_ERRORS[stage][1])
     return Event(at, "error", f"{TAG} Job failed at {stage}: {message}")
+
+
+def _terminal_at(job: Mapping[str, Any], tl: Timeline) -> float | None:
+    """When the simulated job reached its terminal status (epoch seconds, sub-second precision)."""
+    if job["status"] == "cancelled":
+        return float(job["cancelled_at"])
+    if job["status"] == "failed":
+        return float(job["created_at_f"] + (tl.fail_at or 0.0))
+    if job["status"] == "succeeded":
+        return float(job["created_at_f"] + tl.end)
+    return None
 
 
 def _reached_step(job: Mapping[str, Any], tl: Timeline, now: float) -> int:

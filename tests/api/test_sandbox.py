@@ -196,6 +196,7 @@ def test_ambiguous_create_header_and_stats(client, hdr):
         "creates": 0,
         "creates_by_tuneline_job": {},
         "job_reads": [],
+        "slow_in_flight": {},
     }
     ambiguous = create(client, hdr, headers={"X-Sandbox-Fault": "create-timeout-after-create"}, metadata=meta)
     assert_error(ambiguous, 500, "server_error")
@@ -205,7 +206,29 @@ def test_ambiguous_create_header_and_stats(client, hdr):
         "creates": 1,
         "creates_by_tuneline_job": {"ftjob-amb": 1},
         "job_reads": [],
+        "slow_in_flight": {},
     }
+
+
+def test_account_faults_route(client, hdr):
+    assert client.get("/sandbox/v1/_faults", headers=hdr).json == {
+        "object": "sandbox.faults",
+        "upload_slow_ms": 0,
+    }
+    r = client.put("/sandbox/v1/_faults", headers=hdr, json={"upload_slow_ms": 200})
+    assert r.status_code == 200 and r.json["upload_slow_ms"] == 200
+    assert_error(
+        client.put("/sandbox/v1/_faults", headers=hdr, json={"upload_slow_ms": -5}),
+        400,
+        "invalid_request_error",
+    )
+    assert_error(
+        client.put("/sandbox/v1/_faults", headers=hdr, json={"nope": 1}), 400, "invalid_request_error"
+    )
+    started = time.monotonic()
+    create(client, hdr)  # uploads a training file first
+    assert time.monotonic() - started >= 0.2
+    client.put("/sandbox/v1/_faults", headers=hdr, json={"upload_slow_ms": 0})
 
 
 def test_cancel(client, hdr):

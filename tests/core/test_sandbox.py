@@ -170,7 +170,7 @@ def test_read_faults_then_recovery(sb, clock, tmp_path, sleeps):
     with pytest.raises(SandboxServerError):
         sb.list_events(job["id"], None, 10)
     assert sb.get_job(job["id"])["status"] == "validating_files"
-    assert sleeps == [10.0] * 4  # slow_ms is capped at 10 s
+    assert sleeps == [10.0] * 5  # the create and four reads; slow_ms is capped at 10 s
 
 
 def test_create_faults_and_stats(sb, tmp_path):
@@ -178,12 +178,17 @@ def test_create_faults_and_stats(sb, tmp_path):
     body = {"model": "gpt-4o-mini-2024-07-18", "training_file": train, "metadata": {"tuneline_job_id": "j1"}}
     with pytest.raises(SandboxServerError):
         sb.create_job(body, "create-500")
-    assert sb.stats() == {"creates": 0, "creates_by_tuneline_job": {}, "job_reads": []}
+    assert sb.stats() == {"creates": 0, "creates_by_tuneline_job": {}, "job_reads": [], "slow_in_flight": {}}
     with pytest.raises(SandboxServerError):
         sb.create_job(body, "create-timeout-after-create")
     found, _ = sb.list_jobs(None, 10, {"tuneline_job_id": "j1"})
     assert len(found) == 1  # the ambiguous create did create: look before creating again
-    assert sb.stats() == {"creates": 1, "creates_by_tuneline_job": {"j1": 1}, "job_reads": []}
+    assert sb.stats() == {
+        "creates": 1,
+        "creates_by_tuneline_job": {"j1": 1},
+        "job_reads": [],
+        "slow_in_flight": {},
+    }
     with pytest.raises(InvalidRequest):
         sb.create_job(body, "create-nonsense")
 
@@ -275,3 +280,59 @@ def test_completions_only_for_trained_models(sb, clock, tmp_path):
     for bad in ("gpt-4o-mini-2024-07-18", model + "x", "ft:x:sandbox::nope"):
         with pytest.raises(NotFound):
             sb.completion(bad, "hi")
+
+
+def test_slow_calls_are_counted_in_flight_while_held_open(store, tmp_path, clock):
+    """slow_ms holds create, reads and the result file open; _stats shows each call while it sleeps."""
+    seen: list[dict[str, int]] = []
+    sb = Sandbox(
+        store,
+        tmp_path,
+        time_scale=1.0,
+        clock=clock,
+        sleep=lambda s: seen.append(sb.stats()["slow_in_flight"]),
+    )
+    job = create(sb, tmp_path, sandbox={"slow_ms": 2000, "steps": 2})
+    sb.get_job(job["id"])
+    sb.list_events(job["id"], None, 10)
+    sb.list_checkpoints(job["id"], None, 10)
+    clock.advance(100)
+    done = sb.get_job(job["id"])
+    sb.file_content(done["result_files"][0])
+    assert seen == [
+        {"jobs.create": 1},
+        {"jobs.retrieve": 1},
+        {"jobs.events": 1},
+        {"jobs.checkpoints": 1},
+        {"jobs.retrieve": 1},
+        {"files.content": 1},
+    ]
+    assert sb.stats()["slow_in_flight"] == {}  # released after each call
+
+
+def test_account_wide_slow_uploads(sb, tmp_path, sleeps):
+    assert sb.account_faults() == {"object": "sandbox.faults", "upload_slow_ms": 0}
+    upload(sb, tmp_path)
+    assert sleeps == []
+    assert sb.set_account_faults({"upload_slow_ms": 60_000})["upload_slow_ms"] == 10_000  # capped
+    upload(sb, tmp_path)
+    assert sleeps == [10.0]
+    with pytest.raises(InvalidRequest):
+        sb.set_account_faults({"upload_slow_ms": -1})
+    sb.set_account_faults({})
+    upload(sb, tmp_path)
+    assert sleeps == [10.0]
+
+
+def test_terminal_at_is_when_the_simulated_job_ended(sb, clock, tmp_path):
+    job = create(sb, tmp_path, sandbox={"steps": 3})
+    created = clock.now()
+    assert job["terminal_at"] is None
+    clock.advance(2.5)
+    assert sb.get_job(job["id"])["terminal_at"] is None
+    clock.advance(100)
+    # 2 s validating + 2 s queued + 3 steps of 1 s, whenever it is read afterwards.
+    assert sb.get_job(job["id"])["terminal_at"] == pytest.approx(created + 7.0)
+    cancelled = create(sb, tmp_path)
+    clock.advance(1.25)
+    assert sb.cancel_job(cancelled["id"])["terminal_at"] == pytest.approx(clock.now())

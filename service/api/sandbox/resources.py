@@ -1,9 +1,10 @@
 """Sandbox routes: OpenAI's Files, Fine-tuning and completions shapes, served by Tuneline itself.
 
 Auth is the sandbox's own key (``TUNELINE_SANDBOX_API_KEY``), not a Tuneline key. Fault
-injection: the ``sandbox`` object on job create (see ``SandboxFaultsSchema``) and, for create
-itself, the ``X-Sandbox-Fault`` header: ``create-500`` (nothing created), ``create-429``, and
-``create-timeout-after-create`` (the job is created, then the answer is a 500).
+injection: the ``sandbox`` object on job create (see ``SandboxFaultsSchema``), for create
+itself the ``X-Sandbox-Fault`` header: ``create-500`` (nothing created), ``create-429``, and
+``create-timeout-after-create`` (the job is created, then the answer is a 500); and account-wide
+faults (slow uploads) set with ``PUT /sandbox/v1/_faults``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from service.api.base import CursorArgsSchema, MetadataFilterArgsSchema, list_bo
 from service.api.files.schemas import FileListArgsSchema, FileUploadSchema
 from service.api.openai_objects import OpenAIFileSchema
 from service.api.sandbox.schemas import (
+    SandboxAccountFaultsSchema,
     SandboxChatCompletionCreateSchema,
     SandboxCheckpointListSchema,
     SandboxCompletionCreateSchema,
@@ -170,5 +172,19 @@ class SandboxCompletions(MethodView):
 class SandboxStats(MethodView):
     @blp.response(200, SandboxStatsSchema)
     def get(self) -> Any:
-        """Sandbox: create counters, so tests can prove exactly-once."""
+        """Sandbox: create counters (tests prove exactly-once) and requests held open by slowness."""
         return sandbox().stats()
+
+
+@blp.route("/_faults")
+class SandboxAccountFaults(MethodView):
+    @blp.response(200, SandboxAccountFaultsSchema)
+    def get(self) -> Any:
+        """Sandbox: the account-wide fault injection in force."""
+        return sandbox().account_faults()
+
+    @blp.arguments(SandboxAccountFaultsSchema)
+    @blp.response(200, SandboxAccountFaultsSchema)
+    def put(self, body: dict[str, Any]) -> Any:
+        """Sandbox: set account-wide fault injection (e.g. slow uploads); replaces what was set."""
+        return sandbox().set_account_faults(body)

@@ -46,7 +46,11 @@ class SandboxFaultsSchema(StrictSchema):
     )
     slow_ms = ma.fields.Integer(
         validate=ma.validate.Range(min=0),
-        metadata={"description": "Every read of the job sleeps this long first (capped at 10 s)."},
+        metadata={
+            "description": "Every call about the job (create, retrieve, events, checkpoints, its result "
+            "file's content) sleeps this long first (capped at 10 s); `_stats.slow_in_flight` counts "
+            "the calls held open."
+        },
     )
     result_base64 = ma.fields.Boolean(
         metadata={"description": "Serve the result file base64-wrapped, as OpenAI does."}
@@ -122,6 +126,13 @@ class SandboxJobSchema(ma.Schema):
     metadata = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String(), allow_none=True)
     method = ma.fields.Dict()
     user_provided_suffix = ma.fields.String(allow_none=True)
+    terminal_at = ma.fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "Sandbox extension: when the simulated job reached its terminal status "
+            "(epoch seconds, sub-second precision); null until then."
+        },
+    )
 
 
 SandboxJobListSchema = list_schema(SandboxJobSchema, "SandboxJobList")
@@ -142,6 +153,27 @@ class SandboxStatsSchema(ma.Schema):
         ma.fields.Float(),
         required=True,
         metadata={"description": "Times (unix seconds) of the latest job retrieves, oldest first."},
+    )
+    slow_in_flight = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.Integer(),
+        required=True,
+        metadata={
+            "description": "Requests now held open by injected slowness, by operation "
+            "(`files.create`, `files.content`, `jobs.create`, `jobs.retrieve`, `jobs.events`, "
+            "`jobs.checkpoints`); operations with none are left out."
+        },
+    )
+
+
+class SandboxAccountFaultsSchema(StrictSchema):
+    object = ma.fields.Constant("sandbox.faults", dump_only=True)
+    upload_slow_ms = ma.fields.Integer(
+        validate=ma.validate.Range(min=0),
+        load_default=0,
+        metadata={
+            "description": "Every file upload sleeps this long first (capped at 10 s); 0 turns it off."
+        },
     )
 
 

@@ -148,6 +148,16 @@ def sandbox_read_fault(job_id: str, kind: str) -> str:
     return f"{PREFIX}:sandbox:job:{job_id}:fault:{kind}"
 
 
+def sandbox_slow_in_flight() -> str:
+    """Hash: sandbox operation -> requests now held open by injected slowness."""
+    return f"{PREFIX}:sandbox:slow_in_flight"
+
+
+def sandbox_account_faults() -> str:
+    """JSON: fault injection for the whole sandbox account (e.g. slow uploads)."""
+    return f"{PREFIX}:sandbox:account_faults"
+
+
 def sandbox_creates_by_tuneline_job() -> str:
     """Hash: Tuneline job id -> sandbox jobs created for it (tests prove exactly-once)."""
     return f"{PREFIX}:sandbox:creates_by_tuneline_job"
