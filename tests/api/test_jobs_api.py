@@ -15,3 +15,55 @@ def test_metadata_filters_reject_nested_keys(client, make_key):
         "invalid_request_error",
         "metadata",
     )
+
+
+def test_job_get_body_is_what_the_schema_would_dump(client, make_key, store):
+    """GET /v1/fine_tuning/jobs/{id} sends public_job as is (no schema dump, for speed): in every
+    state, dumping the body through JobSchema must not change it, and another tenant gets 404."""
+    from service.api.jobs.schemas import JobSchema
+    from service.core.jobs import lifecycle, states
+    from service.core.store import jobs as repo
+    from tests.bench.job_get import job_record
+
+    token = make_key("acme")
+    job = job_record("acme")
+    repo.insert(store, job, job["created_at"] * 1000)
+    url = f"/v1/fine_tuning/jobs/{job['id']}"
+    steps = [
+        (states.VALIDATING, "provider_validating", {"provider_job_id": "ftjob-p1", "provider_status": "x"}),
+        (states.RUNNING, "training", {"estimated_finish": 1_900_000_000}),
+        (
+            states.SUCCEEDED,
+            "done",
+            {"fine_tuned_model": "ft:m:acme::x", "result_files": ["file-r"], "trained_tokens": 1234},
+        ),
+    ]
+    bodies = [client.get(url, headers=auth(token)).json]
+    for status, stage, updates in steps:
+        lifecycle.transition(store, job["id"], status, stage, "step", updates=updates)
+        bodies.append(client.get(url, headers=auth(token)).json)
+    failed = job_record("acme")
+    repo.insert(store, failed, failed["created_at"] * 1000)
+    lifecycle.transition(
+        store,
+        failed["id"],
+        states.FAILED,
+        "done",
+        "failed",
+        updates={"error": {"code": "invalid_training_file", "message": "bad", "param": "training_file"}},
+    )
+    bodies.append(client.get(f"/v1/fine_tuning/jobs/{failed['id']}", headers=auth(token)).json)
+    for body in bodies:
+        assert JobSchema().dump(body) == body
+    assert [b["status"] for b in bodies] == [
+        "validating_files",
+        "validating_files",
+        "running",
+        "succeeded",
+        "failed",
+    ]
+    assert (
+        bodies[-2]["fine_tuned_model"] == "ft:m:acme::x"
+        and bodies[-1]["error"]["code"] == "invalid_training_file"
+    )
+    assert_error(client.get(url, headers=auth(make_key("other"))), 404, "not_found_error")

@@ -3,6 +3,8 @@
     make bench                                   # full sizes (about 5-8 minutes on 2 cores)
     .venv/bin/python -m tests.bench.run_all --quick   # smaller sizes (or TUNELINE_BENCH_QUICK=1)
     .venv/bin/python -m tests.bench.run_all --only upload --out -   # one benchmark, to stdout
+    .venv/bin/python -m tests.bench.run_all --only pipeline --jobs 1000 --merge
+        # one benchmark; its section replaces the same section of docs/benchmarks.md
 
 Everything runs on 127.0.0.1 against private processes (its own redis-server on a free port,
 its own gunicorns); nothing is asserted on timings.
@@ -21,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench import datasets, job_get, upload
+from tests.bench import datasets, job_get, pipeline, upload, webhooks
 from tests.bench.common import Options, machine
 from tests.support.procs import REPO
 
@@ -29,6 +31,8 @@ BENCHMARKS: dict[str, Callable[[Options], str]] = {
     "upload": upload.run,
     "job_get": job_get.run,
     "datasets": datasets.run,
+    "pipeline": pipeline.run,
+    "webhooks": webhooks.run,
 }
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 
@@ -58,6 +62,28 @@ def header(command: str, quick: bool, ran: list[str], seconds: float) -> str:
     )
 
 
+def section_key(section: str) -> str:
+    """A section's identity: its ``## `` title up to the first ':' or '(' (sizes may differ)."""
+    title = section.lstrip().splitlines()[0]
+    return title.split(":")[0].split("(")[0].strip()
+
+
+def merge(path: Path, sections: list[str], note: str) -> str:
+    """The existing document with these sections replaced (or appended) and a dated note added
+    to its header, so one benchmark can be rerun without rerunning the others."""
+    old = path.read_text(encoding="utf-8") if path.exists() else header("make bench", False, [], 0.0)
+    head, _, rest = old.partition("\n## ")
+    parts = [("## " + p).rstrip() + "\n" for p in rest.split("\n## ")] if rest else []
+    for section in sections:
+        key = section_key(section)
+        at = next((i for i, p in enumerate(parts) if section_key(p) == key), None)
+        if at is None:
+            parts.append(section.rstrip() + "\n")
+        else:
+            parts[at] = section.rstrip() + "\n"
+    return head.rstrip() + "\n" + note + "\n\n" + "\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tuneline benchmarks")
     parser.add_argument(
@@ -75,9 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         help="markdown file to write ('-' for stdout only); default docs/benchmarks.md "
         "when every benchmark runs, stdout only with --only",
     )
+    parser.add_argument("--jobs", type=int, default=None, help="job count of the pipeline benchmark")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the sections that ran in docs/benchmarks.md (or --out), keep the others",
+    )
     args = parser.parse_args(argv)
+    if args.jobs:
+        os.environ["TUNELINE_BENCH_JOBS"] = str(args.jobs)
     names = args.only or list(BENCHMARKS)
-    out = args.out or ("-" if args.only else str(DEFAULT_OUT))
+    out = args.out or ("-" if args.only and not args.merge else str(DEFAULT_OUT))
     command = (
         "make bench"
         if os.environ.get("MAKELEVEL") and argv is None and sys.argv[1:] == []
@@ -111,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
             print(section, flush=True)
             sections.append(section)
     doc = header(command, args.quick, names, time.monotonic() - started) + "\n" + "\n".join(sections)
+    if args.merge and out != "-":
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        note = (
+            f"- Updated {now}: `{command}` reran {', '.join(names)} "
+            f"({time.monotonic() - started:.0f} s; machine load average "
+            f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end)"
+        )
+        doc = merge(Path(out), sections, note)
     if out != "-":
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(doc, encoding="utf-8")
