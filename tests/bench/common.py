@@ -65,13 +65,21 @@ def service_env(redis: RedisServer, data_dir: Path, **extra: str) -> dict[str, s
 
 
 def start_gunicorn(
-    app_spec: str, env: Mapping[str, str], port: int, log: Path, workers: int, threads: int = 4
+    app_spec: str,
+    env: Mapping[str, str],
+    port: int,
+    log: Path,
+    workers: int,
+    threads: int = 4,
+    chdir: Path | None = None,
 ) -> Proc:
     """gunicorn with the same arguments as ``tests.support.procs.start_api`` (gthread, access log
-    on), for any WSGI app, so Tuneline and the bare app are served identically."""
+    on), for any WSGI app, so Tuneline and the bare app are served identically; ``chdir`` serves
+    the app from another checkout (imports resolve there first)."""
     proc = Proc(
         [
             str(VENV_BIN / "gunicorn"),
+            *(["--chdir", str(chdir)] if chdir else []),
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
@@ -98,6 +106,16 @@ def start_gunicorn(
 
 def worker_pids(master_pid: int) -> list[int]:
     return [p.pid for p in psutil.Process(master_pid).children(recursive=True)]
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds used so far by these processes (gone ones count 0)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
 
 
 def rss_of(pids: Iterable[int]) -> int:

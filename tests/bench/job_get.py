@@ -5,18 +5,25 @@ on); the load generator (``wrk`` when installed, else a Python thread pool) runs
 at concurrency 16 against each target in turn, alternating the order every repetition; the table
 reports medians. Tuneline's ``/healthz`` (same app, no auth, no Redis) is measured too, to split
 framework/middleware cost from auth + Redis + schema cost.
+
+``BENCH_BEFORE_TREE=/path/to/other/checkout`` adds that checkout's Tuneline as a fourth target in
+the same run (same Redis, job and key; its own gunicorn with ``--chdir`` there), so an
+optimisation is measured side by side with the code before it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -25,7 +32,7 @@ from service.core import auth, ids
 from service.core.jobs import states
 from service.core.store import Store
 from service.core.store import jobs as repo
-from tests.bench.common import Options, median, service_env, start_gunicorn
+from tests.bench.common import Options, cpu_seconds, median, service_env, start_gunicorn, worker_pids
 from tests.support.procs import Proc, RedisServer, base_env, free_port
 
 CONCURRENCY = 16
@@ -38,6 +45,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms_per_req: float = float("nan")
 
 
 def job_record(tenant: str) -> dict[str, Any]:
@@ -141,6 +149,29 @@ def load_python(url: str, headers: dict[str, str], seconds: float) -> Result:
     )
 
 
+def in_process_cpu(reps: int, requests: int) -> dict[str, list[dict[str, Any]]]:
+    """``profile_job_get.py`` figures for this checkout and, with BENCH_BEFORE_TREE, that one,
+    alternating, each in a fresh interpreter."""
+    script = Path(__file__).with_name("profile_job_get.py")
+    trees = {"now": None, "before": os.environ.get("BENCH_BEFORE_TREE")}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(reps):
+        for name, tree in trees.items():
+            if name == "before" and not tree:
+                continue
+            env = {**os.environ, "PYTHONPATH": tree} if tree else dict(os.environ)
+            proc = subprocess.run(
+                [sys.executable, str(script), "--requests", str(requests)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=env,
+                check=True,
+            )
+            out.setdefault(name, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
 def run(opts: Options) -> str:
     seconds = 3.0 if opts.quick else 10.0
     reps = 3
@@ -180,14 +211,42 @@ def run(opts: Options) -> str:
             "bare": (f"{bare}/v1/fine_tuning/jobs/{job['id']}", {"Authorization": auth_h["Authorization"]}),
             "healthz": (f"{tl}/healthz", {}),
         }
+        before_tree = os.environ.get("BENCH_BEFORE_TREE")
+        if before_tree:
+            before_port = free_port()
+            before_env = {**env, "TUNELINE_PORT": str(before_port), "PYTHONPATH": before_tree}
+            procs.append(
+                start_gunicorn(
+                    "service.wsgi:app",
+                    before_env,
+                    before_port,
+                    work / "before.log",
+                    workers=2,
+                    chdir=Path(before_tree),
+                )
+            )
+            before_url = f"http://127.0.0.1:{before_port}/v1/fine_tuning/jobs/{job['id']}"
+            httpx2.get(before_url, headers=auth_h).raise_for_status()
+            targets["before"] = (before_url, auth_h)
         for url, headers in targets.values():  # warm every worker and connection path
             load(url, headers, 1.0)
+        # Server CPU per request (gunicorn processes + redis-server): unlike req/s, it hardly
+        # depends on what else the shared machine is doing.
+        servers = {"tuneline": procs[0], "bare": procs[1], "healthz": procs[0]}
+        if "before" in targets:
+            servers["before"] = procs[2]
         results: dict[str, list[Result]] = {name: [] for name in targets}
         order = list(targets)
         for rep in range(reps):
             for name in order[rep % len(order) :] + order[: rep % len(order)]:
                 url, headers = targets[name]
-                results[name].append(load(url, headers, seconds))
+                pids = [servers[name].pid, *worker_pids(servers[name].pid)]
+                if redis.proc is not None:
+                    pids.append(redis.proc.pid)
+                cpu = cpu_seconds(pids)
+                result = load(url, headers, seconds)
+                result.cpu_ms_per_req = (cpu_seconds(pids) - cpu) * 1000 / max(1.0, result.rps * seconds)
+                results[name].append(result)
     finally:
         for proc in procs:
             proc.stop()
@@ -213,6 +272,8 @@ def run(opts: Options) -> str:
         "bare": "bare Flask route, same JSON body, same gunicorn arguments",
         "healthz": "Tuneline `GET /healthz` (same app; no auth, no Redis)",
     }
+    if "before" in results:
+        labels["before"] = f"the same route served by `{os.environ.get('BENCH_BEFORE_TREE')}` (before)"
     out = [
         "## Job GET throughput (issue 4)",
         "",
@@ -222,8 +283,9 @@ def run(opts: Options) -> str:
         f"medians shown. The load generator shares the machine's CPUs with the server. "
         f"Response body {len(resp.content)} bytes (Tuneline) vs {len(bare_resp.content)} bytes (bare).",
         "",
-        "| target | req/s (median) | p50 ms | p99 ms | ratio to bare | runs req/s | errors |",
-        "|---|---:|---:|---:|---:|---|---:|",
+        "| target | req/s (median) | p50 ms | p99 ms | ratio to bare | runs req/s | errors "
+        "| server CPU ms/req |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     bare_rps = med("bare", "rps")
     for name, label in labels.items():
@@ -231,7 +293,45 @@ def run(opts: Options) -> str:
         errs = sum(r.errors for r in results[name])
         out.append(
             f"| {label} | {med(name, 'rps'):.0f} | {med(name, 'p50_ms'):.2f} | "
-            f"{med(name, 'p99_ms'):.2f} | {med(name, 'rps') / bare_rps:.2f} | {runs} | {errs} |"
+            f"{med(name, 'p99_ms'):.2f} | {med(name, 'rps') / bare_rps:.2f} | {runs} | {errs} | "
+            f"{med(name, 'cpu_ms_per_req'):.2f} |"
+        )
+    if "before" in results:
+        before_paired = [t.rps / b.rps for t, b in zip(results["before"], results["bare"], strict=True)]
+        out += [
+            "",
+            f"Before (same run): median per-repetition ratio to bare **{median(before_paired):.2f}** "
+            f"(runs: {', '.join(f'{x:.2f}' for x in before_paired)}); p99 {med('before', 'p99_ms'):.2f} ms "
+            f"before vs {med('tuneline', 'p99_ms'):.2f} ms now.",
+        ]
+    cpu_line = (
+        f"Server CPU per request (gunicorn master + workers + redis-server, user + system, median): "
+        f"Tuneline {med('tuneline', 'cpu_ms_per_req'):.2f} ms, bare {med('bare', 'cpu_ms_per_req'):.2f} ms: "
+        f"CPU ratio bare/Tuneline **{med('bare', 'cpu_ms_per_req') / med('tuneline', 'cpu_ms_per_req'):.2f}**"
+    )
+    if "before" in results:
+        cpu_line += (
+            f"; before {med('before', 'cpu_ms_per_req'):.2f} ms (ratio "
+            f"{med('bare', 'cpu_ms_per_req') / med('before', 'cpu_ms_per_req'):.2f})"
+        )
+    out += ["", cpu_line + ". Less sensitive to the machine's other load than req/s."]
+    cpu = in_process_cpu(3, 1000 if opts.quick else 3000)
+    out += [
+        "",
+        "In-process CPU per request (`tests/bench/profile_job_get.py`: Flask test client, no sockets to the "
+        "client, this process's CPU time + redis-server's; 3 fresh interpreters per checkout, alternating; "
+        "medians):",
+        "",
+        "| checkout | job GET µs | /healthz µs | bare Flask µs | bare / job GET |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, runs in cpu.items():
+        job_us = median(r["job_get_us"] for r in runs)
+        bare_us = median(r["bare_us"] for r in runs)
+        label = "this checkout" if name == "now" else f"`{os.environ.get('BENCH_BEFORE_TREE')}` (before)"
+        out.append(
+            f"| {label} (hiredis {'on' if runs[0].get('hiredis') else 'off'}) | {job_us:.0f} | "
+            f"{median(r['healthz_us'] for r in runs):.0f} | {bare_us:.0f} | {bare_us / job_us:.2f} |"
         )
     out += [
         "",

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from service.core import files, ids, tasknames
+from service.core import auth, files, ids, tasknames
 from service.core.auth import Principal
 from service.core.datasets import default_epochs, resolve_model
 from service.core.datasets.models import training_cost_usd
@@ -185,7 +185,19 @@ def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -
 
 
 def get_job(store: Store, principal: Principal, job_id: str) -> dict[str, Any]:
-    job = repo.load(store, job_id)
+    return _readable(principal, repo.load(store, job_id), job_id)
+
+
+def authenticate_and_get_job(
+    store: Store, token: str | None, job_id: str
+) -> tuple[Principal, dict[str, Any]]:
+    """The hottest read: the caller's key and the job in one Redis round trip, then the same
+    checks as ``auth.authenticate`` and ``get_job`` (401, then 404 for another tenant's job)."""
+    principal, (job,) = auth.authenticate_and_load(store, token, [repo.key(job_id)])
+    return principal, _readable(principal, job, job_id)
+
+
+def _readable(principal: Principal, job: dict[str, Any] | None, job_id: str) -> dict[str, Any]:
     if job is None or not principal.can_read(job["tenant"]):
         raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id", code="job_not_found")
     return job

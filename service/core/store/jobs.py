@@ -9,6 +9,11 @@ from service.core.store import keys, stats
 from service.core.store.base import Change, Pipeline, Store, dumps, loads
 
 
+def key(job_id: str) -> str:
+    """The key of a job's record (for reads batched with other keys, e.g. ``Store.load_many``)."""
+    return keys.job(job_id)
+
+
 def load(store: Store, job_id: str) -> dict[str, Any] | None:
     job: dict[str, Any] | None = loads(store.r.get(keys.job(job_id)))  # type: ignore[arg-type]
     return job
