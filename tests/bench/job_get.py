@@ -268,7 +268,7 @@ def run(opts: Options) -> str:
         else f"a Python thread pool ({CONCURRENCY} threads, keep-alive `httpx2` clients; `wrk` not installed)"
     )
     labels = {
-        "tuneline": "Tuneline `GET /v1/fine_tuning/jobs/{id}` (auth + Redis + schema + request log)",
+        "tuneline": "Tuneline `GET /v1/fine_tuning/jobs/{id}` (auth + one Redis round trip + request log)",
         "bare": "bare Flask route, same JSON body, same gunicorn arguments",
         "healthz": "Tuneline `GET /healthz` (same app; no auth, no Redis)",
     }
