@@ -45,6 +45,7 @@ def run(opts: Options, jobs: int | None = None, deliveries: int | None = None) -
             TUNELINE_ENV="test",
             TUNELINE_WEBHOOK_ALLOW_LOOPBACK="1",
             TUNELINE_POLL_INTERVAL_S="0.5",
+            TUNELINE_POLL_RATE_PER_S="0",  # jobs finish sooner; deliveries do not depend on it
             TUNELINE_SANDBOX_TIME_SCALE="0.05",
         ) as stack:
             file_id = stack.upload(training_data())
