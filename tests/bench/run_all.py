@@ -1,6 +1,7 @@
 """Run every benchmark and write ``docs/benchmarks.md``.
 
-    make bench                                   # full sizes (about 5-8 minutes on 2 cores)
+    make bench                                   # full sizes (about 12-20 minutes on 2 cores)
+    .venv/bin/python -m tests.bench.run_all --only pipeline --jobs 100 --merge   # a smaller pipeline run
     .venv/bin/python -m tests.bench.run_all --quick   # smaller sizes (or TUNELINE_BENCH_QUICK=1)
     .venv/bin/python -m tests.bench.run_all --only upload --out -   # one benchmark, to stdout
     .venv/bin/python -m tests.bench.run_all --only pipeline --jobs 1000 --merge
@@ -43,7 +44,7 @@ def header(command: str, quick: bool, ran: list[str], seconds: float) -> str:
         [
             "# Benchmarks",
             "",
-            "Reproduce with `make bench` (full sizes, about 5-8 minutes) or "
+            "Reproduce with `make bench` (full sizes, about 12-20 minutes) or "
             "`.venv/bin/python -m tests.bench.run_all --quick` (smaller sizes; also "
             "`TUNELINE_BENCH_QUICK=1`). The harness lives in `tests/bench/` (one module per benchmark); "
             "each benchmark starts its own redis-server on a free port and its own gunicorn processes, "
