@@ -145,13 +145,19 @@ class _LooseSchema(ma.Schema):
         unknown = ma.INCLUDE
 
 
-class SandboxChatCompletionCreateSchema(_LooseSchema):
+class _SandboxSamplingSchema(_LooseSchema):
     model = ma.fields.String(required=True)
+    max_tokens = ma.fields.Integer(allow_none=True, validate=ma.validate.Range(min=1))
+    stop = ma.fields.Raw(allow_none=True, metadata={"description": "A string or a list of strings."})
+    stream = ma.fields.Boolean(allow_none=True)
+    stream_options = ma.fields.Dict(allow_none=True)
+
+
+class SandboxChatCompletionCreateSchema(_SandboxSamplingSchema):
     messages = ma.fields.List(ma.fields.Dict(), required=True, validate=ma.validate.Length(min=1))
 
 
-class SandboxCompletionCreateSchema(_LooseSchema):
-    model = ma.fields.String(required=True)
+class SandboxCompletionCreateSchema(_SandboxSamplingSchema):
     prompt = ma.fields.Raw(required=True, metadata={"description": "A string or a list of strings."})
 
 

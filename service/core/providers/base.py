@@ -75,6 +75,26 @@ class CreateJobRequest:
     extra_body: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class CompletionRequest:
+    """One inference call: chat ``messages`` or a text ``prompt`` (exactly one is set)."""
+
+    model: str
+    messages: list[dict[str, Any]] | None
+    prompt: str | None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    stop: list[str] | None = None
+
+
+@dataclass
+class CompletionResult:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class Provider(Protocol):
     name: str
     account: str  # identifies the provider account, for file reuse and rate limits
@@ -88,4 +108,4 @@ class Provider(Protocol):
     def list_checkpoints(self, job_id: str) -> list[ProviderCheckpoint]: ...
     def cancel(self, job_id: str) -> ProviderJob: ...
     def result_metrics(self, file_id: str) -> list[dict[str, Any]]: ...
-    def complete(self, model: str, body: dict[str, Any], chat: bool) -> dict[str, Any]: ...
+    def complete(self, request: CompletionRequest) -> CompletionResult: ...
