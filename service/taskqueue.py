@@ -8,6 +8,7 @@ from kombu import Queue
 # Task names live in the framework-free core (which enqueues them); re-exported for workers.
 from service.core.tasknames import (
     JOB_CANCEL,
+    JOB_EVALUATE,
     JOB_FINALIZE,
     JOB_POLL,
     JOB_PREPARE,
@@ -29,6 +30,8 @@ ROUTES = {
     JOB_SUBMIT: "provider",
     JOB_FINALIZE: "provider",
     JOB_CANCEL: "provider",
+    # Evaluation mostly waits on provider (or infer-queue) answers; it holds its own lease.
+    JOB_EVALUATE: "provider",
     JOB_POLL: "poll",
     POLL_SCAN: "poll",
     WEBHOOK_DELIVER: "webhooks",

@@ -16,12 +16,11 @@ from flask.views import MethodView
 from service.api import base
 from service.api.base import CursorArgsSchema, MetadataFilterArgsSchema, list_body, services
 from service.api.files.schemas import FileListArgsSchema, FileUploadSchema
-from service.api.openai_objects import OpenAIFileSchema
+from service.api.openai_objects import CompletionSchema, OpenAIFileSchema
 from service.api.sandbox.schemas import (
     SandboxChatCompletionCreateSchema,
     SandboxCheckpointListSchema,
     SandboxCompletionCreateSchema,
-    SandboxCompletionSchema,
     SandboxEventListSchema,
     SandboxFileListSchema,
     SandboxJobCreateSchema,
@@ -152,7 +151,7 @@ class SandboxJobCheckpoints(MethodView):
 @blp.route("/chat/completions")
 class SandboxChatCompletions(MethodView):
     @blp.arguments(SandboxChatCompletionCreateSchema)
-    @blp.response(200, SandboxCompletionSchema)
+    @blp.response(200, CompletionSchema)
     @blp.alt_response(
         200, description="With stream=true: chunks as SSE", content_type="text/event-stream", success=True
     )
@@ -167,7 +166,7 @@ class SandboxChatCompletions(MethodView):
 @blp.route("/completions")
 class SandboxCompletions(MethodView):
     @blp.arguments(SandboxCompletionCreateSchema)
-    @blp.response(200, SandboxCompletionSchema)
+    @blp.response(200, CompletionSchema)
     @blp.alt_response(
         200, description="With stream=true: chunks as SSE", content_type="text/event-stream", success=True
     )

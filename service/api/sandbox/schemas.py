@@ -159,13 +159,3 @@ class SandboxChatCompletionCreateSchema(_SandboxSamplingSchema):
 
 class SandboxCompletionCreateSchema(_SandboxSamplingSchema):
     prompt = ma.fields.Raw(required=True, metadata={"description": "A string or a list of strings."})
-
-
-class SandboxCompletionSchema(ma.Schema):
-    id = ma.fields.String(required=True)
-    object = ma.fields.String(required=True, metadata={"enum": ["chat.completion", "text_completion"]})
-    created = ma.fields.Integer(required=True)
-    model = ma.fields.String(required=True)
-    system_fingerprint = ma.fields.String()
-    choices = ma.fields.List(ma.fields.Dict(), required=True)
-    usage = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())

@@ -69,7 +69,9 @@ def api_error(exc: ProviderError, model: str) -> TunelineError:
     message = f"The provider failed to answer for {model}: {exc.message}"
     if exc.status == 404:
         return NotFound(
-            f"The model '{model}' is no longer available at its provider.", param="model", code="model_not_found"
+            f"The model '{model}' is no longer available at its provider.",
+            param="model",
+            code="model_not_found",
         )
     if exc.status == 429:
         retry = {"Retry-After": f"{exc.retry_after:g}"} if exc.retry_after is not None else {}
