@@ -75,6 +75,26 @@ class CreateJobRequest:
     extra_body: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class CompletionRequest:
+    """One inference call: chat ``messages`` or a text ``prompt`` (exactly one is set)."""
+
+    model: str
+    messages: list[dict[str, Any]] | None
+    prompt: str | None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    stop: list[str] | None = None
+
+
+@dataclass
+class CompletionResult:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class Provider(Protocol):
     name: str
     account: str  # identifies the provider account, for file reuse and rate limits
