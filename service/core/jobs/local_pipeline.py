@@ -163,6 +163,7 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> str | None:
         job_dir(ctx.settings, job_id) / "train.log",
     )
     log.info("training child started", extra={"job_id": job_id, "pid": child.pid, "resume": resume})
+    lifecycle.set_fields(ctx.store, job_id, local_child={"pid": child.pid, "device": ctx.device_id})
     run = _Run(ctx, job, child)
     try:
         stopped = _supervise(ctx, run, token)
@@ -327,7 +328,7 @@ def _conclude(ctx: TrainingContext, run: _Run, code: int) -> str | None:
         fail_job(ctx.store, job_id, "training_failed", _crash_message(run, code))
         return None
     out = output_dir(ctx.settings, job_id)
-    result = out / "result.csv"
+    result = Path(run.finished.get("result_file") or out / "result.csv")
     updates: dict[str, Any] = {
         "local_model_dir": str(run.finished.get("model_dir") or out / "model"),
         "trained_tokens": run.finished.get("trained_tokens"),
