@@ -77,7 +77,7 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]], trained: list[bo
     trained = trained if trained is not None else [m["role"] == "assistant" for m in messages]
     full = _render(tokenizer, messages)
     spans: list[tuple[int, int]] = []
-    for index, message in enumerate(messages):
+    for index in range(len(messages)):
         if not trained[index]:
             continue
         before = _render(tokenizer, messages[:index], add_generation_prompt=True) if index else ""

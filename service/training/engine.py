@@ -3,6 +3,7 @@ protocol lines, checkpoint and resume, save the final model and ``result.csv``."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -38,10 +39,8 @@ def setup_torch(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads or default_threads())
-    try:
+    with contextlib.suppress(RuntimeError):  # already set once in this process
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set once in this process
-        pass
 
 
 def pick_device(requested: str) -> str:

@@ -46,10 +46,6 @@ def smollm2_path() -> Path | None:
     return None
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or os.sep in name.strip("/").split("/", 1)[-1]
-
-
 def resolve(name: str) -> ModelSource:
     """Map a spec's ``base_model`` to a loadable source; raises ``model_not_found``."""
     if name.lower() == SMOLLM2_ALIAS:
