@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 PROVIDERS = ("openai", "azure", "sandbox", "local")
+TRAIN_DEVICES = ("auto", "cpu", "cuda")
 ENVIRONMENTS = ("production", "development", "test")
 
 
@@ -70,6 +72,13 @@ class Settings:
     azure_openai_endpoint: str = ""
     azure_openai_api_key: str = field(default="", repr=False)
     azure_openai_api_version: str = "2024-10-21"
+    # Local trainer (DESIGN §6): the training worker's lease, restarts and device.
+    train_lease_s: int = 60
+    train_max_restarts: int = 3
+    train_device: str = "auto"
+    train_threads: int = 0  # 0: the library's default
+    train_python: str = ""  # interpreter for the training child; default: the worker's own
+    infer_timeout_s: int = 120
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -108,6 +117,18 @@ class Settings:
             values["visibility_timeout_s"] = _int(
                 "TUNELINE_VISIBILITY_TIMEOUT_S", get("VISIBILITY_TIMEOUT_S"), 1
             )
+        for name, minimum in (
+            ("TRAIN_LEASE_S", 2),
+            ("TRAIN_MAX_RESTARTS", 0),
+            ("TRAIN_THREADS", 0),
+            ("INFER_TIMEOUT_S", 1),
+        ):
+            if f"TUNELINE_{name}" in env:
+                values[name.lower()] = _int(f"TUNELINE_{name}", get(name), minimum)
+        if "TUNELINE_TRAIN_DEVICE" in env:
+            values["train_device"] = get("TRAIN_DEVICE").strip().lower()
+        if "TUNELINE_TRAIN_PYTHON" in env:
+            values["train_python"] = get("TRAIN_PYTHON")
         if "TUNELINE_STUCK_AFTER_S" in env:
             values["stuck_after_s"] = _int("TUNELINE_STUCK_AFTER_S", get("STUCK_AFTER_S"), 1)
         if "TUNELINE_EVAL_CONCURRENCY" in env:
@@ -135,6 +156,10 @@ class Settings:
             )
         if self.eval_rate_per_s <= 0:
             raise SettingsError(f"TUNELINE_EVAL_RATE_PER_S must be > 0, got {self.eval_rate_per_s}")
+        if self.train_device not in TRAIN_DEVICES and not re.fullmatch(r"cuda:\d+", self.train_device):
+            raise SettingsError(
+                f"TUNELINE_TRAIN_DEVICE must be auto, cpu, cuda or cuda:N, got {self.train_device!r}"
+            )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(f"TUNELINE_REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
         if self.env == "production" and not self.secret_key:

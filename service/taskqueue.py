@@ -7,6 +7,7 @@ from kombu import Queue
 
 # Task names live in the framework-free core (which enqueues them); re-exported for workers.
 from service.core.tasknames import (
+    INFER_COMPLETE,
     JOB_CANCEL,
     JOB_EVALUATE,
     JOB_FINALIZE,
@@ -17,12 +18,14 @@ from service.core.tasknames import (
     POLL_SCAN,
     PREPARE_FILE,
     SWEEP,
+    TRAIN_REAP,
+    TRAIN_RUN,
     WEBHOOK_DELIVER,
     WEBHOOK_SCAN,
 )
 from service.settings import Settings
 
-QUEUES = ("datasets", "provider", "poll", "webhooks", "maintenance")
+QUEUES = ("datasets", "provider", "poll", "webhooks", "maintenance", "train", "infer")
 ROUTES = {
     PREPARE_FILE: "datasets",
     JOB_PREPARE: "datasets",
@@ -37,12 +40,18 @@ ROUTES = {
     WEBHOOK_DELIVER: "webhooks",
     WEBHOOK_SCAN: "webhooks",
     SWEEP: "maintenance",
+    # Local trainer: one job per device on `train` (workers with the train extra, concurrency 1);
+    # the lease reaper is a short task beside the polls.
+    TRAIN_RUN: "train",
+    TRAIN_REAP: "poll",
+    INFER_COMPLETE: "infer",
 }
 
 # Longest short task (a provider upload of a large file) must finish well inside this;
 # long work (training) acknowledges early and holds its own lease instead (DESIGN §5).
 VISIBILITY_TIMEOUT_S = 3600
 SCAN_EVERY_S = 1.0
+TRAIN_REAP_EVERY_S = 2.0
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -71,6 +80,7 @@ def make_celery(settings: Settings) -> Celery:
             "poll-scan": {"task": POLL_SCAN, "schedule": SCAN_EVERY_S},
             "webhook-scan": {"task": WEBHOOK_SCAN, "schedule": SCAN_EVERY_S},
             "sweep": {"task": SWEEP, "schedule": 600.0},
+            "train-reap": {"task": TRAIN_REAP, "schedule": TRAIN_REAP_EVERY_S},
         },
     )
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from service import logs
 from service.settings import Settings
 from service.taskqueue import CeleryDispatcher, make_celery
-from workers import context, datasets, jobs, maintenance, webhooks
+from workers import context, datasets, inference, jobs, maintenance, training, webhooks
 
 settings = Settings.from_env()
 logs.configure(settings.log_level)
@@ -15,3 +15,5 @@ datasets.register(app)
 maintenance.register(app)
 jobs.register(app)
 webhooks.register(app)
+training.register(app)
+inference.register(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from service.cli.keys import keys
+from service.cli.models import models
 from service.cli.prepare import prepare
 
 
@@ -15,4 +16,5 @@ def main() -> None:
 
 
 main.add_command(keys)
+main.add_command(models)
 main.add_command(prepare)

@@ -11,13 +11,13 @@ from service.core import finetuned_models, openai_shapes
 from service.core.auth import Principal
 from service.core.dispatch import Dispatcher
 from service.core.errors import InvalidRequest, Unprocessable
+from service.core.inference import request_completion
 from service.core.providers.base import CompletionRequest, CompletionResult, Provider, ProviderError
 from service.core.providers.errors import api_error
 from service.core.store import Store
 from service.settings import Settings
 
 DEFAULT_MAX_TOKENS = 512
-LOCAL_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -36,12 +36,9 @@ def run_completion(
     Raises ProviderError (classified, for callers that retry) or a TunelineError.
     """
     if job["provider"] == "local":
-        raise Unprocessable(
-            "Completions for locally trained models need the local inference worker, "
-            "which this deployment does not include.",
-            param="model",
-            code="provider_not_available",
-        )
+        # The base model is served by the same engine: its id (or directory) in place of the adapter's.
+        target = {**job, "local_model_dir": job["model"]} if base else job
+        return request_completion(ctx.store, ctx.dispatcher, target, request, ctx.settings.infer_timeout_s)
     if base:
         raise Unprocessable(
             f"The base model of a {job['provider']} job cannot be served by Tuneline.",
@@ -53,8 +50,8 @@ def run_completion(
 
 
 def can_serve_base(job: dict[str, Any]) -> bool:
-    """Whether the untuned base model of ``job`` can be evaluated as a baseline."""
-    return False
+    """Whether the untuned base model of ``job`` can be evaluated as a baseline (local models)."""
+    return bool(job["provider"] == "local")
 
 
 def _stop(raw: Any) -> list[str] | None:

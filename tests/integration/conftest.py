@@ -11,6 +11,7 @@ import pytest
 
 from service.core import auth
 from service.core.store import Store
+from tests.conftest import SHARED_DATA
 from tests.support.procs import Proc, RedisServer, base_env, free_port, start_api, start_beat, start_worker
 
 
@@ -36,6 +37,19 @@ class Stack:
         self, queues: str = "datasets,provider,poll,webhooks,maintenance", name: str = "w"
     ) -> Proc:
         proc = start_worker(self.env, self.workdir / f"worker-{name}-{len(self.workers)}.log", queues, name)
+        self.workers.append(proc)
+        return proc
+
+    def start_train_worker(self) -> Proc:
+        """A worker on the train queue: one job at a time, nothing prefetched behind it."""
+        proc = start_worker(
+            self.env,
+            self.workdir / f"worker-train-{len(self.workers)}.log",
+            "train",
+            f"train{len(self.workers)}",
+            concurrency=1,
+            extra_args=["--disable-prefetch"],
+        )
         self.workers.append(proc)
         return proc
 
@@ -84,3 +98,42 @@ def stack(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator
     yield s
     s.stop()
     s.redis.stop()
+
+
+LOCAL_QUEUES = "datasets,provider,poll,webhooks,maintenance"
+
+
+@pytest.fixture(scope="session")
+def local_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny from-scratch base model (random weights, tokenizer trained on the sample data), built
+    once per session with the engine's build-demo; tests needing it skip without the train extra."""
+    pytest.importorskip(
+        "torch", reason="the local trainer needs the `train` extra (torch); pip install -e '.[train]'"
+    )
+    from service.training.demo import build_demo
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    build_demo(out, SHARED_DATA / "funds_chat.jsonl")
+    return out
+
+
+def make_local_stack(workdir: Path, secret_key: str, **extra_env: str) -> Stack:
+    """API, a worker on the short queues, a train worker and an infer worker (concurrency 1), beat.
+
+    The lease is a few seconds so a killed training worker's job is re-queued quickly.
+    """
+    s = make_stack(
+        workdir,
+        secret_key,
+        TUNELINE_POLL_INTERVAL_S="0.5",
+        TUNELINE_TRAIN_LEASE_S="4",
+        TUNELINE_TRAIN_DEVICE="cpu",
+        TUNELINE_TRAIN_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        **extra_env,
+    )
+    s.start_worker(LOCAL_QUEUES, name="short")
+    s.start_train_worker()
+    s.workers.append(start_worker(s.env, workdir / "worker-infer.log", "infer", "infer", concurrency=1))
+    s.beat = start_beat(s.env, workdir / "beat.log", workdir)
+    return s

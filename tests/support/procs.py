@@ -179,7 +179,14 @@ def start_api(env: Mapping[str, str], port: int, log: Path, workers: int = 2) ->
     return proc
 
 
-def start_worker(env: Mapping[str, str], log: Path, queues: str, name: str, concurrency: int = 2) -> Proc:
+def start_worker(
+    env: Mapping[str, str],
+    log: Path,
+    queues: str,
+    name: str,
+    concurrency: int = 2,
+    extra_args: list[str] | None = None,
+) -> Proc:
     return Proc(
         [
             str(VENV_BIN / "celery"),
@@ -199,6 +206,7 @@ def start_worker(env: Mapping[str, str], log: Path, queues: str, name: str, conc
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
+            *(extra_args or []),
         ],
         env,
         log,

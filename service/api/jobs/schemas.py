@@ -68,6 +68,11 @@ class HyperparametersSchema(StrictSchema):
     lora_dropout = Num(validate=ma.validate.Range(0.0, 0.9))
     max_seq_length = Int(validate=ma.validate.Range(16, 131072))
     learning_rate = Num(validate=ma.validate.Range(1e-8, 1.0))
+    checkpoint_every = Int(validate=ma.validate.Range(1, 1_000_000))
+    training_type = ma.fields.String(
+        validate=ma.validate.OneOf(["lora", "full"]),
+        metadata={"description": "Local trainer: LoRA adapter (default) or full fine-tuning."},
+    )
 
 
 class MethodDetailSchema(StrictSchema):

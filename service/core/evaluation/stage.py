@@ -34,7 +34,7 @@ log = logging.getLogger("tuneline.evaluation")
 STAGE = "evaluating"
 LEASE_S = 120.0
 BATCH = 16  # examples per batch; the lease is renewed and the job re-checked between batches
-MAX_TOKENS = 256
+MAX_TOKENS = 512  # the cap; each example asks for about twice its reference's length
 ATTEMPTS = 4  # per example, for retryable provider errors
 MAX_RETRY_WAIT_S = 30.0
 TARGETS = ("model", "base")
@@ -111,7 +111,9 @@ def _answer(ask: Ask, limiter: RateLimiter, example: Example, stop: list[str] | 
         model="",
         messages=example.messages,
         prompt=example.prompt,
-        max_tokens=MAX_TOKENS,
+        # Room for an answer twice the reference's length (a CJK character is about one token or
+        # less), so a model that never stops (an untrained base) cannot stall the evaluation.
+        max_tokens=min(MAX_TOKENS, 2 * len(example.reference) + 16),
         temperature=0.0,
         stop=stop,
     )

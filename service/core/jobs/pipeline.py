@@ -20,6 +20,7 @@ from service.core.clock import Clock, SystemClock
 from service.core.datasets import PrepareOptions, prepare_file
 from service.core.jobs import lifecycle, metrics, states
 from service.core.jobs.usecases import fine_tuned_model_name
+from service.core.providers import local
 from service.core.providers.base import CreateJobRequest, Provider, ProviderError
 from service.core.store import Store
 from service.core.store import jobs as repo
@@ -74,8 +75,13 @@ def _enter(ctx: PipelineContext, job_id: str, stage: str) -> dict[str, Any] | No
 
 
 def fail(ctx: PipelineContext, job_id: str, code: str, message: str, param: str | None = None) -> None:
+    fail_job(ctx.store, job_id, code, message, param)
+
+
+def fail_job(store: Store, job_id: str, code: str, message: str, param: str | None = None) -> None:
+    """Fail the job with ``error`` set, unless it already ended."""
     lifecycle.try_transition(
-        ctx.store,
+        store,
         job_id,
         states.FAILED,
         "done",
@@ -115,8 +121,10 @@ def run_prepare(ctx: PipelineContext, job_id: str) -> str | None:
         return None
     prep = job.get("prepare") or {}
     split = prep.get("split") or {}
+    is_local = job["provider"] == local.NAME
+    prepare_model = local.PREPARE_MODEL if is_local else job["model"]
     options = PrepareOptions(
-        model=job["model"],
+        model=prepare_model,
         system_prompt=prep.get("system_prompt"),
         skip_invalid_lines=bool(prep.get("skip_invalid_lines", False)),
         dedupe=prep.get("dedupe", True),
@@ -146,7 +154,7 @@ def run_prepare(ctx: PipelineContext, job_id: str) -> str | None:
             side = prepare_file(
                 files.blob_path(ctx.settings.data_dir, job[file_key]),
                 PrepareOptions(
-                    model=job["model"],
+                    model=prepare_model,
                     system_prompt=prep.get("system_prompt"),
                     dedupe=prep.get("dedupe", True),
                 ),
@@ -163,11 +171,17 @@ def run_prepare(ctx: PipelineContext, job_id: str) -> str | None:
                 return None
             prepared[name] = str(side.outputs["train"])
     counts = report.to_dict().get("counts", {})
+    # Local jobs skip upload and submit: they wait in the train queue for a device.
+    status, stage, next_task = (
+        (states.QUEUED, "train_queued", tasknames.TRAIN_RUN)
+        if is_local
+        else (states.VALIDATING, "uploading", tasknames.JOB_UPLOAD)
+    )
     lifecycle.transition(
         ctx.store,
         job_id,
-        states.VALIDATING,
-        "uploading",
+        status,
+        stage,
         f"Prepared {counts.get('train', counts.get('kept'))} training examples"
         + (f", {counts.get('validation')} validation" if counts.get("validation") else "")
         + (f", {counts.get('test')} test" if counts.get("test") else ""),
@@ -175,7 +189,7 @@ def run_prepare(ctx: PipelineContext, job_id: str) -> str | None:
         updates={"prepared": prepared, "prepared_stop": (report.prepared or {}).get("stop")},
     )
     repo.reset_attempts(ctx.store, job_id, "preparing")
-    return tasknames.JOB_UPLOAD
+    return next_task
 
 
 # --- upload ------------------------------------------------------------------------------------

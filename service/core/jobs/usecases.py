@@ -19,6 +19,7 @@ from service.core.jobs import lifecycle, metrics, states
 from service.core.jobs.views import public_job
 from service.core.pagination import page_list
 from service.core.preparation import get_report
+from service.core.providers import local
 from service.core.providers.registry import ensure_available
 from service.core.store import Store
 from service.core.store import jobs as repo
@@ -122,10 +123,16 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         )
     ensure_available(provider, ctx.settings)  # refuse an unconfigured provider now, not in a worker
     model = params["model"]
-    try:
-        resolve_model(model)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="model", code="model_not_found") from None
+    hyper = dict(params.get("hyperparameters") or {})
+    if provider == local.NAME:
+        local.check_base_model(model)
+        hyper = local.effective_hyperparameters(hyper, params.get("method"))
+    else:
+        local.refuse_local_knobs(hyper, params.get("method"), provider)
+        try:
+            resolve_model(model)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="model", code="model_not_found") from None
     if params.get("validation_file") and params["validation_file"] == params["training_file"]:
         raise InvalidRequest(
             "validation_file must differ from training_file (held-out data).",
@@ -153,8 +160,8 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
     report = get_report(ctx.store, training.id) or {}
     counts = report.get("counts") or {}
     examples = int(counts.get("kept") or counts.get("valid") or 0)
-    hyper = dict(params.get("hyperparameters") or {})
-    estimate = estimate_cost(report, model, _epochs(hyper, params.get("method"), examples))
+    n_epochs = _epochs(hyper, params.get("method"), examples)
+    estimate = local.estimate(n_epochs) if provider == local.NAME else estimate_cost(report, model, n_epochs)
     max_cost = params.get("max_cost_usd")
     if max_cost is not None and estimate["cost_usd"] > max_cost:
         raise Unprocessable(
@@ -175,7 +182,9 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         "training_file": training.id,
         "validation_file": params.get("validation_file"),
         "test_file": params.get("test_file"),
-        "hyperparameters": {
+        "hyperparameters": hyper
+        if provider == local.NAME
+        else {
             "n_epochs": hyper.get("n_epochs", "auto"),
             "batch_size": hyper.get("batch_size", "auto"),
             "learning_rate_multiplier": hyper.get("learning_rate_multiplier", "auto"),

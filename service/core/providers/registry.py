@@ -6,6 +6,7 @@ import openai
 
 from service.core.errors import Unprocessable
 from service.core.providers.base import Provider
+from service.core.providers.local import LocalProvider
 from service.core.providers.openai_provider import OpenAIProvider
 from service.settings import Settings
 
@@ -27,7 +28,7 @@ def ensure_available(name: str, settings: Settings) -> None:
             param="provider",
             code="provider_not_configured",
         )
-    if name not in ("openai", "azure", "sandbox"):
+    if name not in ("openai", "azure", "sandbox", "local"):
         raise Unprocessable(
             f"Provider {name!r} is not available in this deployment.",
             param="provider",
@@ -37,6 +38,8 @@ def ensure_available(name: str, settings: Settings) -> None:
 
 def provider_for(name: str, settings: Settings) -> Provider:
     ensure_available(name, settings)
+    if name == "local":
+        return LocalProvider(settings.data_dir)
     if name == "sandbox":
         url = settings.effective_sandbox_url
         client = openai.OpenAI(

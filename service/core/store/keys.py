@@ -152,3 +152,31 @@ def experiment(experiment_id: str) -> str:
 
 def experiments_by_tenant(tenant: str) -> str:
     return f"{PREFIX}:experiments:{tenant}"
+
+
+# --- local trainer: leases, device locks, inference requests ---------------------------------
+
+
+def train_lease(job_id: str) -> str:
+    """The token of the worker currently training a local job (expires unless refreshed)."""
+    return f"{PREFIX}:train:lease:{job_id}"
+
+
+def train_leases() -> str:
+    """Sorted set: local job id -> lease expiry (epoch seconds), scanned by beat's reaper."""
+    return f"{PREFIX}:train:leases"
+
+
+def train_device(device_id: str) -> str:
+    """One training job per device: the lease token of the job holding it."""
+    return f"{PREFIX}:train:device:{device_id}"
+
+
+def infer_request(request_id: str) -> str:
+    """A pending completion request's body (expires with the caller's wait)."""
+    return f"{PREFIX}:infer:req:{request_id}"
+
+
+def infer_result(request_id: str) -> str:
+    """List the inference worker pushes its one answer onto (the caller BLPOPs it)."""
+    return f"{PREFIX}:infer:res:{request_id}"

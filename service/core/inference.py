@@ -1,0 +1,135 @@
+"""Completions from locally trained models: the API side waits, an ``infer`` worker generates.
+
+The caller never imports torch: it parks the request body in a Redis key with a TTL, enqueues
+``tuneline.infer.complete`` with the request id only, and blocks on a per-request result list.
+The worker takes the body (once), runs the engine's ``generate`` and pushes one answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from service.core import tasknames
+from service.core.dispatch import Dispatcher
+from service.core.errors import TunelineError, Unprocessable
+from service.core.jobs import states
+from service.core.providers.base import CompletionRequest, CompletionResult
+from service.core.store import Store
+from service.core.store import training as handoff
+
+log = logging.getLogger("tuneline.inference")
+
+WAIT_CHUNK_S = 10.0  # each BLPOP stays well inside the Redis client's socket timeout
+RESULT_TTL_S = 60  # an answer nobody collects disappears
+
+# service.training.inference.generate(model_dir_or_base, messages=, prompt=, max_tokens=,
+# temperature=, stop=) -> (text, finish_reason, prompt_tokens, completion_tokens)
+Generate = Callable[..., tuple[str, str, int, int]]
+
+
+class InferenceTimeout(TunelineError):
+    """504: no inference worker answered in time (none running, or all busy)."""
+
+    status = 504
+    type = "server_error"
+    code = "inference_timeout"
+
+
+class InferenceFailed(TunelineError):
+    status = 500
+    type = "server_error"
+    code = "inference_failed"
+
+
+def request_completion(
+    store: Store, dispatcher: Dispatcher, job: dict[str, Any], request: CompletionRequest, timeout_s: float
+) -> CompletionResult:
+    """Run one completion on the model a succeeded local job trained; blocks up to ``timeout_s``."""
+    model_dir = job.get("local_model_dir")
+    # A model is served once trained: from the held-out evaluation (stage evaluating) on.
+    servable = job.get("status") == states.SUCCEEDED or job.get("stage") == "evaluating"
+    if not servable or not model_dir:
+        raise Unprocessable(
+            f"Model {request.model} is not ready: its job {job['id']} is {job.get('status')}.",
+            param="model",
+            code="model_not_ready",
+        )
+    request_id = "infreq-" + secrets.token_hex(12)
+    body = {
+        "job_id": job["id"],
+        "model_dir": model_dir,
+        "messages": request.messages,
+        "prompt": request.prompt,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "stop": request.stop,
+    }
+    handoff.put_request(store, request_id, body, ttl_s=math.ceil(timeout_s))
+    dispatcher.enqueue(tasknames.INFER_COMPLETE, request_id)
+    result = _wait(store, request_id, timeout_s)
+    if result is None:
+        handoff.drop_request(store, request_id)  # a worker that picks it up later finds nothing to do
+        raise InferenceTimeout(
+            f"No inference worker answered within {timeout_s:g}s (is a worker on the 'infer' queue running?)."
+        )
+    if "error" in result:
+        error = result["error"]
+        raise InferenceFailed(str(error.get("message") or "inference failed"), code=error.get("code"))
+    return CompletionResult(
+        text=result["text"],
+        finish_reason=result["finish_reason"],
+        prompt_tokens=int(result["prompt_tokens"]),
+        completion_tokens=int(result["completion_tokens"]),
+    )
+
+
+def _wait(store: Store, request_id: str, timeout_s: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        result = handoff.wait_result(store, request_id, min(left, WAIT_CHUNK_S))
+        if result is not None:
+            return result
+    return None
+
+
+def serve_completion(store: Store, request_id: str, generate: Generate) -> bool:
+    """Answer one parked request; False when its caller already gave up. Never raises on bad input."""
+    body = handoff.take_request(store, request_id)
+    if body is None:
+        return False
+    started = time.monotonic()
+    try:
+        text, finish_reason, prompt_tokens, completion_tokens = generate(
+            body["model_dir"],
+            messages=body.get("messages"),
+            prompt=body.get("prompt"),
+            max_tokens=int(body.get("max_tokens") or 256),
+            temperature=float(body.get("temperature") or 0.0),
+            stop=body.get("stop"),
+        )
+        result: dict[str, Any] = {
+            "text": text,
+            "finish_reason": finish_reason,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+        }
+    except Exception as exc:  # the caller gets the failure; the worker keeps serving
+        log.warning(
+            "completion failed",
+            extra={"job_id": body.get("job_id"), "error": type(exc).__name__},
+            exc_info=False,
+        )
+        result = {
+            "error": {"code": getattr(exc, "code", None) or "inference_failed", "message": str(exc)[:500]}
+        }
+    handoff.push_result(store, request_id, result, RESULT_TTL_S)
+    log.info(
+        "completion served",
+        extra={"job_id": body.get("job_id"), "ms": int((time.monotonic() - started) * 1000)},
+    )
+    return True

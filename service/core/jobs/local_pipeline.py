@@ -1,0 +1,394 @@
+"""Local training (DESIGN §5, §6): lease, child process, progress into the job's stores, reaping.
+
+A train task acknowledges early (training outlives any visibility timeout), so the job is held by
+a lease in Tuneline's own keys that a heartbeat refreshes while the child runs. When the worker
+dies the lease expires; beat's reaper re-enqueues the job, and the next run resumes from the last
+checkpoint. A job whose runs keep dying fails after ``train_max_restarts`` restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.core import ids, tasknames
+from service.core.jobs import lifecycle, metrics, states
+from service.core.jobs.pipeline import WATCHDOG_S, fail_job
+from service.core.jobs.supervisor import Child
+from service.core.jobs.usecases import fine_tuned_model_name
+from service.core.store import Store
+from service.core.store import jobs as repo
+from service.core.store import training as leases
+from service.settings import Settings
+
+log = logging.getLogger("tuneline.local")
+
+STAGES = ("train_queued", "training")
+CHECK_EVERY_S = 1.0  # how often the supervisor looks for a cancel (the job's status)
+STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL after this long
+EXIT_WAIT_S = 30.0  # after stdout closes, how long the child may take to exit
+PROGRESS_EVENTS = 20  # about this many "Step s/N" events per run, plus the first and last step
+# Hyperparameters the training child understands (CONTRACTS.md); the rest stay on the job.
+SPEC_KNOBS = (
+    "n_epochs",
+    "batch_size",
+    "learning_rate",
+    "learning_rate_multiplier",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "max_seq_length",
+    "checkpoint_every",
+    "seed",
+    "max_steps",
+)
+RESTARTS_STAGE = "train_restarts"  # attempt counter name (store/jobs.py bump_attempts)
+
+
+class DeviceBusy(Exception):
+    """Another job holds this worker's device; the task should come back later."""
+
+
+@dataclass
+class TrainingContext:
+    settings: Settings
+    store: Store
+    device_id: str  # names the device this worker trains on, e.g. ``<host>:cuda:0``
+
+
+def job_dir(settings: Settings, job_id: str) -> Path:
+    return settings.data_dir / "jobs" / job_id
+
+
+def output_dir(settings: Settings, job_id: str) -> Path:
+    return job_dir(settings, job_id) / "output"
+
+
+def _device(settings: Settings) -> tuple[str, dict[str, str]]:
+    """The spec's device and the child's extra environment (``cuda:N`` pins one GPU)."""
+    if settings.train_device.startswith("cuda:"):
+        return "cuda", {"CUDA_VISIBLE_DEVICES": settings.train_device.split(":", 1)[1]}
+    return settings.train_device, {}
+
+
+def build_spec(settings: Settings, job: dict[str, Any], resume: bool) -> dict[str, Any]:
+    """SPEC.json for ``python -m service.training.run`` (CONTRACTS.md)."""
+    hyper = {k: v for k, v in (job.get("hyperparameters") or {}).items() if k in SPEC_KNOBS and v != "auto"}
+    if job.get("seed") is not None:
+        hyper.setdefault("seed", job["seed"])
+    prepared = job.get("prepared") or {}
+    device, _ = _device(settings)
+    return {
+        "job_id": job["id"],
+        "base_model": job["model"],
+        "method": "full" if (job.get("hyperparameters") or {}).get("training_type") == "full" else "lora",
+        "train_file": prepared["train"],
+        "validation_file": prepared.get("validation"),
+        "output_dir": str(output_dir(settings, job["id"]).resolve()),
+        "resume": resume,
+        "hyperparameters": hyper,
+        "device": device,
+        "threads": settings.train_threads or None,
+    }
+
+
+def _write_spec(settings: Settings, spec: dict[str, Any]) -> Path:
+    path = job_dir(settings, spec["job_id"]) / "SPEC.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(spec, ensure_ascii=False, indent=2), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+# --- the train task's use case -----------------------------------------------------------------
+
+
+def run_training(ctx: TrainingContext, job_id: str) -> str | None:
+    """Train one local job to the end (or until cancelled); returns the next task name, if any.
+
+    Safe to run twice: a job that is not waiting for training, or whose lease a live worker
+    holds, is left alone. Raises DeviceBusy when this worker's device is taken.
+    """
+    job = repo.load(ctx.store, job_id)
+    if job is None or job["status"] in states.TERMINAL or job["stage"] not in STAGES:
+        return None
+    ttl = float(ctx.settings.train_lease_s)
+    token = secrets.token_hex(12)
+    if not leases.acquire_device(ctx.store, ctx.device_id, token, ttl):
+        raise DeviceBusy(ctx.device_id)
+    try:
+        if not leases.acquire_lease(ctx.store, job_id, token, ttl, time.time()):
+            log.info("job is leased by another worker", extra={"job_id": job_id})
+            return None
+        # On an exception the lease is left to expire: beat re-enqueues the job and it resumes.
+        next_task = _train(ctx, job_id, token)
+        leases.release_lease(ctx.store, job_id, token)
+        return next_task
+    finally:
+        leases.release_device(ctx.store, ctx.device_id, token)
+
+
+def _train(ctx: TrainingContext, job_id: str, token: str) -> str | None:
+    job = repo.load(ctx.store, job_id)  # again, now that we hold the lease
+    if job is None or job["status"] in states.TERMINAL or job["stage"] not in STAGES:
+        return None
+    resume = job["stage"] == "training"
+    if resume:
+        lifecycle.record_event(
+            ctx.store, job_id, "Training restarts on a new worker; resuming from the last checkpoint"
+        )
+    elif (
+        lifecycle.try_transition(
+            ctx.store, job_id, states.RUNNING, "training", f"Training started on {ctx.device_id}"
+        )
+        is None
+    ):
+        return None
+    spec = build_spec(ctx.settings, job, resume)
+    spec_path = _write_spec(ctx.settings, spec)
+    _, extra_env = _device(ctx.settings)
+    python = ctx.settings.train_python or sys.executable
+    child = Child(
+        [python, "-m", "service.training.run", "--spec", str(spec_path)],
+        {**extra_env, "PYTHONUNBUFFERED": "1"},
+        job_dir(ctx.settings, job_id) / "train.log",
+    )
+    log.info("training child started", extra={"job_id": job_id, "pid": child.pid, "resume": resume})
+    lifecycle.set_fields(ctx.store, job_id, local_child={"pid": child.pid, "device": ctx.device_id})
+    run = _Run(ctx, job, child)
+    try:
+        stopped = _supervise(ctx, run, token)
+    finally:
+        code = child.stop(STOP_GRACE_S)  # a no-op when it already exited
+    if stopped:
+        return None
+    return _conclude(ctx, run, code)
+
+
+@dataclass
+class _Run:
+    ctx: TrainingContext
+    job: dict[str, Any]
+    child: Child
+    total_steps: int | None = None
+    finished: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    progress_every: int = 1
+    last_step: int = 0
+    seen: set[str] = field(default_factory=set)
+
+
+def _supervise(ctx: TrainingContext, run: _Run, token: str) -> bool:
+    """Relay the child's messages until it closes stdout; True when we stopped it (cancel, lost lease)."""
+    job_id = run.job["id"]
+    ttl = float(ctx.settings.train_lease_s)
+    beat_every = max(ttl / 4.0, 0.5)
+    next_check = next_beat = time.monotonic()
+    while True:
+        try:
+            message = run.child.next_message(timeout=0.25)
+        except EOFError:
+            return False
+        if message is not None:
+            _handle(run, message)
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + CHECK_EVERY_S
+            current = repo.load(ctx.store, job_id)
+            if current is None or current["status"] in states.TERMINAL:
+                run.child.stop(STOP_GRACE_S)
+                log.info("training stopped: job ended", extra={"job_id": job_id})
+                return True
+        if now >= next_beat:
+            next_beat = now + beat_every
+            alive = leases.refresh_lease(ctx.store, job_id, token, ttl, time.time())
+            leases.refresh_device(ctx.store, ctx.device_id, token, ttl)
+            if not alive:
+                run.child.stop(STOP_GRACE_S)
+                log.warning("training stopped: lease lost", extra={"job_id": job_id})
+                return True
+
+
+# --- the child's messages ----------------------------------------------------------------------
+
+
+def _handle(run: _Run, message: dict[str, Any]) -> None:
+    kind = message["type"]
+    data = {k: v for k, v in message.items() if k != "type"}
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        log.warning("unknown message from the training child", extra={"job_id": run.job["id"], "kind": kind})
+        return
+    handler(run, data)
+
+
+def _on_started(run: _Run, data: dict[str, Any]) -> None:
+    store, job_id = run.ctx.store, run.job["id"]
+    run.total_steps = int(data.get("total_steps") or 0) or None
+    run.progress_every = max(1, (run.total_steps or PROGRESS_EVENTS) // PROGRESS_EVENTS)
+    resumed = data.get("resumed_from_step")
+    where = f"on {data.get('device', '?')}"
+    if resumed:
+        message = f"Resumed training from the checkpoint at step {resumed} of {run.total_steps} {where}"
+    else:
+        message = (
+            f"Training {data.get('train_examples', '?')} examples for {run.total_steps} steps {where}"
+            f" ({data.get('trainable_params', '?')} trainable parameters)"
+        )
+    lifecycle.record_event(store, job_id, message, data=data)
+
+
+def _on_metrics(run: _Run, data: dict[str, Any]) -> None:
+    store, job_id = run.ctx.store, run.job["id"]
+    step = int(data["step"])
+    row = metrics.row(data)
+    repo.put_metrics(store, job_id, [row])
+    run.last_step = step
+    total = run.total_steps
+    if step == 1 or step % run.progress_every == 0 or step == total:
+        message = f"Step {step}/{total or '?'}: training loss={_fmt(data.get('train_loss'))}"
+        if data.get("valid_loss") is not None:
+            message += f", validation loss={_fmt(data.get('valid_loss'))}"
+        updates = {}
+        if isinstance(data.get("eta_s"), (int, float)):
+            updates["estimated_finish"] = int(time.time() + float(data["eta_s"]))
+        extra = {k: data.get(k) for k in ("tokens_per_s", "eta_s", "epoch") if data.get(k) is not None}
+        lifecycle.record_event(
+            store, job_id, message, type_="metrics", data={**row, **extra}, updates=updates
+        )
+
+
+def _on_checkpoint(run: _Run, data: dict[str, Any]) -> None:
+    store, job = run.ctx.store, run.job
+    step = int(data["step"])
+    name = fine_tuned_model_name(job["model"], job["tenant"], job.get("suffix"), job["id"])
+    record = {
+        "id": ids.PREFIXES["checkpoint"] + hashlib.sha256(f"{job['id']}:{step}".encode()).hexdigest()[:24],
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": int(time.time()),
+        "fine_tuned_model_checkpoint": f"{name}:ckpt-step-{step}",
+        "fine_tuning_job_id": job["id"],
+        "step_number": step,
+        "metrics": {**metrics.row(data.get("metrics") or {}), "step": step},
+    }
+    if repo.put_checkpoint(store, job["id"], record):
+        lifecycle.record_event(
+            store,
+            job["id"],
+            f"Checkpoint created at step {step}",
+            data={"step": step, "checkpoint": record["id"]},
+        )
+
+
+def _on_finished(run: _Run, data: dict[str, Any]) -> None:
+    run.finished = data
+
+
+def _on_error(run: _Run, data: dict[str, Any]) -> None:
+    run.error = {
+        "code": str(data.get("code") or "training_failed"),
+        "message": str(data.get("message") or ""),
+    }
+
+
+_HANDLERS = {
+    "started": _on_started,
+    "metrics": _on_metrics,
+    "checkpoint": _on_checkpoint,
+    "finished": _on_finished,
+    "error": _on_error,
+}
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+
+
+# --- the end of a run --------------------------------------------------------------------------
+
+
+def _conclude(ctx: TrainingContext, run: _Run, code: int) -> str | None:
+    job_id = run.job["id"]
+    current = repo.load(ctx.store, job_id)
+    if current is None or current["status"] in states.TERMINAL:
+        return None
+    if run.error is not None:
+        fail_job(ctx.store, job_id, run.error["code"], run.error["message"] or "training failed")
+        return None
+    if code != 0 or run.finished is None:
+        fail_job(ctx.store, job_id, "training_failed", _crash_message(run, code))
+        return None
+    out = output_dir(ctx.settings, job_id)
+    result = Path(run.finished.get("result_file") or out / "result.csv")
+    updates: dict[str, Any] = {
+        "local_model_dir": str(run.finished.get("model_dir") or out / "model"),
+        "trained_tokens": run.finished.get("trained_tokens"),
+        "provider_result_files": (
+            [str(result.resolve().relative_to(ctx.settings.data_dir.resolve()))] if result.exists() else []
+        ),
+        "train_runtime_s": run.finished.get("train_runtime_s"),
+    }
+    message = f"Training finished after {run.finished.get('steps', run.last_step)} steps; finalizing"
+    if (
+        lifecycle.try_transition(ctx.store, job_id, states.RUNNING, "finalizing", message, updates=updates)
+        is None
+    ):
+        return None
+    repo.schedule_poll(ctx.store, job_id, time.time() + WATCHDOG_S)  # the watchdog re-runs a lost finalize
+    repo.reset_attempts(ctx.store, job_id, RESTARTS_STAGE)
+    return tasknames.JOB_FINALIZE
+
+
+def _crash_message(run: _Run, code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        cause = f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    else:
+        cause = f"exited with code {code}" + (" before finishing" if code == 0 else "")
+    tail = run.child.stderr_tail()
+    return f"the training process {cause} without reporting an error" + (
+        f"; its last log line: {tail}" if tail else ""
+    )
+
+
+# --- beat: reap expired leases -----------------------------------------------------------------
+
+
+def reap_leases(settings: Settings, store: Store) -> list[str]:
+    """Jobs whose training worker died: re-enqueue them (bounded), returning their ids."""
+    requeue = []
+    for job_id in leases.reap_expired_leases(store, time.time()):
+        job = repo.load(store, job_id)
+        if job is None or job["status"] in states.TERMINAL or job["stage"] not in STAGES:
+            continue
+        restarts = repo.bump_attempts(store, job_id, RESTARTS_STAGE)
+        if restarts > settings.train_max_restarts:
+            fail_job(
+                store,
+                job_id,
+                "training_interrupted",
+                f"training was interrupted {restarts} times (its worker died or stopped answering); "
+                "giving up",
+            )
+            continue
+        lifecycle.record_event(
+            store,
+            job_id,
+            f"The training worker stopped answering; re-queued to resume (restart {restarts} of "
+            f"{settings.train_max_restarts})",
+            level="warn",
+        )
+        requeue.append(job_id)
+    return requeue

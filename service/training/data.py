@@ -1,0 +1,152 @@
+"""Training examples: chat through the chat template with loss on assistant turns only,
+prompt/completion with loss on the completion only; over-long examples are errors, never truncated."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.training.errors import EXAMPLE_TOO_LONG, INVALID_TRAINING_FILE, TRAINING_FAILED, TrainingError
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenized example: ``labels`` is ``input_ids`` with untrained positions set to -100."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    raise ValueError("message content must be a string or a list of text parts")
+
+
+def _chat_messages(raw: Any) -> tuple[list[dict[str, str]], list[bool]]:
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("`messages` must be a non-empty list")
+    messages: list[dict[str, str]] = []
+    trained: list[bool] = []
+    for index, message in enumerate(raw):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise ValueError(f"messages[{index}] must be an object with a `role`")
+        messages.append({"role": message["role"], "content": _text(message.get("content"))})
+        trained.append(message["role"] == "assistant" and message.get("weight", 1) != 0)
+    return messages, trained
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    assert isinstance(text, str)
+    return text
+
+
+def _mask_by_spans(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> Encoded:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = list(enc["input_ids"])
+    labels = [IGNORE_INDEX] * len(ids)
+    for position, (start, end) in enumerate(enc["offset_mapping"]):
+        if end > start and any(lo <= start and end <= hi for lo, hi in spans):
+            labels[position] = ids[position]
+    return Encoded(ids, labels)
+
+
+def encode_chat(tokenizer: Any, messages: list[dict[str, str]], trained: list[bool] | None = None) -> Encoded:
+    """Render with the tokenizer's chat template; train on the assistant turns only.
+
+    Templates without ``{% generation %}`` markers (SmolLM2's) give ``trl`` an all-zero assistant
+    mask, so the mask is built here: each trained assistant turn is the text that rendering
+    ``messages[: i + 1]`` adds to rendering ``messages[:i]`` with the generation prompt, i.e. the
+    reply and its end-of-turn token, and a token is trained when it lies inside such a span.
+    """
+    trained = trained if trained is not None else [m["role"] == "assistant" for m in messages]
+    full = _render(tokenizer, messages)
+    spans: list[tuple[int, int]] = []
+    for index in range(len(messages)):
+        if not trained[index]:
+            continue
+        before = _render(tokenizer, messages[:index], add_generation_prompt=True) if index else ""
+        upto = _render(tokenizer, messages[: index + 1])
+        if not (upto.startswith(before) and full.startswith(upto)):
+            raise TrainingError(
+                TRAINING_FAILED,
+                "the chat template does not render conversations prefix by prefix, "
+                "so the assistant turns cannot be located",
+            )
+        end = len(upto.rstrip())  # the newline after the end-of-turn token is not the reply's
+        spans.append((len(before), max(end, len(before))))
+    return _mask_by_spans(tokenizer, full, spans)
+
+
+def encode_prompt_completion(tokenizer: Any, prompt: str, completion: str) -> Encoded:
+    """Raw text ``prompt + completion + EOS``; train on the completion and EOS only."""
+    encoded = _mask_by_spans(tokenizer, prompt + completion, [(len(prompt), len(prompt) + len(completion))])
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        return encoded
+    return Encoded([*encoded.input_ids, eos], [*encoded.labels, eos])
+
+
+def encode_record(tokenizer: Any, record: Any) -> Encoded:
+    if not isinstance(record, dict):
+        raise ValueError("each line must be a JSON object")
+    if "messages" in record:
+        messages, trained = _chat_messages(record["messages"])
+        return encode_chat(tokenizer, messages, trained)
+    if "prompt" in record and "completion" in record:
+        prompt, completion = record["prompt"], record["completion"]
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            raise ValueError("`prompt` and `completion` must be strings")
+        return encode_prompt_completion(tokenizer, prompt, completion)
+    raise ValueError("each line needs `messages`, or `prompt` and `completion`")
+
+
+def load_examples(path: Path, tokenizer: Any, max_length: int, what: str = "training file") -> list[Encoded]:
+    """Every example of a JSONL file, tokenized; bad or over-long lines are errors naming the line."""
+    try:
+        handle = path.open(encoding="utf-8-sig")
+    except OSError as exc:
+        raise TrainingError(INVALID_TRAINING_FILE, f"cannot open the {what} {path}: {exc}") from None
+    examples: list[Encoded] = []
+    with handle:
+        try:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    encoded = encode_record(tokenizer, json.loads(line))
+                except (ValueError, TypeError) as exc:
+                    raise TrainingError(
+                        INVALID_TRAINING_FILE, f"line {line_no} of the {what}: {exc}"
+                    ) from None
+                if len(encoded.input_ids) > max_length:
+                    raise TrainingError(
+                        EXAMPLE_TOO_LONG,
+                        f"line {line_no} of the {what} has {len(encoded.input_ids)} tokens, more than the "
+                        f"maximum sequence length {max_length}; shorten or split it (nothing is truncated)",
+                    )
+                if encoded.trained_tokens == 0:
+                    raise TrainingError(
+                        INVALID_TRAINING_FILE, f"line {line_no} of the {what} has nothing to train on"
+                    )
+                examples.append(encoded)
+        except UnicodeDecodeError as exc:
+            raise TrainingError(INVALID_TRAINING_FILE, f"the {what} is not UTF-8: {exc}") from None
+    if not examples:
+        raise TrainingError(INVALID_TRAINING_FILE, f"the {what} {path} has no examples")
+    return examples

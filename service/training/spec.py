@@ -1,0 +1,164 @@
+"""SPEC.json of a training run and the documented defaults of every hyperparameter."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.training.errors import TRAINING_FAILED, TrainingError
+
+# Documented in docs/local-trainer.md; change both together.
+DEFAULT_N_EPOCHS = 3
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_LR_LORA = 2e-4
+DEFAULT_LR_FULL = 2e-5
+DEFAULT_LORA_RANK = 16
+DEFAULT_LORA_ALPHA = 32
+DEFAULT_LORA_DROPOUT = 0.05
+MAX_DEFAULT_SEQ_LENGTH = 2048
+DEFAULT_CHECKPOINT_EVERY = 50
+DEFAULT_SEED = 42
+KEEP_CHECKPOINTS = 3
+EVAL_MAX_EXAMPLES = 64
+
+METHODS = ("lora", "full")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Resolved hyperparameters; ``None`` means "decided once the model is known"."""
+
+    n_epochs: int = DEFAULT_N_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float | None = None
+    learning_rate_multiplier: float = 1.0
+    lora_rank: int = DEFAULT_LORA_RANK
+    lora_alpha: int = DEFAULT_LORA_ALPHA
+    lora_dropout: float = DEFAULT_LORA_DROPOUT
+    max_seq_length: int | None = None
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    seed: int = DEFAULT_SEED
+    max_steps: int | None = None
+
+    def effective_learning_rate(self, method: str) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        base = DEFAULT_LR_LORA if method == "lora" else DEFAULT_LR_FULL
+        return base * self.learning_rate_multiplier
+
+
+_INT_FIELDS = (
+    "n_epochs",
+    "batch_size",
+    "lora_rank",
+    "lora_alpha",
+    "max_seq_length",
+    "checkpoint_every",
+    "seed",
+    "max_steps",
+)
+_FLOAT_FIELDS = ("learning_rate", "learning_rate_multiplier", "lora_dropout")
+_POSITIVE = (
+    "n_epochs",
+    "batch_size",
+    "lora_rank",
+    "lora_alpha",
+    "max_seq_length",
+    "checkpoint_every",
+    "max_steps",
+    "learning_rate",
+    "learning_rate_multiplier",
+)
+
+
+def _hyperparameters(raw: dict[str, Any]) -> Hyperparameters:
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if value is None or value == "auto":
+            continue  # OpenAI's "auto" means "use the default"
+        if name in _INT_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+                raise TrainingError(
+                    TRAINING_FAILED, f"hyperparameter {name} must be an integer, got {value!r}"
+                )
+            values[name] = int(value)
+        elif name in _FLOAT_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TrainingError(TRAINING_FAILED, f"hyperparameter {name} must be a number, got {value!r}")
+            values[name] = float(value)
+        else:
+            raise TrainingError(TRAINING_FAILED, f"unknown hyperparameter {name!r}")
+        if name in _POSITIVE and values[name] <= 0:
+            raise TrainingError(TRAINING_FAILED, f"hyperparameter {name} must be positive, got {value!r}")
+    if not 0 <= values.get("lora_dropout", 0.0) < 1:
+        raise TrainingError(TRAINING_FAILED, "hyperparameter lora_dropout must be in [0, 1)")
+    return Hyperparameters(**values)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One training run, as written by the worker into SPEC.json (contract in docs/local-trainer.md)."""
+
+    job_id: str
+    base_model: str
+    train_file: Path
+    output_dir: Path
+    method: str = "lora"
+    validation_file: Path | None = None
+    resume: bool = False
+    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
+    device: str = "auto"
+    threads: int | None = None
+    cache_dir: Path | None = None  # optional: where dequantized GGUF models are cached
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.output_dir / "model"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainSpec:
+        try:
+            method = raw.get("method") or "lora"
+            device = raw.get("device") or "auto"
+            if method not in METHODS:
+                raise TrainingError(TRAINING_FAILED, f"method must be one of {METHODS}, got {method!r}")
+            if device not in DEVICES:
+                raise TrainingError(TRAINING_FAILED, f"device must be one of {DEVICES}, got {device!r}")
+            threads = raw.get("threads")
+            if threads is not None and (not isinstance(threads, int) or threads < 1):
+                raise TrainingError(TRAINING_FAILED, f"threads must be a positive integer, got {threads!r}")
+            validation = raw.get("validation_file")
+            cache_dir = raw.get("cache_dir")
+            return cls(
+                job_id=str(raw.get("job_id") or ""),
+                base_model=str(raw["base_model"]),
+                train_file=Path(raw["train_file"]),
+                output_dir=Path(raw["output_dir"]),
+                method=method,
+                validation_file=Path(validation) if validation else None,
+                resume=bool(raw.get("resume", False)),
+                hyperparameters=_hyperparameters(dict(raw.get("hyperparameters") or {})),
+                device=device,
+                threads=threads,
+                cache_dir=Path(cache_dir) if cache_dir else None,
+            )
+        except KeyError as exc:
+            raise TrainingError(TRAINING_FAILED, f"spec is missing {exc.args[0]!r}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TrainSpec:
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TrainingError(TRAINING_FAILED, f"cannot read spec {path}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise TrainingError(TRAINING_FAILED, f"spec {path} is not a JSON object")
+        return cls.from_dict(raw)

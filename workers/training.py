@@ -1,0 +1,52 @@
+"""The train queue: one local training job per task, acknowledged early and held by a lease."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from celery import Celery, Task
+
+from service import taskqueue
+from service.core.jobs import local_pipeline
+from service.core.jobs.local_pipeline import DeviceBusy, TrainingContext
+from workers.context import context
+
+log = logging.getLogger("tuneline.worker.training")
+
+# Training runs for hours: past any visibility timeout, so the task is acknowledged when it starts
+# (a redelivery would start a second run) and the lease in Tuneline's keys stands for it.
+TRAIN_TIME_LIMIT_S = 14 * 24 * 3600
+DEVICE_BUSY_RETRY_S = 10.0
+
+
+def _training_context() -> TrainingContext:
+    ctx = context()
+    device_id = f"{socket.gethostname()}:{ctx.settings.train_device}"
+    return TrainingContext(settings=ctx.settings, store=ctx.store, device_id=device_id)
+
+
+def register(app: Celery) -> None:
+    @app.task(
+        name=taskqueue.TRAIN_RUN,
+        bind=True,
+        acks_late=False,
+        reject_on_worker_lost=False,
+        time_limit=TRAIN_TIME_LIMIT_S,
+        soft_time_limit=TRAIN_TIME_LIMIT_S - 60,
+    )
+    def train(self: Task, job_id: str) -> None:
+        try:
+            next_task = local_pipeline.run_training(_training_context(), job_id)
+        except DeviceBusy:
+            wait = min(DEVICE_BUSY_RETRY_S, float(context().settings.train_lease_s))
+            log.info("device busy; job will come back", extra={"job_id": job_id, "delay": wait})
+            raise self.retry(countdown=wait, max_retries=None) from None
+        if next_task:
+            context().dispatcher.enqueue(next_task, job_id)
+
+    @app.task(name=taskqueue.TRAIN_REAP)
+    def reap() -> None:
+        ctx = context()
+        for job_id in local_pipeline.reap_leases(ctx.settings, ctx.store):
+            ctx.dispatcher.enqueue(taskqueue.TRAIN_RUN, job_id)
