@@ -107,7 +107,9 @@ LOCAL_QUEUES = "datasets,provider,poll,webhooks,maintenance"
 def local_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny from-scratch base model (random weights, tokenizer trained on the sample data), built
     once per session with the engine's build-demo; tests needing it skip without the train extra."""
-    pytest.importorskip("torch", reason="the local trainer needs the `train` extra (torch); pip install -e '.[train]'")
+    pytest.importorskip(
+        "torch", reason="the local trainer needs the `train` extra (torch); pip install -e '.[train]'"
+    )
     from service.training.demo import build_demo
 
     out = tmp_path_factory.mktemp("models") / "tiny"

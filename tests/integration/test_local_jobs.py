@@ -27,7 +27,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory: pytest.TempPathFactory, secret_key: str, local_base_model: Path) -> Iterator[Stack]:
+def local(
+    tmp_path_factory: pytest.TempPathFactory, secret_key: str, local_base_model: Path
+) -> Iterator[Stack]:
     s = make_local_stack(tmp_path_factory.mktemp("local"), secret_key)
     yield s
     s.stop()
@@ -61,7 +63,10 @@ def create_local(client: OpenAI, file_id: str, model: str | Path, **hyper: Any) 
 
 def wait_terminal(client: OpenAI, job_id: str, timeout: float = 240) -> Any:
     return wait_until(
-        lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in ("succeeded", "failed", "cancelled") and j,
+        lambda: (
+            (j := client.fine_tuning.jobs.retrieve(job_id)).status in ("succeeded", "failed", "cancelled")
+            and j
+        ),
         timeout,
         interval=0.5,
         what=f"job {job_id} to end",
@@ -91,7 +96,9 @@ def stream_events(stack: Stack, token: str, job_id: str) -> list[dict[str, Any]]
 
 
 def child_pid(stack: Stack, job_id: str) -> int:
-    job = wait_until(lambda: (j := repo.load(stack.store, job_id)) and j.get("local_child") and j, 60, what="child")
+    job = wait_until(
+        lambda: (j := repo.load(stack.store, job_id)) and j.get("local_child") and j, 60, what="child"
+    )
     return int(job["local_child"]["pid"])
 
 
@@ -152,7 +159,10 @@ def test_local_job_trains_streams_and_serves(local: Stack, local_base_model: Pat
         dispatcher,
         record,
         CompletionRequest(
-            model=done.fine_tuned_model, messages=[{"role": "user", "content": "消费现在还能买吗"}], prompt=None, max_tokens=8
+            model=done.fine_tuned_model,
+            messages=[{"role": "user", "content": "消费现在还能买吗"}],
+            prompt=None,
+            max_tokens=8,
         ),
         timeout_s=120,
     )
