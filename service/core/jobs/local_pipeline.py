@@ -167,6 +167,8 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> str | None:
     run = _Run(ctx, job, child)
     try:
         stopped = _supervise(ctx, run, token)
+        if not stopped:
+            child.wait_exit(EXIT_WAIT_S)  # stdout closed: let it finish exiting on its own
     finally:
         code = child.stop(STOP_GRACE_S)  # a no-op when it already exited
     if stopped:

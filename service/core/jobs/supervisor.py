@@ -98,8 +98,12 @@ class Child:
             return None
         return message
 
-    def wait(self, timeout: float | None = None) -> int:
-        return self.proc.wait(timeout)
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code once the child exits, or None if it is still running after ``timeout``."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self, grace_s: float = 5.0) -> int:
         """SIGTERM the process group, then SIGKILL it after ``grace_s``; returns the exit code."""
