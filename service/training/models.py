@@ -140,6 +140,15 @@ def load_tokenizer(source: ModelSource) -> Any:
     return tokenizer
 
 
+def _drop_dense_gguf_marker(model: Any) -> Any:
+    """A GGUF model whose weights were all unpacked into dense tensors (no GGUF kernels here) is a
+    plain model; drop its quantizer so that it trains and saves like one."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and all(p.dtype.is_floating_point for p in model.parameters()):
+        quantizer.remove_quantization_config(model)
+    return model
+
+
 def load_model(source: ModelSource, dtype: Any = None) -> Any:
     from transformers import AutoModelForCausalLM
 
@@ -147,7 +156,7 @@ def load_model(source: ModelSource, dtype: Any = None) -> Any:
     if dtype is not None:
         kwargs["dtype"] = dtype
     try:
-        return AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
     except MemoryError:
         raise
     except OSError as exc:
@@ -157,6 +166,7 @@ def load_model(source: ModelSource, dtype: Any = None) -> Any:
         if type(exc).__name__ == "OutOfMemoryError":
             raise
         raise TrainingError(MODEL_LOAD_FAILED, f"cannot load base model {source.name}: {exc}") from None
+    return _drop_dense_gguf_marker(model) if source.gguf_file else model
 
 
 def load_base(name: str, cache_dir: Path | None = None, dtype: Any = None) -> tuple[Any, Any, ModelSource]:

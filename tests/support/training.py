@@ -1,0 +1,124 @@
+"""Helpers for tests of the local trainer: the tiny demo model, data subsets, the training child."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.procs import REPO, base_env
+
+TORCH_MISSING = "the train extra (torch, transformers, peft, trl) is not installed: pip install -e '.[train]'"
+
+
+def training_env(threads: int = 1) -> dict[str, str]:
+    """Environment of a training child: offline hubs, few threads (the machine is shared)."""
+    return base_env(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": str(threads),
+            "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        }
+    )
+
+
+def subset(source: Path, out: Path, start: int, count: int) -> Path:
+    """Lines ``start .. start + count`` of a JSONL file, written to ``out``."""
+    lines = source.read_text(encoding="utf-8").splitlines()[start : start + count]
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def write_spec(path: Path, **fields: Any) -> Path:
+    path.write_text(json.dumps(fields, default=str), encoding="utf-8")
+    return path
+
+
+@dataclass
+class ChildRun:
+    """A finished (or killed) training child: its protocol lines, exit code and log."""
+
+    lines: list[dict[str, Any]]
+    returncode: int | None
+    log: str
+    raw: list[str] = field(default_factory=list)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines if line["type"] == kind]
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        errors = self.of("error")
+        return errors[-1] if errors else None
+
+
+class Child:
+    """``python -m service.training.run --spec`` with stdout read line by line."""
+
+    def __init__(self, spec: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
+        self.log_path = log
+        self.raw: list[str] = []
+        self.lines: list[dict[str, Any]] = []
+        self._log = open(log, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.training.run", "--spec", str(spec)],
+            cwd=REPO,
+            env=dict(env or training_env()),
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            encoding="utf-8",
+        )
+
+    def next_line(self) -> dict[str, Any] | None:
+        """The next protocol line; ``None`` at end of output. Anything that is not a JSON object
+        fails the test: stdout carries only the protocol."""
+        assert self.proc.stdout is not None
+        text = self.proc.stdout.readline()
+        if not text:
+            return None
+        self.raw.append(text)
+        line = json.loads(text)
+        assert isinstance(line, dict) and "type" in line, text
+        self.lines.append(line)
+        return line
+
+    def read_until(self, predicate: Any) -> dict[str, Any]:
+        while (line := self.next_line()) is not None:
+            if predicate(line):
+                return line
+        raise AssertionError(
+            f"child ended before the expected line; last lines {self.raw[-3:]}\n{self.read_log()}"
+        )
+
+    def read_log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+    def finish(self, timeout: float = 600) -> ChildRun:
+        while self.next_line() is not None:
+            pass
+        returncode = self.proc.wait(timeout=timeout)
+        self._log.close()
+        return ChildRun(self.lines, returncode, self.read_log(), self.raw)
+
+    def wait_exit(self, timeout: float) -> tuple[int | None, float]:
+        started = time.monotonic()
+        try:
+            returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None, time.monotonic() - started
+        finally:
+            self._log.close()
+        return returncode, time.monotonic() - started
+
+
+def run_child(spec: Path, log: Path, env: Mapping[str, str] | None = None, timeout: float = 600) -> ChildRun:
+    return Child(spec, log, env).finish(timeout)
