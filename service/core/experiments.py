@@ -67,7 +67,11 @@ def create_experiment(ctx: JobsContext, principal: Principal, params: dict[str, 
         except TunelineError as exc:
             raise _candidate_error(exc, index) from None
         job["experiment_id"] = experiment_id
-        job["evaluate_base"] = True  # used where the base model can be served (local models)
+        # Where the base can be served (local models), its first candidate evaluates it too:
+        # one baseline per distinct (provider, base model), shared by the table.
+        job["evaluate_base"] = not any(
+            (b["provider"], b["model"]) == (job["provider"], job["model"]) for b in built
+        )
         built.append(job)
     record = {
         "id": experiment_id,

@@ -21,7 +21,7 @@ from tests.support.procs import wait_until
 pytestmark = pytest.mark.slow
 
 N_ROWS = 600
-TEST_SPLIT = 0.05
+TEST_SPLIT = 0.03
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,7 @@ def upload_qa(stack: Stack, token: str) -> str:
     return str(f["id"])
 
 
+@pytest.mark.timeout(900)
 def test_fine_tuned_beats_base_and_experiment_table(local: Stack, local_base_model: Path) -> None:
     token = local.key()
     training = upload_qa(local, token)
@@ -110,7 +111,7 @@ def test_fine_tuned_beats_base_and_experiment_table(local: Stack, local_base_mod
     full, lora = rows
     for row in rows:
         assert row["evaluation_status"] == "completed"
-        assert row["metrics"]["errors"] == 0 and row["baseline"]["errors"] == 0
+        assert row["metrics"]["errors"] == 0
         assert row["estimated_cost_usd"] == 0 and row["duration_s"] > 0
     examples = done["examples"]
     n = full["metrics"]["answered"]
@@ -118,14 +119,23 @@ def test_fine_tuned_beats_base_and_experiment_table(local: Stack, local_base_mod
     assert all(
         len(e["answers"]) == 2 and all(a["answer"] is not None for a in e["answers"]) for e in examples
     )
+    # One baseline for the shared base model, evaluated once (by the first candidate's job).
+    assert full["baseline"]["errors"] == 0 and lora["baseline"] is None
     assert all([b["model"] for b in e["baselines"]] == [base] for e in examples)
     # Both candidates saw the same test examples (identical split), and the base answered each.
     evaluation = call(local, token, "GET", f"/v1/fine_tuning/jobs/{full['job_id']}/evaluation?limit=100")
     assert {x["prompt"] for x in evaluation["data"]} == {e["prompt"] for e in examples}
-    assert evaluation["baseline_model"] == base and evaluation["baseline"] == full["baseline"]
+    assert evaluation["baseline_model"] == base
+    assert {k: evaluation["baseline"][k] for k in full["baseline"]} == full["baseline"]
 
+    # Measured (2 CPU cores, seeded runs): fine-tuned char_f1 0.19, rouge_l 0.19, BLEU 10.0 against
+    # 0.0 / 0.0 / 0.0 for the random-weight base, whose answers share no characters with the
+    # references. A margin of 0.1 is half the measured gain: far above noise (24 examples, the base
+    # at zero), and a tuned model that learnt none of the domain's phrasing would miss it.
     tuned, untuned = full["metrics"], full["baseline"]
     print(f"fine-tuned {tuned} vs base {untuned}")
     assert tuned["char_f1"] > untuned["char_f1"] + 0.1, (tuned, untuned)
     assert tuned["rouge_l"] > untuned["rouge_l"] + 0.1, (tuned, untuned)
-    assert done["best_candidate"] in (0, 1)
+    # One LoRA epoch on random weights learns next to nothing (measured char_f1 0.0): full wins.
+    assert lora["metrics"]["char_f1"] < tuned["char_f1"]
+    assert done["best_candidate"] == 0
