@@ -11,7 +11,9 @@ import httpx2
 import openai
 import pytest
 import standardwebhooks
+from click.testing import CliRunner
 
+from service.cli.main import main as cli
 from tests.conftest import SHARED_DATA
 from tests.integration.test_jobs_e2e import Hooks, sdk, upload_processed
 from tests.support.procs import wait_until
@@ -41,6 +43,14 @@ def get(stack, token: str, path: str) -> dict:
     r = httpx2.get(stack.base_url + path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def run_cli(stack, token: str, *args: str) -> str:
+    result = CliRunner().invoke(
+        cli, list(args), env={"TUNELINE_BASE_URL": stack.base_url, "TUNELINE_API_KEY": token}
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 def finished(client, job_id: str):
@@ -115,6 +125,12 @@ def test_held_out_evaluation_webhook_and_sdk_completions(stack, hooks, qa_rows):
     text = client.completions.create(model=model, prompt="从没见过的问题", max_tokens=5)
     assert text.choices[0].text.startswith("[sandbox]") and text.choices[0].finish_reason == "length"
 
+    # The CLI: one-shot chat, the evaluation as a table and as JSON.
+    assert run_cli(stack, token, "chat", model, "-m", seen["prompt"]).strip() == seen["completion"]
+    shown = run_cli(stack, token, "eval", job.id, "--examples", "3")
+    assert "char_f1" in shown and f"{evaluation['metrics']['char_f1']}" in shown
+    assert json.loads(run_cli(stack, token, "eval", job.id, "--json"))["metrics"] == evaluation["metrics"]
+
     assert [m.id for m in client.models.list()] == [model]
     assert client.models.retrieve(model).owned_by == final.organization_id
     other = sdk(stack, stack.key())
@@ -129,21 +145,22 @@ def test_experiment_compares_two_candidates_side_by_side(stack, qa_rows):
     token = stack.key()
     client = sdk(stack, token)
     training = upload_processed(client, qa_bytes(qa_rows[:120]))
-    r = httpx2.post(
-        stack.base_url + "/v1/experiments",
-        headers={"Authorization": f"Bearer {token}"},
-        json={
-            "training_file": training,
-            "prepare": {"split": {"test": 0.1}},
-            "candidates": [
-                {"provider": "sandbox", "model": MODEL, "sandbox": {"steps": 2}},
-                {"provider": "sandbox", "model": "gpt-4.1-mini-2025-04-14", "sandbox": {"steps": 4}},
-            ],
-        },
-        timeout=30,
+    created = run_cli(
+        stack,
+        token,
+        "experiments",
+        "create",
+        "--training-file",
+        training,
+        "--test-split",
+        "0.1",
+        "--candidate",
+        f"sandbox:{MODEL}:n_epochs=2",
+        "--candidate",
+        "sandbox:gpt-4.1-mini-2025-04-14",
+        "--json",
     )
-    assert r.status_code == 200, r.text
-    exp_id = r.json()["id"]
+    exp_id = json.loads(created)["id"]
     done = wait_until(
         lambda: (
             (e := get(stack, token, f"/v1/experiments/{exp_id}?limit=100"))["status"] == "completed" and e
@@ -155,6 +172,7 @@ def test_experiment_compares_two_candidates_side_by_side(stack, qa_rows):
     rows = done["candidates"]
     assert [c["status"] for c in rows] == ["succeeded", "succeeded"], stack.logs()
     assert [c["model"] for c in rows] == [MODEL, "gpt-4.1-mini-2025-04-14"]
+    assert rows[0]["hyperparameters"] == {"n_epochs": 2}
     for row in rows:
         assert row["evaluation_status"] == "completed" and row["metrics"]["answered"] > 0
         assert row["trained_tokens"] > 0 and row["duration_s"] > 0 and row["estimated_cost_usd"] > 0
@@ -173,3 +191,12 @@ def test_experiment_compares_two_candidates_side_by_side(stack, qa_rows):
         assert all(a["answer"].startswith("[sandbox]") for a in example["answers"])
         assert example["reference"]
     assert done["best_candidate"] in (0, 1)
+
+    shown = run_cli(stack, token, "experiments", "get", exp_id, "--examples", "2")
+    assert all(c["job_id"] in shown for c in rows) and "reference:" in shown
+    failed = CliRunner().invoke(
+        cli,
+        ["experiments", "create", "--training-file", training, "--candidate", f"sandbox:{MODEL}"],
+        env={"TUNELINE_BASE_URL": stack.base_url, "TUNELINE_API_KEY": token},
+    )
+    assert failed.exit_code == 1 and "test set" in failed.output
