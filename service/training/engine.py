@@ -17,7 +17,7 @@ from service.core.jobs.metrics import row, to_csv
 from service.training import checkpoints
 from service.training.data import Encoded, load_examples
 from service.training.errors import TRAINING_FAILED, TrainingError
-from service.training.models import load_base
+from service.training.models import load_base, resolve
 from service.training.protocol import Emitter
 from service.training.spec import EVAL_MAX_EXAMPLES, KEEP_CHECKPOINTS, MAX_DEFAULT_SEQ_LENGTH, TrainSpec
 
@@ -191,10 +191,8 @@ def _save_final(trainer: Any, tokenizer: Any, spec: TrainSpec) -> Path:
 
 def train(spec: TrainSpec, emitter: Emitter) -> None:
     """Run one training job to the end, emitting protocol lines; raises ``TrainingError``."""
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
-
     hp = spec.hyperparameters
+    resolve(spec.base_model)  # a missing model fails before the slow imports
     setup_torch(spec.threads)
     device = pick_device(spec.device)
     model, tokenizer, _ = load_base(spec.base_model, spec.cache_dir)
@@ -206,6 +204,9 @@ def train(spec: TrainSpec, emitter: Emitter) -> None:
         if spec.validation_file
         else []
     )
+
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
 
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     if not spec.resume:

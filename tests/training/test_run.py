@@ -4,7 +4,6 @@ resume after kill -9, SIGTERM, errors."""
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import statistics
 from pathlib import Path
@@ -64,7 +63,7 @@ def test_full_run_lowers_loss_checkpoints_and_writes_results(
         tmp_path / "child.log",
     )
     assert run.returncode == 0, run.log
-    assert [line["type"] for line in run.lines][0] == "started"
+    assert run.lines[0]["type"] == "started"
     started, finished = run.of("started")[0], run.of("finished")[0]
     assert started["total_steps"] == 40 and started["resumed_from_step"] is None
     assert started["device"] == "cpu" and started["train_examples"] == 160 and started["trainable_params"] > 0
@@ -143,11 +142,15 @@ def test_resume_after_kill9_continues_from_last_checkpoint(
     first.finish()
     assert not first.lines or all(line["type"] != "finished" for line in first.lines)
     steps_before = [m["step"] for m in first.lines if m["type"] == "metrics"]
+    newest = max(c["step"] for c in first.lines if c["type"] == "checkpoint")
+    # What a kill in the middle of a save leaves: a newer checkpoint directory without its marker.
+    torn = tmp_path / "out" / "checkpoints" / f"checkpoint-{newest + 1}"
+    torn.mkdir(exist_ok=True)
+    (torn / "trainer_state.json").write_text("{", encoding="utf-8")
 
     second = run_child(path, tmp_path / "second.log")
     assert second.returncode == 0, second.log
     started = second.of("started")[0]
-    newest = max(c["step"] for c in first.lines if c["type"] == "checkpoint")
     assert started["resumed_from_step"] == newest
     steps_after = [m["step"] for m in second.of("metrics")]
     assert steps_after == list(range(newest + 1, 121))
@@ -158,34 +161,6 @@ def test_resume_after_kill9_continues_from_last_checkpoint(
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "model", "result.csv"]
     with (out / "result.csv").open(encoding="utf-8") as handle:
         assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 121))
-
-
-@pytest.mark.slow
-def test_half_written_checkpoint_is_never_resumed_from(
-    tiny_model: Path, data_dir: Path, tmp_path: Path
-) -> None:
-    path = spec(
-        tmp_path,
-        tiny_model,
-        data_dir / "qa_train.jsonl",
-        resume=True,
-        hyperparameters={"n_epochs": 1, "checkpoint_every": 5},
-    )
-    first = Child(path, tmp_path / "first.log")
-    first.read_until(lambda line: line["type"] == "checkpoint" and line["step"] == 10)
-    first.proc.send_signal(signal.SIGKILL)
-    first.finish()
-    # What a kill in the middle of a save leaves: a newer checkpoint directory without its marker.
-    checkpoints = tmp_path / "out" / "checkpoints"
-    torn = checkpoints / "checkpoint-15"
-    torn.mkdir(exist_ok=True)
-    (torn / "trainer_state.json").write_text("{", encoding="utf-8")
-    (checkpoints / "checkpoint-10" / COMPLETE_MARKER).rename(checkpoints / "checkpoint-10" / "marker.bak")
-
-    second = run_child(path, tmp_path / "second.log")
-    assert second.returncode == 0, second.log
-    assert second.of("started")[0]["resumed_from_step"] == 5
-    assert second.of("metrics")[0]["step"] == 6
 
 
 @pytest.mark.slow
@@ -232,11 +207,3 @@ def test_over_long_example_fails_naming_the_line(tiny_model: Path, data_dir: Pat
     assert run.returncode == 1 and run.error is not None
     assert run.error["code"] == "example_too_long"
     assert "line 4 " in run.error["message"] and "512" in run.error["message"]  # the tiny model's context
-
-
-@pytest.mark.slow
-def test_invalid_training_file(tiny_model: Path, shared_data: Path, tmp_path: Path) -> None:
-    run = run_child(spec(tmp_path, tiny_model, shared_data / "bad" / "binary.jsonl"), tmp_path / "c.log")
-    assert run.returncode == 1 and run.error is not None
-    assert run.error["code"] == "invalid_training_file", run.error
-    assert os.path.exists(tmp_path / "c.log")
