@@ -60,7 +60,7 @@ def create_experiment(ctx: JobsContext, principal: Principal, params: dict[str, 
         raise InvalidRequest("An experiment needs at least one candidate.", param="candidates")
     shared = _shared(params)
     experiment_id = ids.new_id("experiment")
-    built = []
+    built: list[dict[str, Any]] = []
     for index, candidate in enumerate(candidates):
         try:
             job = build_job(ctx, principal, {**shared, **candidate})
