@@ -14,6 +14,7 @@ from flask_smorest import Api
 from service import logs
 from service.api import auth, errors, uploads
 from service.api.base import ErrorSchema, parameter_style
+from service.api.ops import prometheus
 from service.core.dispatch import Dispatcher
 from service.core.secrets_box import SecretBox, box_for
 from service.core.store import Store
@@ -31,6 +32,7 @@ class Services:
     store: Store
     dispatcher: Dispatcher
     box: SecretBox
+    broker: Store  # the Celery broker's Redis (queue depths); the state store when they coincide
 
 
 class TunelineApi(Api):
@@ -76,17 +78,21 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     if dispatcher is None:
         dispatcher = CeleryDispatcher(make_celery(settings))
+    store = Store.from_url(settings.redis_url)
+    broker_url = settings.effective_broker_url
     app.extensions["tuneline"] = Services(
         settings=settings,
-        store=Store.from_url(settings.redis_url),
+        store=store,
         dispatcher=dispatcher,
         box=box_for(settings.secret_key, settings.env),
+        broker=store if broker_url == settings.redis_url else Store.from_url(broker_url),
     )
     api = TunelineApi(app)
     api.ma_plugin.converter.add_parameter_attribute_function(parameter_style)
     uploads.register(app)
     auth.register(app)
     _register_request_log(app)
+    prometheus.register(app)
     _register_blueprints(api)
     return app
 
@@ -98,6 +104,7 @@ def _register_blueprints(api: Api) -> None:
     from service.api.health.resources import blp as health_blp
     from service.api.jobs.resources import blp as jobs_blp
     from service.api.models.resources import blp as models_blp
+    from service.api.ops.resources import blp as ops_blp
     from service.api.sandbox.resources import blp as sandbox_blp
     from service.api.webhooks.resources import blp as webhooks_blp
 
@@ -108,6 +115,7 @@ def _register_blueprints(api: Api) -> None:
         models_blp,
         completions_blp,
         experiments_blp,
+        ops_blp,
         webhooks_blp,
         sandbox_blp,
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -89,6 +90,20 @@ def _start_redis(procs: list[subprocess.Popen[bytes]]) -> str:
     sys.exit("redis-server did not start; see var/redis/redis.log")
 
 
+def _train_extra_installed() -> bool:
+    """The local trainer's libraries are importable (looked up, not imported: no torch here)."""
+    return all(importlib.util.find_spec(name) for name in ("torch", "transformers", "peft", "trl"))
+
+
+def _local_workers(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    """One training job at a time (nothing prefetched behind it), and a model-caching infer worker."""
+    celery = [str(BIN / "celery"), "-A", "workers.main", "worker", "--loglevel", "INFO", "--concurrency", "1"]
+    return [
+        subprocess.Popen([*celery, "-Q", "train", "-n", "train@%h", "--disable-prefetch"], env=env),
+        subprocess.Popen([*celery, "-Q", "infer", "-n", "infer@%h"], env=env),
+    ]
+
+
 def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     os.environ.setdefault("TUNELINE_ENV", "development")
@@ -97,6 +112,7 @@ def main() -> None:
     os.environ.setdefault("TUNELINE_WEBHOOK_ALLOW_LOOPBACK", "1")
     os.environ.setdefault("TUNELINE_POLL_INTERVAL_S", "2")
     os.environ.setdefault("TUNELINE_SANDBOX_TIME_SCALE", "0.3")
+    os.environ.setdefault("TUNELINE_METRICS_ENABLED", "1")
     try:
         os.environ["TUNELINE_REDIS_URL"] = _start_redis(procs)
         settings = Settings.from_env()
@@ -134,6 +150,9 @@ def main() -> None:
                 env=env,
             )
         )
+        local = _train_extra_installed()
+        if local:
+            procs.extend(_local_workers(env))
         procs.append(
             subprocess.Popen(
                 [
@@ -153,7 +172,20 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         from service.demo.run import run_demo
 
-        run_demo(base, token, settings)
+        if local and os.environ.get("TUNELINE_DEMO") == "local":
+            from service.demo.local import run_local_demo
+
+            run_local_demo(base, token)
+        else:
+            run_demo(base, token, settings)
+        if local:
+            print(
+                "\nLocal trainer: train and infer workers are running. Demo: TUNELINE_DEMO=local make run"
+                "\n  (or: tuneline models build-demo --out var/models/demo, then a job with provider"
+                ' "local" and model "<absolute path of var/models/demo>"; README: Local trainer)'
+            )
+        else:
+            print("\nLocal trainer: off (pip install -e '.[train]' to enable it)")
         print(f"\nAPI:     {base}  (OpenAPI: {base}/openapi.json)")
         print(f"API key: {token}")
         print("Ctrl-C stops everything.", flush=True)

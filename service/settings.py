@@ -63,6 +63,7 @@ class Settings:
     metrics_enabled: bool = False
     log_level: str = "INFO"
     poll_interval_s: float = 10.0
+    poll_rate_per_s: float = 10.0  # polls per second per provider account (0: unlimited)
     visibility_timeout_s: int = 3600
     stuck_after_s: int = 900
     eval_concurrency: int = 4  # parallel completions while evaluating one job
@@ -136,7 +137,7 @@ class Settings:
         for name in ("WEBHOOK_ALLOW_LOOPBACK", "METRICS_ENABLED"):
             if f"TUNELINE_{name}" in env:
                 values[name.lower()] = _bool(f"TUNELINE_{name}", get(name))
-        for name in ("SANDBOX_TIME_SCALE", "POLL_INTERVAL_S", "EVAL_RATE_PER_S"):
+        for name in ("SANDBOX_TIME_SCALE", "POLL_INTERVAL_S", "POLL_RATE_PER_S", "EVAL_RATE_PER_S"):
             if f"TUNELINE_{name}" in env:
                 values[name.lower()] = _float(f"TUNELINE_{name}", get(name))
         # The OpenAI convention is honoured as a fallback so existing deployments just work.
@@ -176,6 +177,8 @@ class Settings:
                 raise SettingsError(
                     "TUNELINE_SECRET_KEY must be a urlsafe-base64 32-byte Fernet key"
                 ) from None
+        if self.poll_rate_per_s < 0:
+            raise SettingsError(f"TUNELINE_POLL_RATE_PER_S must be >= 0, got {self.poll_rate_per_s}")
         if self.webhook_allow_loopback and self.env == "production":
             raise SettingsError("TUNELINE_WEBHOOK_ALLOW_LOOPBACK is for development and tests only")
         return self
@@ -183,6 +186,11 @@ class Settings:
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def poll_burst(self) -> int:
+        """Polls an idle account may make at once: one second's worth of its rate."""
+        return max(1, int(self.poll_rate_per_s))
 
     @property
     def effective_sandbox_url(self) -> str:

@@ -16,7 +16,7 @@ def _is_public(path: str) -> bool:
     )
 
 
-def _bearer() -> str | None:
+def bearer() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -34,4 +34,4 @@ def register(app: Flask) -> None:
         if request.method == "OPTIONS" or _is_public(request.path):
             return
         services = app.extensions["tuneline"]
-        g.principal = auth.authenticate(services.store, _bearer())
+        g.principal = auth.authenticate(services.store, bearer())

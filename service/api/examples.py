@@ -108,6 +108,7 @@ JOB = {
     "test_file": None,
     "prepare": {"split": {"validation": 0.1, "seed": 3}},
     "updated_at": 1795690160,
+    "tenant": "acme",
 }
 
 EVENTS = {
@@ -193,4 +194,51 @@ DELIVERY = {
         {"at": 1795690405.6, "status_code": 200, "error": None, "latency_ms": 38, "outcome": "delivered"},
     ],
     "next_attempt_at": None,
+}
+
+STATS = {
+    "object": "stats",
+    "tenant": None,
+    "jobs": {
+        "total": 42,
+        "by_status": {
+            "validating_files": 1,
+            "queued": 2,
+            "running": 3,
+            "succeeded": 30,
+            "failed": 4,
+            "cancelled": 2,
+        },
+        "by_stage": {
+            "preparing": 0,
+            "uploading": 0,
+            "submitting": 0,
+            "provider_validating": 1,
+            "provider_queued": 2,
+            "train_queued": 0,
+            "training": 3,
+            "finalizing": 0,
+            "evaluating": 0,
+            "done": 36,
+        },
+        "by_provider": {"openai": 0, "azure": 0, "sandbox": 42, "local": 0},
+    },
+    "queues": {"datasets": 0, "provider": 1, "poll": 0, "webhooks": 0, "maintenance": 0},
+    "oldest_active": {
+        "provider_validating": {"id": JOB["id"], "created_at": 1795690100, "age_s": 61.5},
+        "training": {"id": "ftjob-1f2e3d4c5b6a79880a1b2c3d", "created_at": 1795689000, "age_s": 1161.5},
+    },
+    "recent_failures": [
+        {
+            "id": "ftjob-9a8b7c6d5e4f30211a2b3c4d",
+            "created_at": 1795680000,
+            "finished_at": 1795680100,
+            "provider": "sandbox",
+            "error": {
+                "code": "invalid_training_file",
+                "message": "line 3: not JSON",
+                "param": "training_file",
+            },
+        }
+    ],
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import unicodedata
 from typing import Any
 
@@ -10,42 +9,27 @@ import click
 import httpx2
 import openai
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8000"
-TIMEOUT_S = 120.0
+# The connection settings and error rendering are the jobs commands' (one place for both).
+from service.cli.jobs import DEFAULT_BASE_URL, Remote, _checked
 
-
-def _config() -> tuple[str, str]:
-    key = os.environ.get("TUNELINE_API_KEY", "")
-    if not key:
-        raise click.UsageError("Set TUNELINE_API_KEY (create one with `tuneline keys create`).")
-    return os.environ.get("TUNELINE_BASE_URL", DEFAULT_BASE_URL).rstrip("/"), key
+TIMEOUT_S = 150.0  # a local model's answer may wait for the infer worker (TUNELINE_INFER_TIMEOUT_S)
 
 
 def sdk() -> openai.OpenAI:
     """The official SDK pointed at Tuneline."""
-    base, key = _config()
-    return openai.OpenAI(base_url=base + "/v1", api_key=key, timeout=TIMEOUT_S, max_retries=2)
+    return Remote().sdk().with_options(timeout=TIMEOUT_S)
 
 
 def call(method: str, path: str, **kwargs: Any) -> Any:
     """One API call; an error answer becomes a ClickException with the server's message."""
-    base, key = _config()
+    remote = Remote()
     try:
-        response = httpx2.request(
-            method, base + path, headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT_S, **kwargs
-        )
-    except httpx2.HTTPError as exc:
-        raise click.ClickException(f"cannot reach Tuneline at {base}: {exc}") from None
-    if response.status_code >= 400:
-        try:
-            error = response.json()["error"]
-            detail = f"{error['message']} ({error['type']}" + (
-                f", param {error['param']})" if error.get("param") else ")"
-            )
-        except (ValueError, KeyError, TypeError):
-            detail = response.text[:500]
-        raise click.ClickException(f"HTTP {response.status_code}: {detail}")
-    return response.json()
+        with remote.http(timeout=TIMEOUT_S) as client:
+            return _checked(client.request(method, path, **kwargs)).json()
+    except httpx2.TransportError as exc:
+        raise click.ClickException(
+            f"cannot reach Tuneline at {remote.base_url or DEFAULT_BASE_URL}: {exc}"
+        ) from None
 
 
 def width(text: str) -> int:

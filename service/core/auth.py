@@ -9,7 +9,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 
-from service.core.errors import AuthenticationFailed, InvalidRequest, NotFound
+from service.core.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from service.core.store import Store, keys
 from service.core.store.base import dumps, loads
 
@@ -31,7 +31,26 @@ class Principal:
         return self.role == "ops"
 
     def can_read(self, owner: str) -> bool:
+        """The one tenant-visibility rule: ops read every tenant, members only their own."""
         return self.is_ops or owner == self.tenant
+
+    def scope(self, requested: str | None = None) -> str | None:
+        """The tenant a list or count is limited to; None means every tenant (ops only).
+
+        Members are always limited to their own tenant; asking for another one is a 403
+        (a list filter is not a lookup, so there is nothing to hide behind a 404).
+        """
+        if requested is not None and not self.can_read(requested):
+            raise PermissionDenied(
+                "Only ops keys may read other tenants.", param="tenant", code="tenant_not_allowed"
+            )
+        if self.is_ops:
+            return requested
+        return self.tenant
+
+
+# The service itself reading across tenants (the metrics scrape); never the result of a key.
+INTERNAL = Principal(tenant="", role="ops", key_id="")
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,20 @@ def authenticate(store: Store, token: str | None) -> Principal:
     if not hmac.compare_digest(record.digest, _digest(record.salt, parts[2])):
         raise AuthenticationFailed("Incorrect API key provided.")
     return Principal(tenant=record.tenant, role=record.role, key_id=record.id)
+
+
+def scrape_principal(store: Store, token: str | None) -> Principal:
+    """Who may read ``/metrics``: anyone without a key (an internal scrape port), or an ops key.
+
+    A key that is sent must be valid (401) and belong to ops (403): a member key never sees the
+    every-tenant figures the exposition carries.
+    """
+    if token is None:
+        return INTERNAL
+    caller = authenticate(store, token)
+    if not caller.is_ops:
+        raise PermissionDenied("/metrics needs an ops key (or no key at all).", code="ops_key_required")
+    return caller
 
 
 def list_keys(store: Store, tenant: str | None = None) -> list[ApiKey]:

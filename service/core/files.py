@@ -143,7 +143,8 @@ def list_files(
     limit: int,
     purpose: str | None = None,
 ) -> tuple[list[FileRecord], bool]:
-    index = keys.files_all() if principal.is_ops else keys.files_by_tenant(principal.tenant)
+    tenant = principal.scope()
+    index = keys.files_all() if tenant is None else keys.files_by_tenant(tenant)
 
     def load_many(file_ids: list[str]) -> list[FileRecord | None]:
         return [

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
 from service.core import files
 from service.core.auth import Principal
-from service.core.datasets import PrepareOptions, prepare_file
-from service.core.errors import Conflict
+from service.core.datasets import PrepareOptions, prepare_file, resolve_model
+from service.core.errors import Conflict, InvalidRequest, Unprocessable
 from service.core.store import Store, keys
 from service.core.store.base import dumps, loads
 
@@ -50,3 +53,48 @@ def report_for(store: Store, principal: Principal, file_id: str) -> dict[str, An
             code="report_not_ready",
         )
     return {"object": "file.report", "file_id": record.id, **report, "status": record.status}
+
+
+def prepared_content(
+    store: Store, data_dir: Path, principal: Principal, file_id: str, model: str
+) -> tuple[files.FileRecord, Path]:
+    """The file as it would be sent to train ``model``: fixed, converted, deduplicated (DESIGN §9).
+
+    Prepared once per (file, model) with the pipeline's default options and kept beside the
+    file's other prepared outputs (deleting the file deletes them); the caller streams the path.
+    Written to a private directory first and renamed into place, so concurrent first requests
+    never read a half-written file.
+    """
+    record = files.get_file(store, principal, file_id)
+    try:
+        spec = resolve_model(model)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="prepared_for", code="model_not_found") from None
+    if record.status != "processed":
+        raise Unprocessable(
+            f"File {record.id} is {record.status}; only processed files can be prepared "
+            f"({record.status_details or 'still being checked'}).",
+            param="file_id",
+            code="file_not_ready" if record.status == "uploaded" else "invalid_file",
+        )
+    target = data_dir / "prepared" / record.id / "for" / re.sub(r"[^A-Za-z0-9._-]", "_", spec.name)
+    train = target / "train.jsonl"
+    if train.exists():
+        return record, train
+    scratch = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+    try:
+        report = prepare_file(files.blob_path(data_dir, record.id), PrepareOptions(model=spec.name), scratch)
+        if not report.usable or "train" not in report.outputs:
+            raise Unprocessable(
+                f"File {record.id} cannot be prepared for {spec.name}: {report.status_details}",
+                param="prepared_for",
+                code="invalid_file",
+            )
+        try:
+            scratch.rename(target)
+        except OSError:
+            if not train.exists():  # not a twin request that won the race
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return record, train

@@ -46,6 +46,7 @@ STEP_S = 1.0
 DEFAULT_STEPS = 10
 MAX_SLOW_MS = 10_000
 CHARS_PER_TOKEN = 4
+JOB_READS_KEPT = 10_000
 FAIL_STAGES = ("validating_files", "queued", "running")
 # Header faults for create, account-wide: the caller opts in per request.
 CREATE_HEADER_FAULTS = ("create-500", "create-429", "create-timeout-after-create")
@@ -570,6 +571,10 @@ class Sandbox:
             raise SandboxServerError(f"{TAG} Injected server error.")
 
     def get_job(self, job_id: str) -> dict[str, Any]:
+        pipe = self.store.r.pipeline(transaction=False)
+        pipe.lpush(keys.sandbox_job_reads(), repr(self.clock.now()))
+        pipe.ltrim(keys.sandbox_job_reads(), 0, JOB_READS_KEPT - 1)
+        pipe.execute()
         self._apply_read_faults(job_id)
         return self.public_job(self._refresh(job_id))
 
@@ -806,6 +811,8 @@ class Sandbox:
         return {
             "creates": int(self.store.r.get(keys.sandbox_counter("creates")) or 0),  # type: ignore[arg-type]
             "creates_by_tuneline_job": {k: int(v) for k, v in by_job.items()},
+            # Wall-clock times of the latest job retrieves (a provider poll each), oldest first.
+            "job_reads": [float(t) for t in reversed(self.store.r.lrange(keys.sandbox_job_reads(), 0, -1))],
         }  # type: ignore[union-attr]
 
 

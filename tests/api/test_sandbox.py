@@ -192,7 +192,11 @@ def test_ambiguous_create_header_and_stats(client, hdr):
     assert_error(
         create(client, hdr, headers={"X-Sandbox-Fault": "create-500"}, metadata=meta), 500, "server_error"
     )
-    assert client.get("/sandbox/v1/_stats", headers=hdr).json == {"creates": 0, "creates_by_tuneline_job": {}}
+    assert client.get("/sandbox/v1/_stats", headers=hdr).json == {
+        "creates": 0,
+        "creates_by_tuneline_job": {},
+        "job_reads": [],
+    }
     ambiguous = create(client, hdr, headers={"X-Sandbox-Fault": "create-timeout-after-create"}, metadata=meta)
     assert_error(ambiguous, 500, "server_error")
     found = client.get("/sandbox/v1/fine_tuning/jobs?metadata[tuneline_job_id]=ftjob-amb", headers=hdr).json
@@ -200,6 +204,7 @@ def test_ambiguous_create_header_and_stats(client, hdr):
     assert client.get("/sandbox/v1/_stats", headers=hdr).json == {
         "creates": 1,
         "creates_by_tuneline_job": {"ftjob-amb": 1},
+        "job_reads": [],
     }
 
 

@@ -178,12 +178,12 @@ def test_create_faults_and_stats(sb, tmp_path):
     body = {"model": "gpt-4o-mini-2024-07-18", "training_file": train, "metadata": {"tuneline_job_id": "j1"}}
     with pytest.raises(SandboxServerError):
         sb.create_job(body, "create-500")
-    assert sb.stats() == {"creates": 0, "creates_by_tuneline_job": {}}
+    assert sb.stats() == {"creates": 0, "creates_by_tuneline_job": {}, "job_reads": []}
     with pytest.raises(SandboxServerError):
         sb.create_job(body, "create-timeout-after-create")
     found, _ = sb.list_jobs(None, 10, {"tuneline_job_id": "j1"})
     assert len(found) == 1  # the ambiguous create did create: look before creating again
-    assert sb.stats() == {"creates": 1, "creates_by_tuneline_job": {"j1": 1}}
+    assert sb.stats() == {"creates": 1, "creates_by_tuneline_job": {"j1": 1}, "job_reads": []}
     with pytest.raises(InvalidRequest):
         sb.create_job(body, "create-nonsense")
 

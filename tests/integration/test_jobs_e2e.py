@@ -5,8 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx2
 import openai
@@ -15,7 +13,7 @@ import standardwebhooks
 from openai import OpenAI
 
 from tests.conftest import SHARED_DATA
-from tests.support.procs import free_port, wait_until
+from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -39,37 +37,6 @@ def sandbox_stats(stack) -> dict:
     )
     r.raise_for_status()
     return r.json()
-
-
-class Hooks:
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.port = free_port()
-        hooks = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                hooks.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-
-@pytest.fixture
-def hooks():
-    h = Hooks()
-    yield h
-    h.server.shutdown()
 
 
 @pytest.fixture(scope="module")

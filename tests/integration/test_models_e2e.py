@@ -15,18 +15,11 @@ from click.testing import CliRunner
 
 from service.cli.main import main as cli
 from tests.conftest import SHARED_DATA
-from tests.integration.test_jobs_e2e import Hooks, sdk, upload_processed
+from tests.integration.test_jobs_e2e import sdk, upload_processed
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.slow
 MODEL = "gpt-4o-mini-2024-07-18"
-
-
-@pytest.fixture
-def hooks():
-    h = Hooks()
-    yield h
-    h.server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from flask.views import MethodView
 from service.api import examples
 from service.api.base import Blueprint, list_body, principal, services
 from service.api.files.schemas import (
+    FileContentArgsSchema,
     FileDeletedSchema,
     FileListArgsSchema,
     FileListSchema,
@@ -102,10 +103,17 @@ class FileById(MethodView):
 
 @blp.route("/<string:file_id>/content")
 class FileContent(MethodView):
+    @blp.arguments(FileContentArgsSchema, location="query")
     @blp.response(200, {"type": "string", "format": "binary"}, content_type="application/octet-stream")
-    def get(self, file_id: str) -> Any:
-        """Download a file's bytes."""
+    def get(self, args: dict[str, Any], file_id: str) -> Any:
+        """Download a file's bytes, or with `prepared_for=MODEL` the JSONL prepared for that model."""
         svc = services()
+        if args.get("prepared_for"):
+            record, path = preparation.prepared_content(
+                svc.store, svc.settings.data_dir, principal(), file_id, args["prepared_for"]
+            )
+            name = f"{record.filename.rsplit('.', 1)[0]}.prepared.jsonl"
+            return send_file(path, mimetype="application/jsonl", download_name=name, conditional=False)
         record, path = files.file_content_path(svc.store, svc.settings.data_dir, principal(), file_id)
         return send_file(
             path,

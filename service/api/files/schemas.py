@@ -30,6 +30,16 @@ class FileListArgsSchema(CursorArgsSchema):
     )
 
 
+class FileContentArgsSchema(StrictSchema):
+    prepared_for = ma.fields.String(
+        validate=ma.validate.Length(min=1, max=256),
+        metadata={
+            "description": "A model name: the content as prepared to train that model (fixed, "
+            "converted to its format, deduplicated) instead of the bytes uploaded."
+        },
+    )
+
+
 class FileDeletedSchema(ma.Schema):
     id = ma.fields.String(required=True)
     object = ma.fields.Constant("file", required=True)

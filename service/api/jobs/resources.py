@@ -77,7 +77,7 @@ class Jobs(MethodView):
         },
     )
     def get(self, args: dict[str, Any]) -> Any:
-        """List fine-tuning jobs, newest first (filters: status, provider, metadata[key]=value)."""
+        """List fine-tuning jobs, newest first (filters: status, provider, metadata[key]=value, tenant)."""
         found, has_more = jobs.list_jobs(
             services().store,
             principal(),
@@ -87,6 +87,7 @@ class Jobs(MethodView):
                 "status": args.get("status"),
                 "provider": args.get("provider"),
                 "metadata": args.get("metadata"),
+                "tenant": args.get("tenant"),
             },
         )
         return list_body(found, has_more)
@@ -159,16 +160,33 @@ class JobCheckpoints(MethodView):
 class JobMetrics(MethodView):
     @blp.arguments(MetricsArgsSchema, location="query")
     @blp.response(200, MetricsSchema, example=examples.METRICS)
-    @blp.alt_response(
-        200,
-        description="With format=csv: OpenAI's result-file columns",
-        content_type="text/csv",
-        success=True,
+    @blp.doc(
+        responses={
+            200: {
+                "content": {
+                    "text/csv": {
+                        "schema": {"type": "string"},
+                        "example": "step,train_loss,train_mean_token_accuracy,valid_loss,"
+                        "valid_mean_token_accuracy,full_valid_loss,full_valid_mean_token_accuracy\n"
+                        "1,2.1,0.41,,,,\n",
+                    },
+                    "image/png": {
+                        "schema": {"type": "string", "format": "binary"},
+                    },
+                }
+            }
+        }
     )
     def get(self, args: dict[str, Any], job_id: str) -> Any:
-        """Per-step training metrics (JSON, or CSV with `format=csv`)."""
+        """Per-step training metrics (JSON, CSV with `format=csv`, loss-curve image with `format=png`).
+
+        `format=csv` gives OpenAI's result-file columns; `format=png` draws train and valid loss by
+        step, with token accuracy in a second panel.
+        """
         if args["format"] == "csv":
             return Response(jobs.job_metrics_csv(services().store, principal(), job_id), mimetype="text/csv")
+        if args["format"] == "png":
+            return Response(jobs.job_metrics_png(services().store, principal(), job_id), mimetype="image/png")
         return {
             "object": "list",
             "job_id": job_id,

@@ -172,6 +172,7 @@ class JobSchema(ma.Schema):
     )
     experiment_id = ma.fields.String(allow_none=True)
     updated_at = ma.fields.Integer(allow_none=True)
+    tenant = ma.fields.String(metadata={"description": "The tenant that owns the job (Tuneline extension)."})
 
 
 JobListSchema = list_schema(JobSchema, "JobList")
@@ -180,6 +181,10 @@ JobListSchema = list_schema(JobSchema, "JobList")
 class JobListArgsSchema(MetadataFilterArgsSchema):
     status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
     provider = ma.fields.String(validate=ma.validate.OneOf(PROVIDERS))
+    tenant = ma.fields.String(
+        validate=ma.validate.Length(min=1, max=63),
+        metadata={"description": "Ops keys: only this tenant's jobs (members may pass only their own)."},
+    )
 
 
 EventListSchema = list_schema(EventSchema, "EventList")
@@ -196,7 +201,11 @@ CheckpointListSchema = list_schema(CheckpointSchema, "CheckpointList")
 
 
 class MetricsArgsSchema(StrictSchema):
-    format = ma.fields.String(load_default="json", validate=ma.validate.OneOf(["json", "csv"]))
+    format = ma.fields.String(
+        load_default="json",
+        validate=ma.validate.OneOf(["json", "csv", "png"]),
+        metadata={"description": "json (default), csv (OpenAI's columns) or png (the loss curve)."},
+    )
 
 
 class MetricsSchema(ma.Schema):

@@ -138,6 +138,11 @@ class SandboxStatsSchema(ma.Schema):
     creates_by_tuneline_job = ma.fields.Dict(
         keys=ma.fields.String(), values=ma.fields.Integer(), required=True
     )
+    job_reads = ma.fields.List(
+        ma.fields.Float(),
+        required=True,
+        metadata={"description": "Times (unix seconds) of the latest job retrieves, oldest first."},
+    )
 
 
 class _LooseSchema(ma.Schema):

@@ -12,7 +12,7 @@ from typing import Any
 from service.core.errors import NotFound
 from service.core.jobs import states
 from service.core.jobs.views import public_job
-from service.core.store import Store
+from service.core.store import Store, stats
 from service.core.store import jobs as repo
 from service.core.store.base import Pipeline
 from service.core.webhooks import signing
@@ -69,7 +69,7 @@ def transition(
     def change(job: dict[str, Any], pipe: Pipeline) -> dict[str, Any] | None:
         if not states.check((job["status"], job["stage"]), (status, stage)):
             return None
-        was_running = job["status"] == states.RUNNING
+        old_status, old_stage = job["status"], job["stage"]
         now = time.time()
         job.update(updates or {})
         job["status"], job["stage"], job["updated_at"] = status, stage, int(now)
@@ -79,8 +79,9 @@ def transition(
             repo.unschedule_poll(store, job["id"], pipe)
         event = _event(job, message, level, data=data, now=now)
         repo.queue_event(pipe, job["id"], event)
+        stats.count_move(pipe, job, old_status, old_stage)
         webhook_type = WEBHOOK_TYPES.get(status)
-        if webhook_type and not (status == states.RUNNING and was_running):
+        if webhook_type and not (status == states.RUNNING and old_status == states.RUNNING):
             queue_webhook(pipe, job, webhook_type, now, public_job(job))
         for n, extra in enumerate(also_webhooks, 1):
             queue_webhook(pipe, job, extra, now + n / 1000, public_job(job))
@@ -111,13 +112,23 @@ def record_event(
     type_: str = "message",
     data: dict[str, Any] | None = None,
     updates: dict[str, Any] | None = None,
+    webhook: tuple[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
-    """Append an event (and optional field updates) without changing state."""
+    """Append an event (and optional field updates) without changing state.
+
+    ``webhook`` is ``(event type, extra payload fields)``: a delivery queued in the same MULTI
+    when the job's webhook subscribes to that type (e.g. ``fine_tuning.job.checkpoint``); the
+    payload is the job snapshot plus the extra fields.
+    """
 
     def change(job: dict[str, Any], pipe: Pipeline) -> dict[str, Any]:
+        now = time.time()
         job.update(updates or {})
-        job["updated_at"] = int(time.time())
-        repo.queue_event(pipe, job["id"], _event(job, message, level, type_, data))
+        job["updated_at"] = int(now)
+        repo.queue_event(pipe, job["id"], _event(job, message, level, type_, data, now))
+        if webhook is not None:
+            webhook_type, extra = webhook
+            queue_webhook(pipe, job, webhook_type, now, {**public_job(job), **extra})
         return job
 
     return repo.update(store, job_id, change)
@@ -131,3 +142,23 @@ def set_fields(store: Store, job_id: str, **fields: Any) -> dict[str, Any] | Non
         return job
 
     return repo.update(store, job_id, change)
+
+
+def record_checkpoint(store: Store, job_id: str, checkpoint: dict[str, Any]) -> bool:
+    """Keep a new checkpoint, with its event and the opt-in ``fine_tuning.job.checkpoint`` webhook.
+
+    Returns False when a checkpoint of that step is already stored. The event (and webhook) is
+    written before the checkpoint: a crash in between repeats them on the next sync (webhooks
+    are at-least-once) instead of losing them.
+    """
+    step = int(checkpoint["step_number"])
+    if repo.has_checkpoint(store, job_id, step):
+        return False
+    record_event(
+        store,
+        job_id,
+        f"Checkpoint created at step {step}",
+        data={"step": step, "checkpoint": checkpoint["id"]},
+        webhook=(signing.EVENT_CHECKPOINT, {"checkpoint": checkpoint}),
+    )
+    return repo.put_checkpoint(store, job_id, checkpoint)

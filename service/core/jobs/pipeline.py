@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import secrets
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from service.core.jobs import lifecycle, metrics, states
 from service.core.jobs.usecases import fine_tuned_model_name
 from service.core.providers import local
 from service.core.providers.base import CreateJobRequest, Provider, ProviderError
-from service.core.store import Store
+from service.core.store import Store, ratelimit
 from service.core.store import jobs as repo
 from service.settings import Settings
 
@@ -364,6 +365,15 @@ def _poll_locked(ctx: PipelineContext, job: dict[str, Any]) -> str | None:
     job_id = job["id"]
     provider = ctx.providers(job["provider"])
     base = ctx.settings.poll_interval_s
+    now = ctx.clock.now()
+    wait = ratelimit.take(
+        ctx.store, provider.account, ctx.settings.poll_rate_per_s, ctx.settings.poll_burst, now
+    )
+    if wait > 0:
+        # Over the account's poll budget: come back when a token frees, spread out so the jobs
+        # that were refused together do not all return in the same instant.
+        repo.schedule_poll(ctx.store, job_id, now + wait + random.uniform(0.0, max(wait, 0.5)))
+        return None
     try:
         remote = provider.get_job(job["provider_job_id"])
         _sync_events(ctx, job, provider)
@@ -480,13 +490,7 @@ def _sync_checkpoints(ctx: PipelineContext, job: dict[str, Any], provider: Provi
             "step_number": cp.step_number,
             "metrics": {"step": cp.step_number, **cp.metrics},
         }
-        if repo.put_checkpoint(ctx.store, job["id"], record):
-            lifecycle.record_event(
-                ctx.store,
-                job["id"],
-                f"Checkpoint created at step {cp.step_number}",
-                data={"step": cp.step_number, "checkpoint": record["id"]},
-            )
+        lifecycle.record_checkpoint(ctx.store, job["id"], record)
 
 
 # --- finalize ----------------------------------------------------------------------------------

@@ -238,7 +238,7 @@ def get_job(store: Store, principal: Principal, job_id: str) -> dict[str, Any]:
 def list_jobs(
     store: Store, principal: Principal, after: str | None, limit: int, filters: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], bool]:
-    tenant = None if principal.is_ops else principal.tenant
+    tenant = principal.scope(filters.get("tenant"))
     metadata = filters.get("metadata") or {}
 
     def keep(job: dict[str, Any]) -> bool:
@@ -295,6 +295,12 @@ def job_metrics(store: Store, principal: Principal, job_id: str) -> list[dict[st
 
 def job_metrics_csv(store: Store, principal: Principal, job_id: str) -> str:
     return metrics.to_csv(job_metrics(store, principal, job_id))
+
+
+def job_metrics_png(store: Store, principal: Principal, job_id: str) -> bytes:
+    job = get_job(store, principal, job_id)
+    title = f"{job['id']} ({job['model']}, {job['status']})"
+    return metrics.plot_png(repo.list_metrics(store, job["id"]), title)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ PUBLIC_FIELDS = (
     "evaluation",
     "experiment_id",
     "updated_at",
+    "tenant",
 )
 
 

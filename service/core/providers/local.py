@@ -100,13 +100,19 @@ def refuse_local_knobs(hyper: dict[str, Any], method: dict[str, Any] | None, pro
         ("hyperparameters", hyper),
         *((f"method.{k}.hyperparameters", v) for k, v in nested.items()),
     ):
-        for name in LOCAL_KNOBS:
-            if name in values:
-                raise InvalidRequest(
-                    f"{name} is a local-trainer setting; provider {provider!r} does not accept it.",
-                    param=f"{prefix}.{name}",
-                    code="unsupported_hyperparameter",
-                )
+        _refuse_present(
+            values,
+            LOCAL_KNOBS,
+            prefix,
+            f"is a local-trainer setting; provider {provider!r} does not accept it.",
+            "unsupported_hyperparameter",
+        )
+
+
+def _refuse_present(values: dict[str, Any], names: tuple[str, ...], prefix: str, why: str, code: str) -> None:
+    for name in names:
+        if name in values:
+            raise InvalidRequest(f"{name} {why}", param=f"{prefix}.{name}", code=code)
 
 
 def effective_hyperparameters(hyper: dict[str, Any], method: dict[str, Any] | None) -> dict[str, Any]:
@@ -126,13 +132,13 @@ def effective_hyperparameters(hyper: dict[str, Any], method: dict[str, Any] | No
             code="conflicting_hyperparameters",
         )
     if merged.get("training_type") == "full":
-        for name in LORA_KNOBS:
-            if name in merged:
-                raise InvalidRequest(
-                    f"{name} applies to LoRA training; training_type is 'full'.",
-                    param=f"{param}.{name}",
-                    code="conflicting_hyperparameters",
-                )
+        _refuse_present(
+            merged,
+            LORA_KNOBS,
+            param,
+            "applies to LoRA training; training_type is 'full'.",
+            "conflicting_hyperparameters",
+        )
     return merged
 
 

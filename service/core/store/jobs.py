@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from service.core.store import keys
+from service.core.store import keys, stats
 from service.core.store.base import Change, Pipeline, Store, dumps, loads
 
 
@@ -19,6 +19,7 @@ def insert(store: Store, job: dict[str, Any], created_ms: float) -> None:
     pipe.set(keys.job(job["id"]), dumps(job))
     pipe.zadd(keys.jobs_by_tenant(job["tenant"]), {job["id"]: created_ms})
     pipe.zadd(keys.jobs_all(), {job["id"]: created_ms})
+    stats.count_new(pipe, job)
     pipe.execute()
 
 
@@ -82,6 +83,10 @@ def events_since(store: Store, job_id: str, count: int) -> list[dict[str, Any]]:
 
 
 # --- checkpoints and metrics, keyed by step --------------------------------------------------
+
+
+def has_checkpoint(store: Store, job_id: str, step: int) -> bool:
+    return bool(store.r.zcount(keys.job_checkpoints(job_id), step, step))
 
 
 def put_checkpoint(store: Store, job_id: str, checkpoint: dict[str, Any]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 PREFIX = "tl"
+ALL_TENANTS = "*all"  # the every-tenant scope of indexes and counters (not a valid tenant name)
 
 
 def api_key(key_id: str) -> str:
@@ -26,7 +27,7 @@ def files_by_tenant(tenant: str) -> str:
 
 
 def files_all() -> str:
-    return f"{PREFIX}:files:*all"
+    return f"{PREFIX}:files:{ALL_TENANTS}"
 
 
 def file_report(file_id: str) -> str:
@@ -46,7 +47,7 @@ def jobs_by_tenant(tenant: str) -> str:
 
 
 def jobs_all() -> str:
-    return f"{PREFIX}:jobs:*all"
+    return f"{PREFIX}:jobs:{ALL_TENANTS}"
 
 
 def job_events(job_id: str) -> str:
@@ -69,6 +70,26 @@ def job_attempts(job_id: str, stage: str) -> str:
     return f"{PREFIX}:job:{job_id}:attempts:{stage}"
 
 
+def stats_counts(scope: str) -> str:
+    """Hash of job counts (``total``, ``status:<s>``, ``stage:<s>``, ``provider:<p>``) for a scope."""
+    return f"{PREFIX}:stats:{scope}:counts"
+
+
+def stats_active(scope: str, stage: str) -> str:
+    """Sorted set of a scope's non-terminal jobs in ``stage``, scored by creation time."""
+    return f"{PREFIX}:stats:{scope}:active:{stage}"
+
+
+def stats_failures(scope: str) -> str:
+    """Capped list of a scope's most recent failures, newest first."""
+    return f"{PREFIX}:stats:{scope}:failures"
+
+
+def broker_queue(queue: str) -> str:
+    """The list kombu's Redis transport keeps a Celery queue in (named after the queue)."""
+    return queue
+
+
 def poll_due() -> str:
     return f"{PREFIX}:poll:due"
 
@@ -78,6 +99,7 @@ def provider_files(provider_account: str) -> str:
 
 
 def provider_rate(provider_account: str) -> str:
+    """GCRA state of a provider account's poll budget: its theoretical arrival time (DESIGN §5)."""
     return f"{PREFIX}:provider_rate:{provider_account}"
 
 
@@ -129,6 +151,11 @@ def sandbox_read_fault(job_id: str, kind: str) -> str:
 def sandbox_creates_by_tuneline_job() -> str:
     """Hash: Tuneline job id -> sandbox jobs created for it (tests prove exactly-once)."""
     return f"{PREFIX}:sandbox:creates_by_tuneline_job"
+
+
+def sandbox_job_reads() -> str:
+    """Capped list of the times the sandbox answered a job retrieve (tests check poll rates)."""
+    return f"{PREFIX}:sandbox:job_reads"
 
 
 def sandbox_create_attempts() -> str:

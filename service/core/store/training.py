@@ -38,36 +38,23 @@ return redis.call('zrem', KEYS[1], ARGV[1])
 """
 
 
-def acquire_lease(store: Store, job_id: str, token: str, ttl_s: float, now: float) -> bool:
-    """Take the job's lease unless a live worker holds it."""
+def _lease(script: str, store: Store, job_id: str, token: str, ttl_s: float, now: float) -> bool:
+    ttl_ms = int(ttl_s * 1000)
     return bool(
         store.r.eval(
-            _ACQUIRE,
-            2,
-            keys.train_lease(job_id),
-            keys.train_leases(),
-            token,
-            int(ttl_s * 1000),
-            now + ttl_s,
-            job_id,
+            script, 2, keys.train_lease(job_id), keys.train_leases(), token, ttl_ms, now + ttl_s, job_id
         )
     )
+
+
+def acquire_lease(store: Store, job_id: str, token: str, ttl_s: float, now: float) -> bool:
+    """Take the job's lease unless a live worker holds it."""
+    return _lease(_ACQUIRE, store, job_id, token, ttl_s, now)
 
 
 def refresh_lease(store: Store, job_id: str, token: str, ttl_s: float, now: float) -> bool:
     """Extend our lease; False when it expired or was taken (stop training: someone else resumes)."""
-    return bool(
-        store.r.eval(
-            _REFRESH,
-            2,
-            keys.train_lease(job_id),
-            keys.train_leases(),
-            token,
-            int(ttl_s * 1000),
-            now + ttl_s,
-            job_id,
-        )
-    )
+    return _lease(_REFRESH, store, job_id, token, ttl_s, now)
 
 
 def release_lease(store: Store, job_id: str, token: str) -> None:

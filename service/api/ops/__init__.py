@@ -1,0 +1,1 @@
+"""Ops routes: job statistics across tenants and the Prometheus exposition."""
