@@ -107,12 +107,6 @@ def _load(store: Store, principal: Principal, experiment_id: str) -> dict[str, A
     return record
 
 
-def _metrics(summary: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not summary:
-        return None
-    return {k: summary.get(k) for k in (*METRIC_NAMES, "answered", "errors")}
-
-
 def _row(index: int, candidate: dict[str, Any], job: dict[str, Any] | None, now: float) -> dict[str, Any]:
     if job is None:
         return {"index": index, **candidate, "status": "missing"}
@@ -129,8 +123,8 @@ def _row(index: int, candidate: dict[str, Any], job: dict[str, Any] | None, now:
         "stage": job["stage"],
         "fine_tuned_model": job.get("fine_tuned_model"),
         "evaluation_status": evaluation.get("status"),
-        "metrics": _metrics(evaluation.get("metrics")),
-        "baseline": _metrics(evaluation.get("baseline")),
+        "metrics": evaluation.get("metrics"),
+        "baseline": evaluation.get("baseline"),
         "estimated_cost_usd": estimate.get("cost_usd"),
         "billed_tokens": estimate.get("billed_tokens"),
         "trained_tokens": job.get("trained_tokens"),

@@ -17,6 +17,29 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
+def _completion(
+    object_: str,
+    id_prefix: str,
+    model: str,
+    choices: list[dict[str, Any]],
+    tokens: tuple[int, int],
+    created: int,
+    id_: str | None,
+    fingerprint: str | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": id_ or id_prefix + secrets.token_hex(12),
+        "object": object_,
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": usage(*tokens),
+    }
+    if fingerprint:
+        body["system_fingerprint"] = fingerprint
+    return body
+
+
 def chat_completion(
     model: str,
     answer: str,
@@ -28,24 +51,13 @@ def chat_completion(
     fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """A ``chat.completion`` with one choice."""
-    body: dict[str, Any] = {
-        "id": id_ or "chatcmpl-" + secrets.token_hex(12),
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": finish_reason,
-                "logprobs": None,
-                "message": {"role": "assistant", "content": answer, "refusal": None},
-            }
-        ],
-        "usage": usage(*tokens),
+    choice = {
+        "index": 0,
+        "finish_reason": finish_reason,
+        "logprobs": None,
+        "message": {"role": "assistant", "content": answer, "refusal": None},
     }
-    if fingerprint:
-        body["system_fingerprint"] = fingerprint
-    return body
+    return _completion("chat.completion", "chatcmpl-", model, [choice], tokens, created, id_, fingerprint)
 
 
 def text_completion(
@@ -58,20 +70,11 @@ def text_completion(
     fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """A ``text_completion`` with one choice per (text, finish_reason)."""
-    body: dict[str, Any] = {
-        "id": id_ or "cmpl-" + secrets.token_hex(12),
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {"index": i, "text": text, "finish_reason": finish, "logprobs": None}
-            for i, (text, finish) in enumerate(answers)
-        ],
-        "usage": usage(*tokens),
-    }
-    if fingerprint:
-        body["system_fingerprint"] = fingerprint
-    return body
+    choices = [
+        {"index": i, "text": text, "finish_reason": finish, "logprobs": None}
+        for i, (text, finish) in enumerate(answers)
+    ]
+    return _completion("text_completion", "cmpl-", model, choices, tokens, created, id_, fingerprint)
 
 
 def _pieces(text: str) -> list[str]:

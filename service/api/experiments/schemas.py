@@ -6,6 +6,8 @@ import marshmallow as ma
 
 from service.api.base import CursorArgsSchema, StrictSchema, list_schema
 from service.api.jobs.schemas import (
+    EvaluationScoresSchema,
+    EvaluationSummarySchema,
     HyperparametersSchema,
     JobErrorSchema,
     MethodSchema,
@@ -43,15 +45,6 @@ class ExperimentCreateSchema(StrictSchema):
     webhook = ma.fields.Nested(WebhookSchema)
 
 
-class MetricsSummarySchema(ma.Schema):
-    exact_match = ma.fields.Float(allow_none=True)
-    char_f1 = ma.fields.Float(allow_none=True)
-    rouge_l = ma.fields.Float(allow_none=True)
-    bleu = ma.fields.Float(allow_none=True)
-    answered = ma.fields.Integer(allow_none=True)
-    errors = ma.fields.Integer(allow_none=True)
-
-
 class CandidateRowSchema(ma.Schema):
     index = ma.fields.Integer(required=True)
     provider = ma.fields.String()
@@ -62,9 +55,9 @@ class CandidateRowSchema(ma.Schema):
     stage = ma.fields.String()
     fine_tuned_model = ma.fields.String(allow_none=True)
     evaluation_status = ma.fields.String(allow_none=True)
-    metrics = ma.fields.Nested(MetricsSummarySchema, allow_none=True)
+    metrics = ma.fields.Nested(EvaluationSummarySchema, allow_none=True)
     baseline = ma.fields.Nested(
-        MetricsSummarySchema, allow_none=True, metadata={"description": "The untuned base model's scores."}
+        EvaluationSummarySchema, allow_none=True, metadata={"description": "The untuned base model's scores."}
     )
     estimated_cost_usd = ma.fields.Float(allow_none=True)
     billed_tokens = ma.fields.Integer(allow_none=True)
@@ -73,15 +66,9 @@ class CandidateRowSchema(ma.Schema):
     error = ma.fields.Nested(JobErrorSchema, allow_none=True)
 
 
-class AnswerSchema(ma.Schema):
+class AnswerSchema(EvaluationScoresSchema):
     job_id = ma.fields.String()
     model = ma.fields.String()
-    answer = ma.fields.String(allow_none=True)
-    error = ma.fields.Dict(allow_none=True)
-    exact_match = ma.fields.Float(allow_none=True)
-    char_f1 = ma.fields.Float(allow_none=True)
-    rouge_l = ma.fields.Float(allow_none=True)
-    bleu = ma.fields.Float(allow_none=True)
 
 
 class ExampleSchema(ma.Schema):
