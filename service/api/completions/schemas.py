@@ -7,6 +7,7 @@ from typing import Any
 import marshmallow as ma
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+STRINGS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]}
 
 
 class _OpenAIBodySchema(ma.Schema):
@@ -20,7 +21,7 @@ class _OpenAIBodySchema(ma.Schema):
         allow_none=True, strict=True, validate=ma.validate.Range(1, 32768)
     )
     temperature = ma.fields.Float(allow_none=True, validate=ma.validate.Range(0.0, 2.0))
-    stop = ma.fields.Raw(allow_none=True, metadata={"description": "A string or up to 4 strings."})
+    stop = ma.fields.Raw(allow_none=True, metadata={"description": "A string or up to 4 strings.", **STRINGS})
     n = ma.fields.Integer(allow_none=True, strict=True, validate=ma.validate.Equal(1))
     stream = ma.fields.Boolean(allow_none=True)
     stream_options = ma.fields.Dict(allow_none=True)
@@ -41,7 +42,27 @@ class MessageSchema(ma.Schema):
         unknown = ma.EXCLUDE
 
     role = ma.fields.String(required=True, validate=ma.validate.OneOf(ROLES))
-    content = ma.fields.Raw(required=True, allow_none=False)
+    content = ma.fields.Raw(
+        required=True,
+        allow_none=False,
+        metadata={
+            "description": "Text, or a list of text parts.",
+            "oneOf": [
+                {"type": "string"},
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "type": {"type": "string", "enum": ["text"]},
+                            "text": {"type": "string"},
+                        },
+                        "required": ["type", "text"],
+                    },
+                },
+            ],
+        },
+    )
     name = ma.fields.String()
 
     @ma.validates("content")
@@ -60,4 +81,10 @@ class ChatCompletionCreateSchema(_OpenAIBodySchema):
 
 
 class CompletionCreateSchema(_OpenAIBodySchema):
-    prompt = ma.fields.Raw(required=True, metadata={"description": "A string or a list of strings."})
+    prompt = ma.fields.Raw(
+        required=True,
+        metadata={
+            "description": "A string or a list of strings.",
+            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+        },
+    )
