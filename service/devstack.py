@@ -187,6 +187,7 @@ def main() -> None:
         else:
             print("\nLocal trainer: off (pip install -e '.[train]' to enable it)")
         print(f"\nAPI:     {base}  (OpenAPI: {base}/openapi.json)")
+        print(f"Console: {base}/console/  (sign in with the key below)")
         print(f"API key: {token}")
         print("Ctrl-C stops everything.", flush=True)
         while all(p.poll() is None for p in procs):

@@ -103,9 +103,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator
 
 
 class Hooks:
-    """A local webhook receiver that records every delivery (headers lower-cased, raw body)."""
+    """A local webhook receiver that records every delivery (headers lower-cased, raw body) and
+    answers ``codes`` in turn, the last one repeating (default: always 200)."""
 
-    def __init__(self) -> None:
+    def __init__(self, codes: list[int] | None = None) -> None:
+        self.codes = codes or [200]
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.port = free_port()
         hooks = self
@@ -114,7 +116,7 @@ class Hooks:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 hooks.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
+                self.send_response(hooks.codes[min(len(hooks.received), len(hooks.codes)) - 1])
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:

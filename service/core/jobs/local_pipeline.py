@@ -282,13 +282,7 @@ def _on_checkpoint(run: _Run, data: dict[str, Any]) -> None:
         "step_number": step,
         "metrics": {**metrics.row(data.get("metrics") or {}), "step": step},
     }
-    if repo.put_checkpoint(store, job["id"], record):
-        lifecycle.record_event(
-            store,
-            job["id"],
-            f"Checkpoint created at step {step}",
-            data={"step": step, "checkpoint": record["id"]},
-        )
+    lifecycle.record_checkpoint(store, job["id"], record)
 
 
 def _on_finished(run: _Run, data: dict[str, Any]) -> None:
