@@ -100,14 +100,27 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
 
 
 def _register_blueprints(api: Api) -> None:
+    from service.api.completions.resources import blp as completions_blp
+    from service.api.experiments.resources import blp as experiments_blp
     from service.api.files.resources import blp as files_blp
     from service.api.health.resources import blp as health_blp
     from service.api.jobs.resources import blp as jobs_blp
+    from service.api.models.resources import blp as models_blp
     from service.api.ops.resources import blp as ops_blp
     from service.api.sandbox.resources import blp as sandbox_blp
     from service.api.webhooks.resources import blp as webhooks_blp
 
-    for blp in (health_blp, files_blp, jobs_blp, ops_blp, webhooks_blp, sandbox_blp):
+    for blp in (
+        health_blp,
+        files_blp,
+        jobs_blp,
+        models_blp,
+        completions_blp,
+        experiments_blp,
+        ops_blp,
+        webhooks_blp,
+        sandbox_blp,
+    ):
         api.register_blueprint(blp)
 
 

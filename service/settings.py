@@ -66,6 +66,8 @@ class Settings:
     poll_rate_per_s: float = 10.0  # polls per second per provider account (0: unlimited)
     visibility_timeout_s: int = 3600
     stuck_after_s: int = 900
+    eval_concurrency: int = 4  # parallel completions while evaluating one job
+    eval_rate_per_s: float = 10.0  # completions started per second while evaluating one job
     openai_api_key: str = field(default="", repr=False)
     openai_base_url: str = ""
     azure_openai_endpoint: str = ""
@@ -130,10 +132,12 @@ class Settings:
             values["train_python"] = get("TRAIN_PYTHON")
         if "TUNELINE_STUCK_AFTER_S" in env:
             values["stuck_after_s"] = _int("TUNELINE_STUCK_AFTER_S", get("STUCK_AFTER_S"), 1)
+        if "TUNELINE_EVAL_CONCURRENCY" in env:
+            values["eval_concurrency"] = _int("TUNELINE_EVAL_CONCURRENCY", get("EVAL_CONCURRENCY"), 1)
         for name in ("WEBHOOK_ALLOW_LOOPBACK", "METRICS_ENABLED"):
             if f"TUNELINE_{name}" in env:
                 values[name.lower()] = _bool(f"TUNELINE_{name}", get(name))
-        for name in ("SANDBOX_TIME_SCALE", "POLL_INTERVAL_S", "POLL_RATE_PER_S"):
+        for name in ("SANDBOX_TIME_SCALE", "POLL_INTERVAL_S", "POLL_RATE_PER_S", "EVAL_RATE_PER_S"):
             if f"TUNELINE_{name}" in env:
                 values[name.lower()] = _float(f"TUNELINE_{name}", get(name))
         # The OpenAI convention is honoured as a fallback so existing deployments just work.
@@ -151,6 +155,8 @@ class Settings:
                 f"TUNELINE_DEFAULT_PROVIDER must be one of {', '.join(PROVIDERS)}, "
                 f"got {self.default_provider!r}"
             )
+        if self.eval_rate_per_s <= 0:
+            raise SettingsError(f"TUNELINE_EVAL_RATE_PER_S must be > 0, got {self.eval_rate_per_s}")
         if self.train_device not in TRAIN_DEVICES and not re.fullmatch(r"cuda:\d+", self.train_device):
             raise SettingsError(
                 f"TUNELINE_TRAIN_DEVICE must be auto, cpu, cuda or cuda:N, got {self.train_device!r}"

@@ -9,6 +9,7 @@ from kombu import Queue
 from service.core.tasknames import (
     INFER_COMPLETE,
     JOB_CANCEL,
+    JOB_EVALUATE,
     JOB_FINALIZE,
     JOB_POLL,
     JOB_PREPARE,
@@ -32,6 +33,8 @@ ROUTES = {
     JOB_SUBMIT: "provider",
     JOB_FINALIZE: "provider",
     JOB_CANCEL: "provider",
+    # Evaluation mostly waits on provider (or infer-queue) answers; it holds its own lease.
+    JOB_EVALUATE: "provider",
     JOB_POLL: "poll",
     POLL_SCAN: "poll",
     WEBHOOK_DELIVER: "webhooks",

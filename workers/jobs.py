@@ -9,6 +9,8 @@ from typing import Any
 from celery import Celery, Task
 
 from service import taskqueue
+from service.core.completions import CompletionsContext
+from service.core.evaluation import stage as evaluation
 from service.core.jobs import pipeline
 from service.core.jobs.pipeline import PipelineContext, Retry
 from service.core.providers.base import Provider
@@ -17,6 +19,7 @@ from workers.context import context
 
 log = logging.getLogger("tuneline.worker.jobs")
 MAX_RETRIES = 8
+EVALUATE_TIME_LIMIT_S = 3600  # a long test set; a killed run resumes from the stored rows
 
 
 @cache
@@ -27,6 +30,13 @@ def _provider(name: str) -> Provider:
 def _pipeline() -> PipelineContext:
     ctx = context()
     return PipelineContext(settings=ctx.settings, store=ctx.store, providers=_provider)
+
+
+def _completions() -> CompletionsContext:
+    ctx = context()
+    return CompletionsContext(
+        settings=ctx.settings, store=ctx.store, dispatcher=ctx.dispatcher, providers=_provider
+    )
 
 
 def _next(task_name: str | None, job_id: str) -> None:
@@ -67,6 +77,14 @@ def register(app: Celery) -> None:
     @app.task(name=taskqueue.JOB_FINALIZE, bind=True)
     def finalize(self: Task, job_id: str) -> None:
         _run(self, pipeline.run_finalize, job_id)
+
+    @app.task(
+        name=taskqueue.JOB_EVALUATE,
+        time_limit=EVALUATE_TIME_LIMIT_S,
+        soft_time_limit=EVALUATE_TIME_LIMIT_S - 60,
+    )
+    def evaluate(job_id: str) -> None:
+        evaluation.run_evaluate(_completions(), job_id)
 
     @app.task(name=taskqueue.JOB_CANCEL, bind=True)
     def cancel(self: Task, job_id: str) -> None:

@@ -47,3 +47,15 @@ class CheckpointSchema(ma.Schema):
     fine_tuning_job_id = ma.fields.String(required=True)
     step_number = ma.fields.Integer(required=True)
     metrics = ma.fields.Nested(MetricRowSchema, required=True)
+
+
+class CompletionSchema(ma.Schema):
+    """OpenAI's ``chat.completion`` or ``text_completion`` object."""
+
+    id = ma.fields.String(required=True)
+    object = ma.fields.String(required=True, metadata={"enum": ["chat.completion", "text_completion"]})
+    created = ma.fields.Integer(required=True)
+    model = ma.fields.String(required=True)
+    system_fingerprint = ma.fields.String()
+    choices = ma.fields.List(ma.fields.Dict(), required=True)
+    usage = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())

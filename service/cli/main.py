@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from service.cli.evaluate import chat, eval_, experiments
 from service.cli.jobs import jobs
 from service.cli.keys import keys
 from service.cli.models import models
@@ -16,6 +17,9 @@ def main() -> None:
     """Tuneline: fine-tuning jobs as a service."""
 
 
+main.add_command(chat)
+main.add_command(eval_)
+main.add_command(experiments)
 main.add_command(jobs)
 main.add_command(keys)
 main.add_command(models)

@@ -51,7 +51,9 @@ def request_completion(
 ) -> CompletionResult:
     """Run one completion on the model a succeeded local job trained; blocks up to ``timeout_s``."""
     model_dir = job.get("local_model_dir")
-    if job.get("status") != states.SUCCEEDED or not model_dir:
+    # A model is served once trained: from the held-out evaluation (stage evaluating) on.
+    servable = job.get("status") == states.SUCCEEDED or job.get("stage") == "evaluating"
+    if not servable or not model_dir:
         raise Unprocessable(
             f"Model {request.model} is not ready: its job {job['id']} is {job.get('status')}.",
             param="model",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
+import json
 import math
 import os
 import time
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.core import openai_shapes
 from service.core.clock import Clock, SystemClock
 from service.core.errors import InvalidRequest, NotFound, RateLimited, TunelineError
 from service.core.pagination import page_list
@@ -42,6 +45,7 @@ QUEUED_S = 2.0
 STEP_S = 1.0
 DEFAULT_STEPS = 10
 MAX_SLOW_MS = 10_000
+CHARS_PER_TOKEN = 4
 JOB_READS_KEPT = 10_000
 FAIL_STAGES = ("validating_files", "queued", "running")
 # Header faults for create, account-wide: the caller opts in per request.
@@ -767,30 +771,49 @@ class Sandbox:
                 raise not_found
         return job
 
-    def chat_completion(self, model: str, messages: list[Mapping[str, Any]]) -> dict[str, Any]:
-        self._trained_model(model)
-        prompt = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-        answer = canned_answer(model, prompt)
-        usage = _usage(" ".join(_text(m.get("content")) for m in messages), answer)
-        return {
-            "id": _derived_id("chatcmpl-sandbox-", model, prompt),
-            "object": "chat.completion",
-            "created": int(self.clock.now()),
-            "model": model,
-            "system_fingerprint": ORGANIZATION,
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                    "message": {"role": "assistant", "content": answer, "refusal": None},
-                }
-            ],
-            "usage": usage,
-        }
+    def _answer(
+        self, job: dict[str, Any], model: str, prompt: str, max_tokens: int | None, stop: list[str] | None
+    ) -> tuple[str, str]:
+        """(text, finish_reason): the trained answer for a prompt seen in training, else a canned one."""
+        known = _training_answers(self.dir / job["training_file"]).get(prompt.strip())
+        text = known if known is not None else canned_answer(model, prompt)
+        finish = "stop"
+        for s in stop or []:
+            if s and s in text:
+                text = text[: text.index(s)]
+        if max_tokens is not None and len(text) > max_tokens * CHARS_PER_TOKEN:
+            text, finish = text[: max_tokens * CHARS_PER_TOKEN], "length"
+        return text, finish
 
-    def completion(self, model: str, prompt: str | list[str]) -> dict[str, Any]:
-        self._trained_model(model)
+    def chat_completion(
+        self,
+        model: str,
+        messages: list[Mapping[str, Any]],
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """A chat answer: the training answer when the last user message matches one exactly."""
+        job = self._trained_model(model)
+        prompt = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        answer, finish = self._answer(job, model, prompt, max_tokens, stop)
+        return openai_shapes.chat_completion(
+            model,
+            answer,
+            finish,
+            _tokens(" ".join(_text(m.get("content")) for m in messages), answer),
+            int(self.clock.now()),
+            id_=_derived_id("chatcmpl-sandbox-", model, prompt),
+            fingerprint=ORGANIZATION,
+        )
+
+    def completion(
+        self,
+        model: str,
+        prompt: str | list[str],
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+    ) -> dict[str, Any]:
+        job = self._trained_model(model)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, list) else []
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise InvalidRequest(
@@ -798,19 +821,15 @@ class Sandbox:
                 param="prompt",
                 code="invalid_value",
             )
-        choices = [
-            {"index": i, "text": canned_answer(model, p), "finish_reason": "stop", "logprobs": None}
-            for i, p in enumerate(prompts)
-        ]
-        return {
-            "id": _derived_id("cmpl-sandbox-", model, *prompts),
-            "object": "text_completion",
-            "created": int(self.clock.now()),
-            "model": model,
-            "system_fingerprint": ORGANIZATION,
-            "choices": choices,
-            "usage": _usage(" ".join(prompts), " ".join(str(c["text"]) for c in choices)),
-        }
+        answers = [self._answer(job, model, p, max_tokens, stop) for p in prompts]
+        return openai_shapes.text_completion(
+            model,
+            answers,
+            _tokens(" ".join(prompts), " ".join(text for text, _ in answers)),
+            int(self.clock.now()),
+            id_=_derived_id("cmpl-sandbox-", model, *prompts),
+            fingerprint=ORGANIZATION,
+        )
 
     # ---- counters and helpers ------------------------------------------------------------
 
@@ -899,10 +918,36 @@ def _text(content: Any) -> str:
     return ""
 
 
-def _usage(prompt: str, answer: str) -> dict[str, int]:
+def _tokens(prompt: str, answer: str) -> tuple[int, int]:
     # A rough count (about 4 characters a token) is enough for a simulator's usage block.
-    p, c = max(1, len(prompt) // 4), max(1, len(answer) // 4)
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    return max(1, len(prompt) // CHARS_PER_TOKEN), max(1, len(answer) // CHARS_PER_TOKEN)
+
+
+@functools.lru_cache(maxsize=16)
+def _training_answers(path: Path) -> dict[str, str]:
+    """Prompt → answer of a sandbox training file (chat or prompt/completion rows), for recall."""
+    out: dict[str, str] = {}
+    try:
+        fh = path.open(encoding="utf-8-sig", errors="replace")
+    except OSError:
+        return out
+    with fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(row, dict):
+                continue
+            messages = row.get("messages")
+            if isinstance(messages, list) and messages:
+                users = [m for m in messages[:-1] if isinstance(m, dict) and m.get("role") == "user"]
+                last = messages[-1]
+                if users and isinstance(last, dict) and last.get("role") == "assistant":
+                    out.setdefault(_text(users[-1].get("content")).strip(), _text(last.get("content")))
+            elif isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str):
+                out.setdefault(row["prompt"].strip(), row["completion"])
+    return out
 
 
 def canned_answer(model: str, prompt: str) -> str:

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench import datasets, job_get, pipeline, upload, webhooks
+from tests.bench import datasets, job_get, pipeline, train_bench, upload, webhooks
 from tests.bench.common import Options, machine
 from tests.support.procs import REPO
 
@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[Options], str]] = {
     "datasets": datasets.run,
     "pipeline": pipeline.run,
     "webhooks": webhooks.run,
+    "train": train_bench.run,
 }
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 

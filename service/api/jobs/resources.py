@@ -15,6 +15,7 @@ from service.api.base import Blueprint, CursorArgsSchema, list_body, principal, 
 from service.api.idempotent import idempotent
 from service.api.jobs.schemas import (
     CheckpointListSchema,
+    EvaluationSchema,
     EventArgsSchema,
     EventListSchema,
     JobCreateSchema,
@@ -24,6 +25,7 @@ from service.api.jobs.schemas import (
     MetricsArgsSchema,
     MetricsSchema,
 )
+from service.core.evaluation import results as evaluation
 from service.core.jobs import usecases as jobs
 from service.core.jobs.usecases import JobsContext
 from service.core.jobs.views import public_job
@@ -47,7 +49,7 @@ STREAM_POLL_S = 0.5
 STREAM_MAX_S = 3600
 
 
-def _ctx() -> JobsContext:
+def jobs_context() -> JobsContext:
     svc = services()
     return JobsContext(settings=svc.settings, store=svc.store, dispatcher=svc.dispatcher)
 
@@ -60,7 +62,7 @@ class Jobs(MethodView):
     def post(self, body: dict[str, Any]) -> Any:
         """Create a fine-tuning job."""
         return idempotent(
-            {"route": "jobs.create", **body}, lambda: jobs.create_job(_ctx(), principal(), body)
+            {"route": "jobs.create", **body}, lambda: jobs.create_job(jobs_context(), principal(), body)
         )
 
     @blp.arguments(JobListArgsSchema, location="query")
@@ -110,7 +112,7 @@ class JobCancel(MethodView):
     @blp.response(200, JobSchema, example={**examples.JOB, "status": "cancelled", "stage": "done"})
     def post(self, job_id: str) -> Any:
         """Cancel a job in any non-terminal stage."""
-        return jobs.cancel_job(_ctx(), principal(), job_id)
+        return jobs.cancel_job(jobs_context(), principal(), job_id)
 
 
 def _sse(job_id: str) -> Iterator[str]:
@@ -196,3 +198,14 @@ class JobMetrics(MethodView):
             "job_id": job_id,
             "data": jobs.job_metrics(services().store, principal(), job_id),
         }
+
+
+@blp.route("/<string:job_id>/evaluation")
+class JobEvaluation(MethodView):
+    @blp.arguments(CursorArgsSchema, location="query")
+    @blp.response(200, EvaluationSchema)
+    def get(self, args: dict[str, Any], job_id: str) -> Any:
+        """Held-out evaluation: summary metrics and per-example answers next to the references."""
+        return evaluation.job_evaluation(
+            services().store, principal(), job_id, args.get("after"), args["limit"]
+        )

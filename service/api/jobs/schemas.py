@@ -167,6 +167,10 @@ class JobSchema(ma.Schema):
     estimate = ma.fields.Dict(allow_none=True)
     test_file = ma.fields.String(allow_none=True)
     prepare = ma.fields.Dict(allow_none=True)
+    evaluation = ma.fields.Dict(
+        allow_none=True, metadata={"description": "Held-out evaluation summary, once evaluated."}
+    )
+    experiment_id = ma.fields.String(allow_none=True)
     updated_at = ma.fields.Integer(allow_none=True)
     tenant = ma.fields.String(metadata={"description": "The tenant that owns the job (Tuneline extension)."})
 
@@ -208,3 +212,48 @@ class MetricsSchema(ma.Schema):
     object = ma.fields.Constant("list", required=True)
     job_id = ma.fields.String(required=True)
     data = ma.fields.List(ma.fields.Nested(MetricRowSchema), required=True)
+
+
+class EvaluationScoresSchema(ma.Schema):
+    answer = ma.fields.String(allow_none=True)
+    error = ma.fields.Dict(allow_none=True)
+    exact_match = ma.fields.Float(allow_none=True)
+    char_f1 = ma.fields.Float(allow_none=True)
+    rouge_l = ma.fields.Float(allow_none=True)
+    bleu = ma.fields.Float(allow_none=True, metadata={"description": "Sentence BLEU, 0-100."})
+
+
+class EvaluationExampleSchema(EvaluationScoresSchema):
+    id = ma.fields.String(required=True)
+    object = ma.fields.Constant("fine_tuning.job.evaluation.example", required=True)
+    index = ma.fields.Integer(required=True)
+    prompt = ma.fields.String(required=True)
+    reference = ma.fields.String(required=True)
+    baseline = ma.fields.Nested(EvaluationScoresSchema, metadata={"description": "The base model's answer."})
+
+
+class EvaluationSummarySchema(ma.Schema):
+    examples = ma.fields.Integer(required=True)
+    answered = ma.fields.Integer(required=True)
+    errors = ma.fields.Integer(required=True)
+    exact_match = ma.fields.Float(required=True, metadata={"description": "Mean, 0-1."})
+    char_f1 = ma.fields.Float(required=True, metadata={"description": "Mean, 0-1 (CJK characters, words)."})
+    rouge_l = ma.fields.Float(required=True, metadata={"description": "Mean ROUGE-L F1, 0-1."})
+    bleu = ma.fields.Float(required=True, metadata={"description": "Corpus BLEU (sacrebleu), 0-100."})
+
+
+class EvaluationSchema(ma.Schema):
+    object = ma.fields.Constant("fine_tuning.job.evaluation", required=True)
+    job_id = ma.fields.String(required=True)
+    model = ma.fields.String(allow_none=True)
+    status = ma.fields.String(
+        required=True, metadata={"enum": ["pending", "running", "completed", "failed", "not_run"]}
+    )
+    examples = ma.fields.Integer(required=True)
+    metrics = ma.fields.Nested(EvaluationSummarySchema, allow_none=True)
+    baseline = ma.fields.Nested(EvaluationSummarySchema, allow_none=True)
+    baseline_model = ma.fields.String(allow_none=True)
+    data = ma.fields.List(ma.fields.Nested(EvaluationExampleSchema), required=True)
+    has_more = ma.fields.Boolean(required=True)
+    first_id = ma.fields.String(allow_none=True)
+    last_id = ma.fields.String(allow_none=True)

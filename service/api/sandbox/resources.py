@@ -17,13 +17,12 @@ from flask.views import MethodView
 from service.api import base
 from service.api.base import CursorArgsSchema, MetadataFilterArgsSchema, list_body, services
 from service.api.files.schemas import FileListArgsSchema, FileUploadSchema
-from service.api.openai_objects import OpenAIFileSchema
+from service.api.openai_objects import CompletionSchema, OpenAIFileSchema
 from service.api.sandbox.schemas import (
     SandboxAccountFaultsSchema,
     SandboxChatCompletionCreateSchema,
     SandboxCheckpointListSchema,
     SandboxCompletionCreateSchema,
-    SandboxCompletionSchema,
     SandboxEventListSchema,
     SandboxFileListSchema,
     SandboxJobCreateSchema,
@@ -31,6 +30,7 @@ from service.api.sandbox.schemas import (
     SandboxJobSchema,
     SandboxStatsSchema,
 )
+from service.api.streaming import completion_response
 from service.api.uploads import spool_of
 from service.core.errors import AuthenticationFailed
 from service.core.sandbox import CREATE_HEADER_FAULTS, Sandbox, api_key_matches
@@ -153,19 +153,35 @@ class SandboxJobCheckpoints(MethodView):
 @blp.route("/chat/completions")
 class SandboxChatCompletions(MethodView):
     @blp.arguments(SandboxChatCompletionCreateSchema)
-    @blp.response(200, SandboxCompletionSchema)
+    @blp.response(200, CompletionSchema)
+    @blp.alt_response(
+        200, description="With stream=true: chunks as SSE", content_type="text/event-stream", success=True
+    )
     def post(self, body: dict[str, Any]) -> Any:
-        """Sandbox: a canned chat answer from a sandbox-trained model."""
-        return sandbox().chat_completion(body["model"], body["messages"])
+        """Sandbox: a chat answer from a sandbox-trained model (its training answer, else canned)."""
+        answer = sandbox().chat_completion(
+            body["model"], body["messages"], body.get("max_tokens"), _stop(body)
+        )
+        return completion_response(answer, body)
 
 
 @blp.route("/completions")
 class SandboxCompletions(MethodView):
     @blp.arguments(SandboxCompletionCreateSchema)
-    @blp.response(200, SandboxCompletionSchema)
+    @blp.response(200, CompletionSchema)
+    @blp.alt_response(
+        200, description="With stream=true: chunks as SSE", content_type="text/event-stream", success=True
+    )
     def post(self, body: dict[str, Any]) -> Any:
-        """Sandbox: a canned completion from a sandbox-trained model."""
-        return sandbox().completion(body["model"], body["prompt"])
+        """Sandbox: a completion from a sandbox-trained model (its training answer, else canned)."""
+        answer = sandbox().completion(body["model"], body["prompt"], body.get("max_tokens"), _stop(body))
+        return completion_response(answer, body)
+
+
+def _stop(body: dict[str, Any]) -> list[str] | None:
+    stop = body.get("stop")
+    items = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    return [s for s in items if isinstance(s, str)] or None
 
 
 @blp.route("/_stats")

@@ -182,21 +182,17 @@ class _LooseSchema(ma.Schema):
         unknown = ma.INCLUDE
 
 
-class SandboxChatCompletionCreateSchema(_LooseSchema):
+class _SandboxSamplingSchema(_LooseSchema):
     model = ma.fields.String(required=True)
+    max_tokens = ma.fields.Integer(allow_none=True, validate=ma.validate.Range(min=1))
+    stop = ma.fields.Raw(allow_none=True, metadata={"description": "A string or a list of strings."})
+    stream = ma.fields.Boolean(allow_none=True)
+    stream_options = ma.fields.Dict(allow_none=True)
+
+
+class SandboxChatCompletionCreateSchema(_SandboxSamplingSchema):
     messages = ma.fields.List(ma.fields.Dict(), required=True, validate=ma.validate.Length(min=1))
 
 
-class SandboxCompletionCreateSchema(_LooseSchema):
-    model = ma.fields.String(required=True)
+class SandboxCompletionCreateSchema(_SandboxSamplingSchema):
     prompt = ma.fields.Raw(required=True, metadata={"description": "A string or a list of strings."})
-
-
-class SandboxCompletionSchema(ma.Schema):
-    id = ma.fields.String(required=True)
-    object = ma.fields.String(required=True, metadata={"enum": ["chat.completion", "text_completion"]})
-    created = ma.fields.Integer(required=True)
-    model = ma.fields.String(required=True)
-    system_fingerprint = ma.fields.String()
-    choices = ma.fields.List(ma.fields.Dict(), required=True)
-    usage = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())

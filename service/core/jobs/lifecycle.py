@@ -57,10 +57,13 @@ def transition(
     level: str = "info",
     updates: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
+    also_webhooks: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Move the job to (status, stage); a repeat of the current state is a no-op.
 
-    Raises IllegalTransition for a move the state machine forbids (e.g. out of a terminal state).
+    ``also_webhooks`` are event types queued after the status's own (e.g. ``evaluated`` after
+    ``succeeded``), in the same transaction. Raises IllegalTransition for a move the state
+    machine forbids (e.g. out of a terminal state).
     """
 
     def change(job: dict[str, Any], pipe: Pipeline) -> dict[str, Any] | None:
@@ -80,6 +83,8 @@ def transition(
         webhook_type = WEBHOOK_TYPES.get(status)
         if webhook_type and not (status == states.RUNNING and old_status == states.RUNNING):
             queue_webhook(pipe, job, webhook_type, now, public_job(job))
+        for n, extra in enumerate(also_webhooks, 1):
+            queue_webhook(pipe, job, extra, now + n / 1000, public_job(job))
         return job
 
     job = repo.update(store, job_id, change)

@@ -41,6 +41,7 @@ STAGE_TASKS = {
     "uploading": tasknames.JOB_UPLOAD,
     "submitting": tasknames.JOB_SUBMIT,
     "finalizing": tasknames.JOB_FINALIZE,
+    "evaluating": tasknames.JOB_EVALUATE,
 }
 
 PROVIDER_STATES = {
@@ -185,7 +186,8 @@ def run_prepare(ctx: PipelineContext, job_id: str) -> str | None:
         f"Prepared {counts.get('train', counts.get('kept'))} training examples"
         + (f", {counts.get('validation')} validation" if counts.get("validation") else "")
         + (f", {counts.get('test')} test" if counts.get("test") else ""),
-        updates={"prepared": prepared},
+        # The stop sequence the completion-style rows end with, so evaluation can strip and send it.
+        updates={"prepared": prepared, "prepared_stop": (report.prepared or {}).get("stop")},
     )
     repo.reset_attempts(ctx.store, job_id, "preparing")
     return next_task
@@ -511,19 +513,38 @@ def run_finalize(ctx: PipelineContext, job_id: str, attempt: int = 0) -> str | N
         _handle_provider_error(ctx, job_id, exc, attempt)
         return None
     name = fine_tuned_model_name(job["model"], job["tenant"], job.get("suffix"), job_id)
-    if (
-        lifecycle.try_transition(
-            ctx.store,
-            job_id,
-            states.SUCCEEDED,
-            "done",
-            f"The job has successfully completed: {name}",
-            updates={"fine_tuned_model": name, "result_files": result_files},
-        )
-        is None
-    ):
-        return None
+    next_step = finish_or_evaluate(ctx, job, {"fine_tuned_model": name, "result_files": result_files})
     repo.reset_attempts(ctx.store, job_id, "finalizing")
+    return next_step
+
+
+def finish_or_evaluate(ctx: PipelineContext, job: dict[str, Any], updates: dict[str, Any]) -> str | None:
+    """Succeed the trained job, or move it to ``evaluating`` when it has a held-out test set.
+
+    Returns the next task to enqueue (the evaluation), or None.
+    """
+    name = updates["fine_tuned_model"]
+    if (job.get("prepared") or {}).get("test"):
+        moved = lifecycle.try_transition(
+            ctx.store,
+            job["id"],
+            states.RUNNING,
+            "evaluating",
+            f"New fine-tuned model created: {name}; evaluating it on the held-out test set",
+            updates=updates,
+        )
+        if moved is None:
+            return None
+        repo.schedule_poll(ctx.store, job["id"], ctx.clock.now() + WATCHDOG_S)  # watchdog for evaluate
+        return tasknames.JOB_EVALUATE
+    lifecycle.try_transition(
+        ctx.store,
+        job["id"],
+        states.SUCCEEDED,
+        "done",
+        f"The job has successfully completed: {name}",
+        updates=updates,
+    )
     return None
 
 

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from service.core import auth, files, ids, tasknames
+from service.core import auth, files, finetuned_models, ids, tasknames
 from service.core.auth import Principal
 from service.core.datasets import default_epochs, resolve_model
+from service.core.datasets.checks import CHAT, PROMPT_COMPLETION
 from service.core.datasets.models import training_cost_usd
 from service.core.dispatch import Dispatcher
 from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
@@ -27,6 +28,7 @@ from service.core.webhooks.ssrf import UnsafeWebhookURL, check_url
 from service.settings import PROVIDERS, Settings
 
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TESTABLE_FORMATS = (PROMPT_COMPLETION, CHAT)
 
 
 @dataclass
@@ -82,6 +84,38 @@ def estimate_cost(report: dict[str, Any], model: str, n_epochs: int) -> dict[str
 
 def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
     """Validate everything a client could get wrong, then record the job and start the pipeline."""
+    return start_job(ctx, build_job(ctx, principal, params))
+
+
+def _check_test_file(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> None:
+    """A test file must be held out and in the training file's format (it is answered, then scored)."""
+    test_id = params["test_file"]
+    if test_id == params["training_file"]:
+        raise InvalidRequest(
+            "test_file must differ from training_file (held-out data).",
+            param="test_file",
+            code="invalid_test_file",
+        )
+    _usable_file(ctx, principal, test_id, "test_file")
+    test_format = (get_report(ctx.store, test_id) or {}).get("format")
+    train_format = (get_report(ctx.store, params["training_file"]) or {}).get("format")
+    if test_format not in TESTABLE_FORMATS or (train_format and test_format != train_format):
+        raise Unprocessable(
+            f"test_file {test_id} is in format {test_format!r}; a test set needs the training file's "
+            f"format ({train_format!r}): prompt/completion or chat rows whose last message is the reference.",
+            param="test_file",
+            code="invalid_test_file",
+        )
+
+
+def _check_owned_model(ctx: JobsContext, principal: Principal, model: str) -> None:
+    """A fine-tuned model as the base must be one of the caller's own."""
+    if model.startswith("ft:"):
+        finetuned_models.resolve(ctx.store, principal, model)
+
+
+def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    """The job record for ``params``, validated; nothing is stored or started."""
     provider = params.get("provider") or ctx.settings.provider_default
     if provider not in PROVIDERS:
         raise InvalidRequest(
@@ -110,11 +144,12 @@ def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -
         raise InvalidRequest(
             "suffix must be 1-64 letters, digits, '-' or '_'.", param="suffix", code="invalid_suffix"
         )
+    _check_owned_model(ctx, principal, model)
     training = _usable_file(ctx, principal, params["training_file"], "training_file")
     if params.get("validation_file"):
         _usable_file(ctx, principal, params["validation_file"], "validation_file")
     if params.get("test_file"):
-        _usable_file(ctx, principal, params["test_file"], "test_file")
+        _check_test_file(ctx, principal, params)
     webhook = params.get("webhook")
     if webhook:
         try:
@@ -177,9 +212,18 @@ def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -
         "event_count": 0,
         "stage_changed_at": now,
     }
+    return job
+
+
+def start_job(ctx: JobsContext, job: dict[str, Any]) -> dict[str, Any]:
+    """Store a built job and start its pipeline."""
+    job_id = job["id"]
+    now = time.time()
     repo.insert(ctx.store, job, now * 1000)
     repo.schedule_poll(ctx.store, job_id, now + 60.0)  # the pipeline watchdog (see pipeline.run_poll)
-    lifecycle.record_event(ctx.store, job_id, f"Created fine-tuning job: {job_id} (provider {provider})")
+    lifecycle.record_event(
+        ctx.store, job_id, f"Created fine-tuning job: {job_id} (provider {job['provider']})"
+    )
     ctx.dispatcher.enqueue(tasknames.JOB_PREPARE, job_id)
     return public_job(repo.load(ctx.store, job_id) or job)
 

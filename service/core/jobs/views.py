@@ -34,6 +34,8 @@ PUBLIC_FIELDS = (
     "estimate",
     "test_file",
     "prepare",
+    "evaluation",
+    "experiment_id",
     "updated_at",
     "tenant",
 )

@@ -7,6 +7,7 @@ import time
 
 import openai
 
+from service.core.errors import NotFound, RateLimited, TunelineError, Unprocessable
 from service.core.providers.base import ProviderError
 
 
@@ -61,3 +62,20 @@ def map_error(exc: Exception) -> ProviderError:
     if isinstance(exc, openai.OpenAIError):
         return ProviderError(str(exc), retryable=False, code="provider_error")
     raise exc
+
+
+def api_error(exc: ProviderError, model: str) -> TunelineError:
+    """What a caller of Tuneline's completions sees when the provider refused or failed."""
+    message = f"The provider failed to answer for {model}: {exc.message}"
+    if exc.status == 404:
+        return NotFound(
+            f"The model '{model}' is no longer available at its provider.",
+            param="model",
+            code="model_not_found",
+        )
+    if exc.status == 429:
+        retry = {"Retry-After": f"{exc.retry_after:g}"} if exc.retry_after is not None else {}
+        return RateLimited(message, code="provider_rate_limited", headers=retry)
+    if exc.status is not None and 400 <= exc.status < 500:
+        return Unprocessable(message, code=exc.code or "provider_rejected")
+    return TunelineError(message, code="provider_unavailable", status=502)

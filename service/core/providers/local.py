@@ -15,6 +15,8 @@ from service.core.datasets.models import DEFAULT_MODEL
 from service.core.errors import InvalidRequest, Unprocessable
 from service.core.jobs.metrics import METRIC_COLUMNS
 from service.core.providers.base import (
+    CompletionRequest,
+    CompletionResult,
     CreateJobRequest,
     ProviderCheckpoint,
     ProviderError,
@@ -201,7 +203,7 @@ class LocalProvider:
     def cancel(self, job_id: str) -> ProviderJob:
         raise _not_supported("cancel remote jobs")
 
-    def complete(self, model: str, body: dict[str, Any], chat: bool) -> dict[str, Any]:
+    def complete(self, request: CompletionRequest) -> CompletionResult:
         raise _not_supported("complete here (service.core.inference.request_completion serves local models)")
 
 

@@ -13,6 +13,8 @@ import openai
 
 from service.core.jobs.metrics import METRIC_COLUMNS
 from service.core.providers.base import (
+    CompletionRequest,
+    CompletionResult,
     CreateJobRequest,
     ProviderCheckpoint,
     ProviderError,
@@ -174,9 +176,26 @@ class OpenAIProvider:
         content = self._call(self._client.files.content, file_id)
         return parse_result_csv(content.content)
 
-    def complete(self, model: str, body: dict[str, Any], chat: bool) -> dict[str, Any]:
-        endpoint = self._client.chat.completions if chat else self._client.completions
-        payload = {k: v for k, v in body.items() if k not in ("model", "stream")}
-        result = self._call(endpoint.create, model=model, **payload)
-        dumped: dict[str, Any] = result.model_dump(exclude_unset=True)
-        return dumped
+    def complete(self, request: CompletionRequest) -> CompletionResult:
+        """One chat or text completion; the same SDK calls work for OpenAI, Azure and the sandbox."""
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.stop:
+            kwargs["stop"] = request.stop
+        if request.messages is not None:
+            chat = self._call(self._client.chat.completions.create, messages=request.messages, **kwargs)
+            choice = chat.choices[0]
+            text, finish, usage = choice.message.content or "", choice.finish_reason, chat.usage
+        else:
+            plain = self._call(self._client.completions.create, prompt=request.prompt or "", **kwargs)
+            choice = plain.choices[0]
+            text, finish, usage = choice.text or "", choice.finish_reason, plain.usage
+        return CompletionResult(
+            text=text,
+            finish_reason=str(finish or "stop"),
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        )

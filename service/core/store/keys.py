@@ -173,6 +173,24 @@ def sandbox_create_attempts() -> str:
     return f"{PREFIX}:sandbox:create_attempts"
 
 
+def job_stage_lease(job_id: str, stage: str) -> str:
+    """A live worker's lease on a long stage (evaluation): the watchdog's re-enqueue backs off."""
+    return f"{PREFIX}:job:{job_id}:lease:{stage}"
+
+
+def job_eval_rows(job_id: str, target: str) -> str:
+    """Hash: test example index -> evaluated row; ``target`` is ``model`` or ``base`` (baseline)."""
+    return f"{PREFIX}:job:{job_id}:eval:{target}"
+
+
+def experiment(experiment_id: str) -> str:
+    return f"{PREFIX}:experiment:{experiment_id}"
+
+
+def experiments_by_tenant(tenant: str) -> str:
+    return f"{PREFIX}:experiments:{tenant}"
+
+
 # --- local trainer: leases, device locks, inference requests ---------------------------------
 
 

@@ -1,0 +1,1 @@
+"""Completions for fine-tuned models (OpenAI-compatible)."""

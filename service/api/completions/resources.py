@@ -1,0 +1,55 @@
+"""``POST /v1/chat/completions`` and ``POST /v1/completions`` for the tenant's fine-tuned models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from service.api.base import Blueprint, principal, services
+from service.api.completions.schemas import ChatCompletionCreateSchema, CompletionCreateSchema
+from service.api.openai_objects import CompletionSchema
+from service.api.streaming import completion_response
+from service.core import completions
+from service.core.completions import CompletionsContext
+from service.core.providers.registry import provider_for
+
+blp = Blueprint(
+    "completions",
+    __name__,
+    url_prefix="/v1",
+    description="Use fine-tuned models (OpenAI-compatible; `stream: true` answers with SSE chunks).",
+)
+
+
+def context() -> CompletionsContext:
+    svc = services()
+    return CompletionsContext(
+        settings=svc.settings,
+        store=svc.store,
+        dispatcher=svc.dispatcher,
+        providers=lambda name: provider_for(name, svc.settings),
+    )
+
+
+STREAM_DOC = {"description": "With stream=true: chunks as SSE, then `data: [DONE]`", "success": True}
+
+
+@blp.route("/chat/completions")
+class ChatCompletions(MethodView):
+    @blp.arguments(ChatCompletionCreateSchema)
+    @blp.response(200, CompletionSchema)
+    @blp.alt_response(200, content_type="text/event-stream", **STREAM_DOC)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Chat with one of your fine-tuned models."""
+        return completion_response(completions.chat_completion(context(), principal(), body), body)
+
+
+@blp.route("/completions")
+class Completions(MethodView):
+    @blp.arguments(CompletionCreateSchema)
+    @blp.response(200, CompletionSchema)
+    @blp.alt_response(200, content_type="text/event-stream", **STREAM_DOC)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Complete a prompt with one of your fine-tuned models."""
+        return completion_response(completions.text_completion(context(), principal(), body), body)

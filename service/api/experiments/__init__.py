@@ -1,0 +1,1 @@
+"""Experiments: several candidates trained and evaluated side by side."""

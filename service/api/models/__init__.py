@@ -1,0 +1,1 @@
+"""The Models resource: a tenant's fine-tuned models."""

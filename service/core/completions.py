@@ -1,0 +1,117 @@
+"""Completions for fine-tuned models, routed to the provider that trained them (DESIGN §3, §6)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from service.core import finetuned_models, openai_shapes
+from service.core.auth import Principal
+from service.core.dispatch import Dispatcher
+from service.core.errors import InvalidRequest, Unprocessable
+from service.core.inference import request_completion
+from service.core.providers.base import CompletionRequest, CompletionResult, Provider, ProviderError
+from service.core.providers.errors import api_error
+from service.core.store import Store
+from service.settings import Settings
+
+DEFAULT_MAX_TOKENS = 512
+
+
+@dataclass
+class CompletionsContext:
+    settings: Settings
+    store: Store
+    dispatcher: Dispatcher
+    providers: Callable[[str], Provider]
+
+
+def run_completion(
+    ctx: CompletionsContext, job: dict[str, Any], request: CompletionRequest, base: bool = False
+) -> CompletionResult:
+    """Ask the job's provider; ``base`` asks the untuned base model (local models only).
+
+    Raises ProviderError (classified, for callers that retry) or a TunelineError.
+    """
+    if job["provider"] == "local":
+        # The base model is served by the same engine: its id (or directory) in place of the adapter's.
+        target = {**job, "local_model_dir": job["model"]} if base else job
+        return request_completion(ctx.store, ctx.dispatcher, target, request, ctx.settings.infer_timeout_s)
+    if base:
+        raise Unprocessable(
+            f"The base model of a {job['provider']} job cannot be served by Tuneline.",
+            param="model",
+            code="base_model_not_served",
+        )
+    provider = ctx.providers(job["provider"])
+    return provider.complete(replace(request, model=job.get("provider_fine_tuned_model") or request.model))
+
+
+def can_serve_base(job: dict[str, Any]) -> bool:
+    """Whether the untuned base model of ``job`` can be evaluated as a baseline (local models)."""
+    return bool(job["provider"] == "local")
+
+
+def _stop(raw: Any) -> list[str] | None:
+    if raw is None:
+        return None
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or len(items) > 4 or not all(isinstance(s, str) and s for s in items):
+        raise InvalidRequest("stop must be a string or up to 4 non-empty strings.", param="stop")
+    return list(items)
+
+
+def _request(
+    body: dict[str, Any], messages: list[dict[str, Any]] | None, prompt: str | None
+) -> CompletionRequest:
+    if int(body.get("n") or 1) != 1:
+        raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+    temperature = body.get("temperature")
+    return CompletionRequest(
+        model=body["model"],
+        messages=messages,
+        prompt=prompt,
+        max_tokens=int(max_tokens),
+        temperature=1.0 if temperature is None else float(temperature),  # OpenAI's default
+        stop=_stop(body.get("stop")),
+    )
+
+
+def _ask(ctx: CompletionsContext, job: dict[str, Any], request: CompletionRequest) -> CompletionResult:
+    try:
+        return run_completion(ctx, job, request)
+    except ProviderError as exc:
+        raise api_error(exc, request.model) from exc
+
+
+def chat_completion(ctx: CompletionsContext, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /v1/chat/completions`` for one of the tenant's fine-tuned models."""
+    job = finetuned_models.resolve(ctx.store, principal, body["model"])
+    result = _ask(ctx, job, _request(body, body["messages"], None))
+    return openai_shapes.chat_completion(
+        body["model"],
+        result.text,
+        result.finish_reason,
+        (result.prompt_tokens, result.completion_tokens),
+        int(time.time()),
+    )
+
+
+def text_completion(ctx: CompletionsContext, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /v1/completions``: one choice per prompt (a string or a list of strings)."""
+    job = finetuned_models.resolve(ctx.store, principal, body["model"])
+    raw = body["prompt"]
+    prompts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise InvalidRequest("prompt must be a string or a non-empty list of strings.", param="prompt")
+    answers: list[tuple[str, str]] = []
+    used = [0, 0]
+    for prompt in prompts:
+        result = _ask(ctx, job, _request(body, None, prompt))
+        answers.append((result.text, result.finish_reason))
+        used[0] += result.prompt_tokens
+        used[1] += result.completion_tokens
+    return openai_shapes.text_completion(body["model"], answers, (used[0], used[1]), int(time.time()))

@@ -1,0 +1,1 @@
+"""Held-out evaluation of fine-tuned models: metrics (framework-free) and the evaluating stage."""

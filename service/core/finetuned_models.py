@@ -1,0 +1,107 @@
+"""A tenant's fine-tuned models: resolve a model id to its job, list, retrieve and delete them."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from service.core import ids
+from service.core.auth import Principal
+from service.core.errors import NotFound
+from service.core.jobs import lifecycle
+from service.core.store import Store
+from service.core.store import jobs as repo
+from service.settings import Settings
+
+log = logging.getLogger("tuneline.models")
+
+
+def _not_found(model: str) -> NotFound:
+    # OpenAI's wording; the same answer for another tenant's model and for one that never existed.
+    return NotFound(
+        f"The model '{model}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def job_id_of(model: str) -> str | None:
+    """The job id in ``ft:<base>:<tenant>:<suffix>:<job id>`` (DESIGN §9), or None."""
+    if not model.startswith("ft:"):
+        return None
+    tail = model.rsplit(":", 1)[-1]
+    return tail if ids.has_prefix("job", tail) else None
+
+
+def resolve(store: Store, principal: Principal, model: str) -> dict[str, Any]:
+    """The job that trained ``model``, when it belongs to the caller's tenant and still exists."""
+    job_id = job_id_of(model)
+    job = repo.load(store, job_id) if job_id else None
+    if (
+        job is None
+        or job["tenant"] != principal.tenant
+        or job.get("fine_tuned_model") != model
+        or job.get("model_deleted")
+    ):
+        raise _not_found(model)
+    return job
+
+
+def model_object(job: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``model`` object, plus where it came from (additive fields)."""
+    return {
+        "id": job["fine_tuned_model"],
+        "object": "model",
+        "created": int(job.get("finished_at") or job["created_at"]),
+        "owned_by": job["tenant"],
+        "base_model": job["model"],
+        "fine_tuning_job_id": job["id"],
+        "provider": job["provider"],
+    }
+
+
+def list_models(
+    store: Store, principal: Principal, after: str | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """The tenant's fine-tuned models, newest job first; ``after`` is a model id."""
+
+    def usable(job: dict[str, Any]) -> bool:
+        return bool(job.get("fine_tuned_model")) and not job.get("model_deleted")
+
+    cursor = job_id_of(after) if after else None
+    if after and cursor is None:
+        return [], False
+    found, more = repo.walk(store, principal.tenant, cursor, limit, usable)
+    return [model_object(j) for j in found], more
+
+
+def get_model(store: Store, principal: Principal, model: str) -> dict[str, Any]:
+    return model_object(resolve(store, principal, model))
+
+
+def _remove_dir(settings: Settings, raw: str | None) -> bool:
+    """Delete a model directory, only ever inside the data directory."""
+    if not raw:
+        return False
+    path = Path(raw).resolve()
+    root = settings.data_dir.resolve()
+    if root not in path.parents or not path.exists():
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True
+
+
+def delete_model(settings: Settings, store: Store, principal: Principal, model: str) -> dict[str, Any]:
+    """Forget the model: its files are removed and later completions answer 404."""
+    job = resolve(store, principal, model)
+    removed = _remove_dir(settings, job.get("local_model_dir"))
+    lifecycle.record_event(
+        store,
+        job["id"],
+        f"Fine-tuned model {model} deleted" + (" with its files" if removed else ""),
+        updates={"model_deleted": True},
+    )
+    log.info("model deleted", extra={"job_id": job["id"], "files_removed": removed})
+    return {"id": model, "object": "model", "deleted": True}
