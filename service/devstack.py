@@ -109,6 +109,7 @@ def main() -> None:
     os.environ.setdefault("TUNELINE_ENV", "development")
     os.environ.setdefault("TUNELINE_DATA_DIR", str((VAR / "data").resolve()))
     os.environ.setdefault("TUNELINE_SECRET_KEY", _secret_key())
+    os.environ.setdefault("TUNELINE_LOCAL_MODEL_ROOTS", str((VAR / "models").resolve()))
     os.environ.setdefault("TUNELINE_WEBHOOK_ALLOW_LOOPBACK", "1")
     os.environ.setdefault("TUNELINE_POLL_INTERVAL_S", "2")
     os.environ.setdefault("TUNELINE_SANDBOX_TIME_SCALE", "0.3")

@@ -80,6 +80,8 @@ class Settings:
     train_threads: int = 0  # 0: the library's default
     train_python: str = ""  # interpreter for the training child; default: the worker's own
     infer_timeout_s: int = 120
+    # Directories a local job may name as its base model; empty means ``<data_dir>/models``.
+    local_model_roots: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +132,10 @@ class Settings:
             values["train_device"] = get("TRAIN_DEVICE").strip().lower()
         if "TUNELINE_TRAIN_PYTHON" in env:
             values["train_python"] = get("TRAIN_PYTHON")
+        if "TUNELINE_LOCAL_MODEL_ROOTS" in env:
+            values["local_model_roots"] = tuple(
+                Path(part) for part in get("LOCAL_MODEL_ROOTS").split(os.pathsep) if part.strip()
+            )
         if "TUNELINE_STUCK_AFTER_S" in env:
             values["stuck_after_s"] = _int("TUNELINE_STUCK_AFTER_S", get("STUCK_AFTER_S"), 1)
         if "TUNELINE_EVAL_CONCURRENCY" in env:
@@ -145,6 +151,12 @@ class Settings:
         if openai_key:
             values["openai_api_key"] = openai_key
         return cls(**values).validated()
+
+    @property
+    def model_roots(self) -> tuple[Path, ...]:
+        """Where local base models may live (absolute, resolved)."""
+        roots = self.local_model_roots or (self.data_dir / "models",)
+        return tuple(root.resolve() for root in roots)
 
     def validated(self) -> Settings:
         """Return self after checking cross-field rules; raise SettingsError naming the variable."""

@@ -39,9 +39,12 @@ def supervised(**hyper: Any) -> dict[str, Any]:
     return {"type": "supervised", "supervised": {"hyperparameters": hyper}}
 
 
-@pytest.mark.parametrize("model", ["smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "/srv/models/tiny"])
-def test_local_job_is_accepted_with_zero_cost(client, ready, dispatcher, model):
+@pytest.mark.parametrize(
+    "model", ["smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "{data_dir}/models/tiny"]
+)
+def test_local_job_is_accepted_with_zero_cost(client, ready, dispatcher, settings, model):
     token, file_id = ready
+    model = model.format(data_dir=settings.data_dir.resolve())
     r = create(
         client, token, file_id, model=model, method=supervised(n_epochs=2, lora_rank=8, learning_rate=1e-3)
     )
@@ -123,3 +126,30 @@ def test_local_knobs_are_refused_for_other_providers(client, ready):
         "method.supervised.hyperparameters.lora_rank",
         "unsupported_hyperparameter",
     )
+
+
+@pytest.mark.parametrize("model", ["/srv/models/tiny", "/etc", "{data_dir}/files"])
+def test_local_model_directory_outside_the_roots_is_refused(client, ready, dispatcher, settings, model):
+    token, file_id = ready
+    sent = len(dispatcher.sent)
+    r = create(client, token, file_id, model=model.format(data_dir=settings.data_dir.resolve()))
+    assert_error(r, 422, "invalid_request_error", param="model", code="model_path_not_allowed")
+    assert len(dispatcher.sent) == sent  # nothing started
+
+
+def test_local_model_roots_setting_allows_a_directory(make_key, store, settings, tmp_path):
+    from dataclasses import replace
+
+    from service.app import create_app
+    from service.core.dispatch import RecordingDispatcher
+
+    allowed = tmp_path / "shared-models"
+    client = create_app(
+        replace(settings, local_model_roots=(allowed,)), dispatcher=RecordingDispatcher()
+    ).test_client()
+    token = make_key()
+    file_id = upload(client, token, CHAT).json["id"]
+    preparation.prepare_uploaded_file(store, settings.data_dir, file_id)
+    assert create(client, token, file_id, model=str(allowed / "tiny")).status_code == 200
+    r = create(client, token, file_id, model=str(settings.data_dir.resolve() / "models" / "tiny"))
+    assert r.status_code == 422 and r.json["error"]["code"] == "model_path_not_allowed"

@@ -154,14 +154,16 @@ def local_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def make_local_stack(workdir: Path, secret_key: str, **extra_env: str) -> Stack:
+def make_local_stack(workdir: Path, secret_key: str, models: Path, **extra_env: str) -> Stack:
     """API, a worker on the short queues, a train worker and an infer worker (concurrency 1), beat.
 
-    The lease is a few seconds so a killed training worker's job is re-queued quickly.
+    The lease is a few seconds so a killed training worker's job is re-queued quickly; ``models``
+    is the directory local jobs may load base models from.
     """
     s = make_stack(
         workdir,
         secret_key,
+        TUNELINE_LOCAL_MODEL_ROOTS=str(models),
         TUNELINE_POLL_INTERVAL_S="0.5",
         TUNELINE_TRAIN_LEASE_S="4",
         TUNELINE_TRAIN_DEVICE="cpu",

@@ -33,7 +33,7 @@ SMOLLM2_MARGIN = 0.05
 def local(
     tmp_path_factory: pytest.TempPathFactory, secret_key: str, local_base_model: Path
 ) -> Iterator[Stack]:
-    s = make_local_stack(tmp_path_factory.mktemp("local-eval"), secret_key)
+    s = make_local_stack(tmp_path_factory.mktemp("local-eval"), secret_key, local_base_model.parent)
     yield s
     s.stop()
     s.redis.stop()

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 def local(
     tmp_path_factory: pytest.TempPathFactory, secret_key: str, local_base_model: Path
 ) -> Iterator[Stack]:
-    s = make_local_stack(tmp_path_factory.mktemp("local"), secret_key)
+    s = make_local_stack(tmp_path_factory.mktemp("local"), secret_key, local_base_model.parent)
     yield s
     s.stop()
     s.redis.stop()

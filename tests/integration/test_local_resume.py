@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def test_killed_training_worker_resumes_from_last_checkpoint(
     tmp_path: Path, secret_key: str, local_base_model: Path
 ) -> None:
-    stack = make_local_stack(tmp_path, secret_key)
+    stack = make_local_stack(tmp_path, secret_key, local_base_model.parent)
     try:
         token = stack.key()
         client = sdk(stack, token)

@@ -125,7 +125,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
     model = params["model"]
     hyper = dict(params.get("hyperparameters") or {})
     if provider == local.NAME:
-        local.check_base_model(model)
+        local.check_base_model(model, ctx.settings.model_roots)
         hyper = local.effective_hyperparameters(hyper, params.get("method"))
     else:
         local.refuse_local_knobs(hyper, params.get("method"), provider)

@@ -45,8 +45,12 @@ PREPARE_MODEL = DEFAULT_MODEL
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
 
-def check_base_model(model: str) -> None:
-    """A Hugging Face id (``org/name``), an absolute local directory, or a known alias."""
+def check_base_model(model: str, roots: tuple[Path, ...]) -> None:
+    """A Hugging Face id (``org/name``), a directory under one of ``roots``, or a known alias.
+
+    Local directories are confined to configured roots so that a tenant cannot make the trainer
+    open arbitrary paths on the server (TUNELINE_LOCAL_MODEL_ROOTS; default ``<data_dir>/models``).
+    """
     if model in ALIASES:
         return
     if model.startswith("ft:"):
@@ -65,6 +69,14 @@ def check_base_model(model: str) -> None:
     if model.startswith("/"):
         if "/../" in model + "/" or "\x00" in model:
             raise InvalidRequest("A local model directory must be a plain absolute path.", param="model")
+        resolved = Path(model).resolve()
+        if not any(resolved == root or root in resolved.parents for root in roots):
+            raise Unprocessable(
+                f"model {model!r} is outside the directories local models may be loaded from "
+                f"({', '.join(str(r) for r in roots)}); set TUNELINE_LOCAL_MODEL_ROOTS to allow it.",
+                param="model",
+                code="model_path_not_allowed",
+            )
         return
     if not _HF_ID.match(model) or ".." in model:
         raise InvalidRequest(
