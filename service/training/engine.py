@@ -272,6 +272,11 @@ def train(spec: TrainSpec, emitter: Emitter) -> None:
     rows = result_rows(trainer.state.log_history, final_eval)
     (spec.output_dir / RESULT_FILE).write_text(to_csv(rows), encoding="utf-8")
     tokens_per_epoch = sum(len(e.input_ids) for e in train_examples)
+    peak = None
+    if device == "cuda":
+        import torch
+
+        peak = int(torch.cuda.max_memory_allocated())
     emitter.emit(
         "finished",
         model_dir=str(model_dir),
@@ -283,4 +288,5 @@ def train(spec: TrainSpec, emitter: Emitter) -> None:
         full_valid_mean_token_accuracy=_round(final_eval.get("eval_mean_token_accuracy"))
         if final_eval
         else None,
+        peak_gpu_memory_bytes=peak,
     )

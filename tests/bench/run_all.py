@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench import datasets, job_get, upload
+from tests.bench import datasets, job_get, train_bench, upload
 from tests.bench.common import Options, machine
 from tests.support.procs import REPO
 
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[Options], str]] = {
     "upload": upload.run,
     "job_get": job_get.run,
     "datasets": datasets.run,
+    "train": train_bench.run,
 }
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 
