@@ -49,6 +49,7 @@ class Setup:
 
 
 def run_engine(setup: Setup, workdir: Path) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
     spec = write_spec(
         workdir / "spec.json",
         job_id="ftjob-bench",
