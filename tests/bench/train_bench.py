@@ -29,7 +29,6 @@ from tests.support.procs import REPO
 from tests.support.training import subset, training_env, write_spec
 
 SHARED_DATA = REPO.parent / "shared" / "data"
-PLAIN = REPO / "tests" / "bench" / "plain_trl.py"
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,8 @@ def run_engine(setup: Setup, workdir: Path) -> dict[str, Any]:
 def run_plain(setup: Setup) -> dict[str, Any]:
     args = [
         sys.executable,
-        str(PLAIN),
+        "-m",
+        "tests.bench.plain_trl",
         "--model",
         str(setup.model),
         "--data",
