@@ -198,7 +198,7 @@ def tiny_setup(workdir: Path, quick: bool) -> Setup:
         data,
         "full",
         8,
-        30 if quick else 60,
+        60 if quick else 200,
         3e-3,
         threads=2,
     )
