@@ -17,3 +17,11 @@ class TrainingError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """``MemoryError``, ``torch.cuda.OutOfMemoryError`` or an allocator refusal (CPU or GPU)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.training.errors import MODEL_LOAD_FAILED, MODEL_NOT_FOUND, TrainingError
+from service.training.errors import (
+    MODEL_LOAD_FAILED,
+    MODEL_NOT_FOUND,
+    OUT_OF_MEMORY,
+    TrainingError,
+    is_out_of_memory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,15 +163,13 @@ def load_model(source: ModelSource, dtype: Any = None) -> Any:
         kwargs["dtype"] = dtype
     try:
         model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
-    except MemoryError:
-        raise
-    except OSError as exc:
-        code = MODEL_NOT_FOUND if _not_found(exc) else MODEL_LOAD_FAILED
-        raise TrainingError(code, f"cannot load base model {source.name}: {exc}") from None
     except Exception as exc:
-        if type(exc).__name__ == "OutOfMemoryError":
-            raise
-        raise TrainingError(MODEL_LOAD_FAILED, f"cannot load base model {source.name}: {exc}") from None
+        if is_out_of_memory(exc):
+            raise TrainingError(
+                OUT_OF_MEMORY, f"base model {source.name} does not fit in memory: {exc}"
+            ) from None
+        code = MODEL_NOT_FOUND if isinstance(exc, OSError) and _not_found(exc) else MODEL_LOAD_FAILED
+        raise TrainingError(code, f"cannot load base model {source.name}: {exc}") from None
     return _drop_dense_gguf_marker(model) if source.gguf_file else model
 
 

@@ -14,7 +14,7 @@ import sys
 import traceback
 from types import FrameType
 
-from service.training.errors import OUT_OF_MEMORY, TRAINING_FAILED, TrainingError
+from service.training.errors import OUT_OF_MEMORY, TRAINING_FAILED, TrainingError, is_out_of_memory
 from service.training.protocol import Emitter
 
 SIGTERM_EXIT = 128 + signal.SIGTERM
@@ -25,13 +25,6 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     # is safe; exiting at once keeps "cancel stops training within seconds" even mid-step.
     os.write(2, b"training stopped by SIGTERM\n")
     os._exit(SIGTERM_EXIT)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    text = str(exc).lower()
-    return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc(file=sys.stderr)
         if isinstance(exc, KeyboardInterrupt):
             emitter.emit("error", code=TRAINING_FAILED, message="training interrupted")
-        elif _is_oom(exc):
+        elif is_out_of_memory(exc):
             emitter.emit("error", code=OUT_OF_MEMORY, message=f"out of memory: {exc}"[:2000])
         else:
             emitter.emit("error", code=TRAINING_FAILED, message=f"{type(exc).__name__}: {exc}"[:2000])

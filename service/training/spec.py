@@ -62,17 +62,7 @@ _INT_FIELDS = (
     "max_steps",
 )
 _FLOAT_FIELDS = ("learning_rate", "learning_rate_multiplier", "lora_dropout")
-_POSITIVE = (
-    "n_epochs",
-    "batch_size",
-    "lora_rank",
-    "lora_alpha",
-    "max_seq_length",
-    "checkpoint_every",
-    "max_steps",
-    "learning_rate",
-    "learning_rate_multiplier",
-)
+_POSITIVE = (*(name for name in _INT_FIELDS if name != "seed"), "learning_rate", "learning_rate_multiplier")
 
 
 def _hyperparameters(raw: dict[str, Any]) -> Hyperparameters:

@@ -29,7 +29,6 @@ from tests.support.procs import REPO
 from tests.support.training import subset, training_env, write_spec
 
 SHARED_DATA = REPO.parent / "shared" / "data"
-PLAIN = REPO / "tests" / "bench" / "plain_trl.py"
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,7 @@ class Setup:
 
 
 def run_engine(setup: Setup, workdir: Path) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
     spec = write_spec(
         workdir / "spec.json",
         job_id="ftjob-bench",
@@ -94,7 +94,8 @@ def run_engine(setup: Setup, workdir: Path) -> dict[str, Any]:
 def run_plain(setup: Setup) -> dict[str, Any]:
     args = [
         sys.executable,
-        str(PLAIN),
+        "-m",
+        "tests.bench.plain_trl",
         "--model",
         str(setup.model),
         "--data",
@@ -197,7 +198,7 @@ def tiny_setup(workdir: Path, quick: bool) -> Setup:
         data,
         "full",
         8,
-        30 if quick else 60,
+        60 if quick else 200,
         3e-3,
         threads=2,
     )

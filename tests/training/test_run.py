@@ -4,6 +4,8 @@ resume after kill -9, SIGTERM, errors."""
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 import signal
 import statistics
 from pathlib import Path
@@ -207,3 +209,37 @@ def test_over_long_example_fails_naming_the_line(tiny_model: Path, data_dir: Pat
     assert run.returncode == 1 and run.error is not None
     assert run.error["code"] == "example_too_long"
     assert "line 4 " in run.error["message"] and "512" in run.error["message"]  # the tiny model's context
+
+
+def _refuses_huge_allocations() -> bool:
+    try:
+        return Path("/proc/sys/vm/overcommit_memory").read_text().strip() in ("0", "2")
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not _refuses_huge_allocations(), reason="needs Linux overcommit mode 0 or 2 (refusal, no OOM kill)"
+)
+def test_model_larger_than_memory_is_out_of_memory(tiny_model: Path, data_dir: Path, tmp_path: Path) -> None:
+    import psutil
+    import torch
+    from safetensors.torch import save_file
+
+    # One MLP matrix needs 4x (RAM + swap): the kernel refuses the allocation at once (nothing
+    # is touched), which is exactly what a too-large model does to the trainer.
+    config = json.loads((tiny_model / "config.json").read_text(encoding="utf-8"))
+    budget = psutil.virtual_memory().total + psutil.swap_memory().total
+    config["intermediate_size"] = 4 * budget // (4 * config["hidden_size"])
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    (huge / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    embed = torch.zeros(config["vocab_size"], config["hidden_size"])
+    save_file({"model.embed_tokens.weight": embed}, str(huge / "model.safetensors"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(tiny_model / name, huge / name)
+    run = run_child(spec(tmp_path, huge, data_dir / "qa_train.jsonl"), tmp_path / "c.log")
+    assert run.returncode == 1 and run.error is not None
+    assert run.error["code"] == "out_of_memory", run.error
+    assert "memory" in run.error["message"]

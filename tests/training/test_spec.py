@@ -1,0 +1,59 @@
+"""SPEC.json parsing: documented defaults, OpenAI's "auto", and clear errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.training.errors import TrainingError
+from service.training.spec import DEFAULT_LR_FULL, DEFAULT_LR_LORA, Hyperparameters, TrainSpec
+
+BASE = {"job_id": "ftjob-1", "base_model": "smollm2-135m", "train_file": "t.jsonl", "output_dir": "out"}
+
+
+def test_defaults_and_auto() -> None:
+    spec = TrainSpec.from_dict({**BASE, "hyperparameters": {"n_epochs": "auto", "batch_size": None}})
+    assert spec.method == "lora" and spec.device == "auto" and spec.resume is False and spec.threads is None
+    assert spec.hyperparameters == Hyperparameters()
+    assert spec.checkpoints_dir == Path("out/checkpoints") and spec.model_dir == Path("out/model")
+    assert spec.hyperparameters.effective_learning_rate("lora") == DEFAULT_LR_LORA
+    assert spec.hyperparameters.effective_learning_rate("full") == DEFAULT_LR_FULL
+
+
+def test_learning_rate_multiplier_scales_the_default_unless_a_rate_is_given() -> None:
+    hp = TrainSpec.from_dict({**BASE, "hyperparameters": {"learning_rate_multiplier": 2}}).hyperparameters
+    assert hp.effective_learning_rate("lora") == pytest.approx(2 * DEFAULT_LR_LORA)
+    hp = TrainSpec.from_dict(
+        {**BASE, "hyperparameters": {"learning_rate_multiplier": 2, "learning_rate": 1e-3}}
+    ).hyperparameters
+    assert hp.effective_learning_rate("lora") == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"method": "qlora"}, "method"),
+        ({"device": "tpu"}, "device"),
+        ({"threads": 0}, "threads"),
+        ({"hyperparameters": {"n_epochs": 1.5}}, "n_epochs"),
+        ({"hyperparameters": {"batch_size": 0}}, "batch_size"),
+        ({"hyperparameters": {"learning_rate": "fast"}}, "learning_rate"),
+        ({"hyperparameters": {"lora_dropout": 1.0}}, "lora_dropout"),
+        ({"hyperparameters": {"warmup": 3}}, "warmup"),
+    ],
+)
+def test_bad_values_are_named(change: dict[str, object], fragment: str) -> None:
+    with pytest.raises(TrainingError, match=fragment) as caught:
+        TrainSpec.from_dict({**BASE, **change})
+    assert caught.value.code == "training_failed"
+
+
+def test_missing_field_and_unreadable_spec(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="train_file"):
+        TrainSpec.from_dict({"base_model": "x", "output_dir": "o"})
+    (tmp_path / "spec.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(TrainingError, match="not a JSON object"):
+        TrainSpec.load(tmp_path / "spec.json")
+    with pytest.raises(TrainingError, match="cannot read"):
+        TrainSpec.load(tmp_path / "missing.json")
