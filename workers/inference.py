@@ -8,6 +8,7 @@ from celery import Celery
 
 from service import taskqueue
 from service.core import inference
+from service.core.jobs import local_pipeline
 from workers.context import context
 
 
@@ -16,7 +17,8 @@ def _generate(*args: Any, **kwargs: Any) -> tuple[str, str, int, int]:
     # import workers.main; on them a request fails with a clear error instead.
     from service.training.inference import generate
 
-    result: tuple[str, str, int, int] = generate(*args, **kwargs)
+    cache_dir = local_pipeline.model_cache_dir(context().settings)
+    result: tuple[str, str, int, int] = generate(*args, cache_dir=cache_dir, **kwargs)
     return result
 
 

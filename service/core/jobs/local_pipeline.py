@@ -72,6 +72,11 @@ def output_dir(settings: Settings, job_id: str) -> Path:
     return job_dir(settings, job_id) / "output"
 
 
+def model_cache_dir(settings: Settings) -> Path:
+    """Where the engine keeps converted base models (a GGUF dequantized once, not per job)."""
+    return settings.data_dir / "model-cache"
+
+
 def _device(settings: Settings) -> tuple[str, dict[str, str]]:
     """The spec's device and the child's extra environment (``cuda:N`` pins one GPU)."""
     if settings.train_device.startswith("cuda:"):
@@ -97,6 +102,7 @@ def build_spec(settings: Settings, job: dict[str, Any], resume: bool) -> dict[st
         "hyperparameters": hyper,
         "device": device,
         "threads": settings.train_threads or None,
+        "cache_dir": str(model_cache_dir(settings).resolve()),
     }
 
 
