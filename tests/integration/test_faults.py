@@ -9,7 +9,7 @@ import io
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,10 +78,18 @@ def creates_by_job(stack: Stack) -> dict[str, int]:
     return sandbox_stats(stack)["creates_by_tuneline_job"]  # type: ignore[no-any-return]
 
 
-def wait_all(client: OpenAI, job_ids: list[str], timeout: float, stack: Stack) -> dict[str, str]:
+def wait_all(
+    client: OpenAI,
+    job_ids: list[str],
+    timeout: float,
+    stack: Stack,
+    on_tick: Callable[[], None] | None = None,
+) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     status: dict[str, str] = {}
     while time.monotonic() < deadline:
+        if on_tick is not None:
+            on_tick()
         for job_id in job_ids:
             if status.get(job_id) not in TERMINAL:
                 with contextlib.suppress(Exception):
@@ -277,7 +285,23 @@ def test_redis_sigkill_after_jobs_were_accepted(durable: Stack):
         for _ in range(REDIS_FAULT_JOBS)
     ]
     durable.redis.restart()  # SIGKILL, then start again from the AOF
-    status = wait_all(client, jobs, 420, durable)
+    restarts: list[str] = []
+
+    def supervise() -> None:
+        # What docker-compose's `restart: unless-stopped` does: Celery's worker can exit on a broker
+        # connection loss (a kombu race acking a message while the connection is torn down,
+        # "Unrecoverable error: AttributeError ... 'hostname'"); the supervisor starts it again.
+        worker = durable.workers[-1]
+        if worker.proc is not None and worker.proc.poll() is not None:
+            restarts.append(f"worker exited with {worker.proc.returncode}")
+            durable.start_worker(QUEUES, f"r{len(durable.workers)}")
+        beat = durable.beat
+        if beat is not None and beat.proc is not None and beat.proc.poll() is not None:
+            restarts.append(f"beat exited with {beat.proc.returncode}")
+            beat.start()
+
+    status = wait_all(client, jobs, 420, durable, on_tick=supervise)
+    print(f"processes restarted after the Redis kill: {restarts or 'none'}")
     assert set(status.values()) == {"succeeded"}, {
         s: list(status.values()).count(s) for s in set(status.values())
     }

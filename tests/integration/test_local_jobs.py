@@ -196,11 +196,12 @@ def test_bad_inputs_fail_clearly_and_the_worker_keeps_serving(local: Stack, loca
     train_worker = next(w for w in local.workers if "worker-train" in w.log.name)
     file_id = upload(client, chat_rows(12))
 
-    missing = create_local(client, file_id, "/nonexistent/tuneline-base-model", n_epochs=1)
+    absent = local_base_model.parent / "no-such-model"  # inside the allowed root, but not there
+    missing = create_local(client, file_id, absent, n_epochs=1)
     failed = wait_terminal(client, missing.id)
     assert failed.status == "failed"
     assert failed.error.code == "model_not_found", failed.error
-    assert "/nonexistent/tuneline-base-model" in failed.error.message
+    assert str(absent) in failed.error.message
 
     too_long = create_local(client, file_id, local_base_model, n_epochs=1, max_seq_length=16)
     failed = wait_terminal(client, too_long.id)

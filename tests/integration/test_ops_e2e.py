@@ -108,8 +108,12 @@ def test_cli_create_follow_metrics_and_checkpoint_webhooks(stack, hooks, small_q
     # Opt-in webhooks: one `running`, one `checkpoint` per checkpoint recorded, then `succeeded`.
     checkpoints = sdk(stack, token).fine_tuning.jobs.checkpoints.list(job["id"]).data
     assert checkpoints
+    # Match the event type, not the body: every payload carries the job, whose `webhook.events`
+    # lists "fine_tuning.job.succeeded" too.
     wait_until(
-        lambda: any(b"fine_tuning.job.succeeded" in body for _, body in hooks.received), 30, what="webhook"
+        lambda: any(json.loads(body)["type"] == "fine_tuning.job.succeeded" for _, body in hooks.received),
+        30,
+        what="the succeeded webhook",
     )
     secret = get(stack, token, "/v1/webhooks/default/secret")["secret"]
     events = [standardwebhooks.Webhook(secret).verify(body, headers) for headers, body in hooks.received]

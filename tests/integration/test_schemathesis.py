@@ -39,7 +39,7 @@ def test_schemathesis_finds_no_failures(stack, tmp_path):
             "--max-time",
             "150",
             "--workers",
-            "2",
+            "1",  # two threads crash CPython 3.11's ast.parse inside hypothesis (SystemError, seen here)
             "--report",
             "junit",
             "--report-dir",

@@ -280,7 +280,7 @@ export async function render(main, { params, signal }) {
           else if (msg.data && typeof msg.data === "object") addEvent(msg.data);
         }, stop.signal);
         if (finished) {
-          streamState.textContent = `The job has ended (${job.status}); the log is complete.`;
+          streamState.textContent = "The job has ended; the log is complete.";
           refreshJob(); refreshMetrics(); refreshCheckpoints(); refreshDeliveries(); refreshEvaluation();
           return;
         }
