@@ -176,3 +176,14 @@ def make_local_stack(workdir: Path, secret_key: str, models: Path, **extra_env: 
     s.workers.append(start_worker(s.env, workdir / "worker-infer.log", "infer", "infer", concurrency=1))
     s.beat = start_beat(s.env, workdir / "beat.log", workdir)
     return s
+
+
+@pytest.fixture(scope="module")
+def local(
+    tmp_path_factory: pytest.TempPathFactory, secret_key: str, local_base_model: Path
+) -> Iterator[Stack]:
+    """The local-trainer stack, one per test module (its train worker is busy for a module)."""
+    s = make_local_stack(tmp_path_factory.mktemp("local"), secret_key, local_base_model.parent)
+    yield s
+    s.stop()
+    s.redis.stop()

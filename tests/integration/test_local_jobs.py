@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,10 @@ from service.core.store import jobs as repo
 from service.settings import Settings
 from service.taskqueue import CeleryDispatcher, make_celery
 from tests.conftest import SHARED_DATA
-from tests.integration.conftest import Stack, make_local_stack
+from tests.integration.conftest import Stack
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local(
-    tmp_path_factory: pytest.TempPathFactory, secret_key: str, local_base_model: Path
-) -> Iterator[Stack]:
-    s = make_local_stack(tmp_path_factory.mktemp("local"), secret_key, local_base_model.parent)
-    yield s
-    s.stop()
-    s.redis.stop()
 
 
 def sdk(stack: Stack, token: str) -> OpenAI:
