@@ -242,3 +242,50 @@ STATS = {
         }
     ],
 }
+
+FINE_TUNED_MODEL = "ft:gpt-4o-mini-2024-07-18:acme:funds:ftjob-3f1c2a9b8d7e6f5a4b3c2d1e"
+
+MODEL = {
+    "id": FINE_TUNED_MODEL,
+    "object": "model",
+    "created": 1795690400,
+    "owned_by": "acme",
+    "base_model": "gpt-4o-mini-2024-07-18",
+    "fine_tuning_job_id": "ftjob-3f1c2a9b8d7e6f5a4b3c2d1e",
+    "provider": "sandbox",
+}
+
+MODEL_DELETED = {"id": FINE_TUNED_MODEL, "object": "model", "deleted": True}
+
+CHAT_COMPLETION_CREATE = {
+    "model": FINE_TUNED_MODEL,
+    "messages": [{"role": "user", "content": "指数基金和主动基金有什么区别?"}],
+    "max_tokens": 128,
+    "temperature": 0,
+}
+
+CHAT_COMPLETION = {
+    "id": "chatcmpl-7b6a5c4d3e2f1a0b9c8d7e6f",
+    "object": "chat.completion",
+    "created": 1795690500,
+    "model": FINE_TUNED_MODEL,
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "指数基金跟踪指数,费用较低;主动基金由基金经理选股。"},
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 18, "completion_tokens": 24, "total_tokens": 42},
+}
+
+COMPLETION_CREATE = {"model": FINE_TUNED_MODEL, "prompt": "指数基金是", "max_tokens": 32}
+
+COMPLETION = {
+    "id": "cmpl-1a2b3c4d5e6f7a8b9c0d1e2f",
+    "object": "text_completion",
+    "created": 1795690500,
+    "model": FINE_TUNED_MODEL,
+    "choices": [{"index": 0, "text": "跟踪某一指数的基金。", "finish_reason": "stop", "logprobs": None}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15},
+}

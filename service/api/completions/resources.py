@@ -6,6 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
+from service.api import examples
 from service.api.base import Blueprint, principal, services
 from service.api.completions.schemas import ChatCompletionCreateSchema, CompletionCreateSchema
 from service.api.openai_objects import CompletionSchema
@@ -37,8 +38,8 @@ STREAM_DOC = {"description": "With stream=true: chunks as SSE, then `data: [DONE
 
 @blp.route("/chat/completions")
 class ChatCompletions(MethodView):
-    @blp.arguments(ChatCompletionCreateSchema)
-    @blp.response(200, CompletionSchema)
+    @blp.arguments(ChatCompletionCreateSchema, example=examples.CHAT_COMPLETION_CREATE)
+    @blp.response(200, CompletionSchema, example=examples.CHAT_COMPLETION)
     @blp.alt_response(200, content_type="text/event-stream", **STREAM_DOC)
     def post(self, body: dict[str, Any]) -> Any:
         """Chat with one of your fine-tuned models."""
@@ -47,8 +48,8 @@ class ChatCompletions(MethodView):
 
 @blp.route("/completions")
 class Completions(MethodView):
-    @blp.arguments(CompletionCreateSchema)
-    @blp.response(200, CompletionSchema)
+    @blp.arguments(CompletionCreateSchema, example=examples.COMPLETION_CREATE)
+    @blp.response(200, CompletionSchema, example=examples.COMPLETION)
     @blp.alt_response(200, content_type="text/event-stream", **STREAM_DOC)
     def post(self, body: dict[str, Any]) -> Any:
         """Complete a prompt with one of your fine-tuned models."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
+from service.api import examples
 from service.api.base import Blueprint, list_body, principal, services
 from service.api.models.schemas import ModelDeletedSchema, ModelListArgsSchema, ModelListSchema, ModelSchema
 from service.core import finetuned_models
@@ -21,7 +22,9 @@ blp = Blueprint(
 @blp.route("")
 class Models(MethodView):
     @blp.arguments(ModelListArgsSchema, location="query")
-    @blp.response(200, ModelListSchema)
+    @blp.response(
+        200, ModelListSchema, example={"object": "list", "data": [examples.MODEL], "has_more": False}
+    )
     def get(self, args: dict[str, Any]) -> Any:
         """List your fine-tuned models, newest first."""
         return list_body(
@@ -31,12 +34,12 @@ class Models(MethodView):
 
 @blp.route("/<path:model>")
 class ModelById(MethodView):
-    @blp.response(200, ModelSchema)
+    @blp.response(200, ModelSchema, example=examples.MODEL)
     def get(self, model: str) -> Any:
         """Retrieve one of your fine-tuned models."""
         return finetuned_models.get_model(services().store, principal(), model)
 
-    @blp.response(200, ModelDeletedSchema)
+    @blp.response(200, ModelDeletedSchema, example=examples.MODEL_DELETED)
     def delete(self, model: str) -> Any:
         """Delete a fine-tuned model and its files; later completions with it answer 404."""
         svc = services()
