@@ -289,3 +289,48 @@ COMPLETION = {
     "choices": [{"index": 0, "text": "跟踪某一指数的基金。", "finish_reason": "stop", "logprobs": None}],
     "usage": {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15},
 }
+
+EVALUATION = {
+    "object": "fine_tuning.job.evaluation",
+    "job_id": "ftjob-3f1c2a9b8d7e6f5a4b3c2d1e",
+    "model": FINE_TUNED_MODEL,
+    "status": "completed",
+    "examples": 17,
+    "metrics": {
+        "examples": 17,
+        "answered": 17,
+        "errors": 0,
+        "exact_match": 0.0,
+        "char_f1": 0.7094,
+        "rouge_l": 0.7038,
+        "bleu": 60.53,
+    },
+    "baseline": {
+        "examples": 17,
+        "answered": 17,
+        "errors": 0,
+        "exact_match": 0.0,
+        "char_f1": 0.1631,
+        "rouge_l": 0.1512,
+        "bleu": 2.83,
+    },
+    "baseline_model": "smollm2-135m",
+    "data": [
+        {
+            "id": "ex-0",
+            "object": "fine_tuning.job.evaluation.example",
+            "index": 0,
+            "prompt": "债券基金适合什么样的投资者?",
+            "reference": "债券基金波动较小,适合风险承受能力较低、追求稳健收益的投资者。",
+            "answer": "债券基金波动较小,适合追求稳健收益的投资者。",
+            "error": None,
+            "exact_match": 0.0,
+            "char_f1": 0.82,
+            "rouge_l": 0.81,
+            "bleu": 55.1,
+        }
+    ],
+    "has_more": True,
+    "first_id": "ex-0",
+    "last_id": "ex-0",
+}

@@ -203,7 +203,7 @@ class JobMetrics(MethodView):
 @blp.route("/<string:job_id>/evaluation")
 class JobEvaluation(MethodView):
     @blp.arguments(CursorArgsSchema, location="query")
-    @blp.response(200, EvaluationSchema)
+    @blp.response(200, EvaluationSchema, example=examples.EVALUATION)
     def get(self, args: dict[str, Any], job_id: str) -> Any:
         """Held-out evaluation: summary metrics and per-example answers next to the references."""
         return evaluation.job_evaluation(
