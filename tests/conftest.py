@@ -17,7 +17,8 @@ from service.core.store import Store
 from service.settings import Settings
 from tests.support.procs import RedisServer
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Sample datasets (Chinese Q&A, chat) and the corpus of bad inputs, kept in the repository.
+SAMPLE_DATA = Path(__file__).resolve().parent / "data"
 _db_counter = itertools.count(1)
 
 
@@ -81,7 +82,5 @@ def make_key(store: Store):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.fail(f"shared sample data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def sample_data() -> Path:
+    return SAMPLE_DATA

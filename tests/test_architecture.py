@@ -84,3 +84,21 @@ def test_every_example_in_the_spec_matches_its_schema():
                     assert not errors, f"{method.upper()} {path}: {errors[0].message}"
                     checked += 1
     assert checked >= 15
+
+
+TEXT_SUFFIXES = {"", ".py", ".js", ".mjs", ".yml", ".yaml", ".toml"}
+
+
+def test_nothing_reads_outside_the_repository():
+    """A fresh clone has nothing beside it: code, tests and the Makefile never refer to ../shared."""
+    root = REPO
+    offenders = []
+    for top in ("service", "workers", "tests", "Makefile", ".ci"):
+        paths = [root / top] if (root / top).is_file() else sorted((root / top).rglob("*"))
+        for path in paths:
+            if path == Path(__file__).resolve() or not path.is_file() or path.suffix not in TEXT_SUFFIXES:
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if "../shared" in text or '"shared" / "data"' in text:
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-# The sample data beside a checkout (``../shared/data``), used when --data is not given.
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "funds_qa.jsonl"
+# Chinese fund Q&A shipped with the package (service/demo), used when --data is not given.
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "demo" / "funds_qa.jsonl"
 
 
 @click.group()
@@ -30,7 +30,7 @@ def models() -> None:
     "data",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="JSONL (chat or prompt/completion) to train the tokenizer on [default: shared/data/funds_qa.jsonl]",
+    help="JSONL (chat or prompt/completion) to train the tokenizer on [default: the bundled sample]",
 )
 @click.option(
     "--pretrain-steps",

@@ -1,4 +1,4 @@
-"""Every bad input in the shared corpus: a clear report through the API, never a 500."""
+"""Every bad input in the bad-input corpus (tests/data/bad): a clear report through the API, never a 500."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import io
 import pytest
 
 from service.core import preparation
-from tests.conftest import SHARED_DATA
+from tests.conftest import SAMPLE_DATA
 
-BAD_FILES = sorted(p.name for p in (SHARED_DATA / "bad").iterdir())
+BAD_FILES = sorted(p.name for p in (SAMPLE_DATA / "bad").iterdir())
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def auth(token: str) -> dict[str, str]:
 @pytest.mark.parametrize("name", BAD_FILES)
 def test_bad_corpus_file_gets_a_line_numbered_report(client, make_key, store, settings, name):
     token = make_key()
-    data = (SHARED_DATA / "bad" / name).read_bytes()
+    data = (SAMPLE_DATA / "bad" / name).read_bytes()
     r = client.post(
         "/v1/files",
         headers=auth(token),

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from tests.bench.common import machine
-from tests.bench.train_bench import SHARED_DATA, Setup, compare, table
+from tests.bench.train_bench import SAMPLE_DATA, Setup, compare, table
 
 QWEN2_05B = {
     "vocab_size": 151936,
@@ -41,7 +41,7 @@ def build_model(out: Path, layers: int | None) -> Path:
 
     from service.training.demo import build_demo
 
-    build_demo(out / "tokenizer-source", SHARED_DATA / "funds_qa.jsonl")
+    build_demo(out / "tokenizer-source", SAMPLE_DATA / "funds_qa.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer-source")
     sizes = dict(QWEN2_05B, num_hidden_layers=layers or QWEN2_05B["num_hidden_layers"])
     config = Qwen2Config(
@@ -59,7 +59,7 @@ def build_model(out: Path, layers: int | None) -> Path:
 
 def grouped_data(out: Path, group: int, count: int) -> Path:
     rows = [
-        json.loads(line) for line in (SHARED_DATA / "funds_qa.jsonl").read_text(encoding="utf-8").splitlines()
+        json.loads(line) for line in (SAMPLE_DATA / "funds_qa.jsonl").read_text(encoding="utf-8").splitlines()
     ]
     with out.open("w", encoding="utf-8") as handle:
         for start in range(0, min(len(rows), group * count), group):

@@ -28,7 +28,7 @@ from tests.bench.common import Options, machine, median
 from tests.support.procs import REPO
 from tests.support.training import subset, training_env, write_spec
 
-SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLE_DATA = REPO / "tests" / "data"
 
 
 @dataclass(frozen=True)
@@ -190,8 +190,8 @@ def tiny_setup(workdir: Path, quick: bool) -> Setup:
     from service.training.demo import build_demo
 
     model = workdir / "tiny"
-    build_demo(model, SHARED_DATA / "funds_qa.jsonl")
-    data = subset(SHARED_DATA / "funds_qa.jsonl", workdir / "tiny.jsonl", 0, 512)
+    build_demo(model, SAMPLE_DATA / "funds_qa.jsonl")
+    data = subset(SAMPLE_DATA / "funds_qa.jsonl", workdir / "tiny.jsonl", 0, 512)
     return Setup(
         "tiny demo model (290k params), full fine-tuning, batch 8",
         model,
@@ -210,7 +210,7 @@ def smollm2_setup(workdir: Path, quick: bool) -> Setup:
     cache = workdir / "model-cache"
     load_base(SMOLLM2_ALIAS, cache)  # the dense copy of the GGUF, loaded identically by both sides
     model = Path(cached_source(resolve(SMOLLM2_ALIAS), cache).location)
-    data = subset(SHARED_DATA / "funds_qa.jsonl", workdir / "smollm2.jsonl", 0, 64)
+    data = subset(SAMPLE_DATA / "funds_qa.jsonl", workdir / "smollm2.jsonl", 0, 64)
     return Setup(
         "SmolLM2-135M, LoRA r16 all-linear, batch 4",
         model,

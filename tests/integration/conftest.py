@@ -13,7 +13,7 @@ import pytest
 
 from service.core import auth
 from service.core.store import Store
-from tests.conftest import SHARED_DATA
+from tests.conftest import SAMPLE_DATA
 from tests.support.procs import Proc, RedisServer, base_env, free_port, start_api, start_beat, start_worker
 
 
@@ -150,7 +150,7 @@ def local_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from service.training.demo import build_demo
 
     out = tmp_path_factory.mktemp("models") / "tiny"
-    build_demo(out, SHARED_DATA / "funds_chat.jsonl")
+    build_demo(out, SAMPLE_DATA / "funds_chat.jsonl")
     return out
 
 

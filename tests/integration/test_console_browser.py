@@ -15,7 +15,7 @@ import pytest
 from openai import OpenAI
 
 from service.core import auth
-from tests.conftest import SHARED_DATA
+from tests.conftest import SAMPLE_DATA
 from tests.integration.conftest import Hooks
 from tests.support.procs import REPO, wait_until
 
@@ -137,7 +137,7 @@ def tenant_a(stack: Any) -> dict[str, Any]:
     """One tenant with a processed training file, shared by the tests below."""
     token = stack.key()
     client = sdk(stack, token)
-    training = upload(client, (SHARED_DATA / "funds_qa.jsonl").read_bytes(), "funds_qa.jsonl")
+    training = upload(client, (SAMPLE_DATA / "funds_qa.jsonl").read_bytes(), "funds_qa.jsonl")
     return {"token": token, "client": client, "training": training}
 
 
@@ -220,7 +220,7 @@ def test_job_goes_from_queued_to_succeeded_without_reload(console, stack, tenant
 def test_file_report_groups_line_numbered_findings_and_shows_chinese(console, stack, tenant_a):
     name = "基金问答-坏行.jsonl"
     bad = upload(
-        tenant_a["client"], (SHARED_DATA / "bad" / "not_json_line.jsonl").read_bytes(), name, status="error"
+        tenant_a["client"], (SAMPLE_DATA / "bad" / "not_json_line.jsonl").read_bytes(), name, status="error"
     )
     c = console()
     page = c.sign_in(tenant_a["token"])
@@ -348,7 +348,7 @@ def test_overview_for_an_ops_key(console, stack, tenant_a):
     c.shot("overview")
     other_token = stack.key()
     other = {"token": other_token, "client": sdk(stack, other_token)}
-    other["training"] = upload(other["client"], (SHARED_DATA / "funds_qa.jsonl").read_bytes(), "qa.jsonl")
+    other["training"] = upload(other["client"], (SAMPLE_DATA / "funds_qa.jsonl").read_bytes(), "qa.jsonl")
     other_job = create_job(other, {"steps": 1})
     page.get_by_role("link", name="Jobs").click()
     for job_id in (failed, other_job):  # ops see every tenant's jobs, with a tenant column

@@ -12,7 +12,7 @@ import pytest
 import standardwebhooks
 from openai import OpenAI
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SAMPLE_DATA
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def sandbox_stats(stack) -> dict:
 
 @pytest.fixture(scope="module")
 def qa_bytes() -> bytes:
-    return (SHARED_DATA / "funds_qa.jsonl").read_bytes()
+    return (SAMPLE_DATA / "funds_qa.jsonl").read_bytes()
 
 
 def test_job_runs_to_success_with_events_checkpoints_metrics_and_webhook(stack, hooks, qa_bytes):

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SAMPLE_DATA
 from tests.integration.conftest import Stack
 from tests.support.procs import wait_until
 
@@ -37,7 +37,7 @@ def call(stack: Stack, token: str, method: str, path: str, **kwargs):
 
 
 def upload_qa(stack: Stack, token: str, rows: int = N_ROWS) -> str:
-    lines = (SHARED_DATA / "funds_qa.jsonl").read_bytes().splitlines()[:rows]
+    lines = (SAMPLE_DATA / "funds_qa.jsonl").read_bytes().splitlines()[:rows]
     data = b"\n".join(lines) + b"\n"
     f = call(
         stack,

@@ -18,7 +18,7 @@ from service.core.providers.base import CompletionRequest
 from service.core.store import jobs as repo
 from service.settings import Settings
 from service.taskqueue import CeleryDispatcher, make_celery
-from tests.conftest import SHARED_DATA
+from tests.conftest import SAMPLE_DATA
 from tests.integration.conftest import Stack
 from tests.support.procs import wait_until
 
@@ -30,7 +30,7 @@ def sdk(stack: Stack, token: str) -> OpenAI:
 
 
 def chat_rows(n: int) -> bytes:
-    lines = (SHARED_DATA / "funds_chat.jsonl").read_bytes().splitlines()[:n]
+    lines = (SAMPLE_DATA / "funds_chat.jsonl").read_bytes().splitlines()[:n]
     return b"\n".join(lines) + b"\n"
 
 

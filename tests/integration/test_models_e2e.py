@@ -14,7 +14,7 @@ import standardwebhooks
 from click.testing import CliRunner
 
 from service.cli.main import main as cli
-from tests.conftest import SHARED_DATA
+from tests.conftest import SAMPLE_DATA
 from tests.integration.test_jobs_e2e import sdk, upload_processed
 from tests.support.procs import wait_until
 
@@ -24,7 +24,7 @@ MODEL = "gpt-4o-mini-2024-07-18"
 
 @pytest.fixture(scope="module")
 def qa_rows() -> list[dict]:
-    lines = (SHARED_DATA / "funds_qa.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (SAMPLE_DATA / "funds_qa.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines[:200]]
 
 

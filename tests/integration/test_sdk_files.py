@@ -17,9 +17,9 @@ def sdk(stack, token: str) -> OpenAI:
     return OpenAI(base_url=stack.base_url + "/v1", api_key=token, max_retries=0, timeout=20)
 
 
-def test_files_roundtrip_with_official_sdk(stack, shared_data):
+def test_files_roundtrip_with_official_sdk(stack, sample_data):
     client = sdk(stack, stack.key())
-    path = shared_data / "funds_qa.jsonl"
+    path = sample_data / "funds_qa.jsonl"
     with path.open("rb") as fh:
         created = client.files.create(file=fh, purpose="fine-tune")
     assert created.id.startswith("file-") and created.bytes == path.stat().st_size

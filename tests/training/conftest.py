@@ -23,32 +23,30 @@ def _offline_few_threads() -> None:
 
 
 @pytest.fixture(scope="session")
-def data_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Small train/validation subsets of the shared sample data."""
+def data_dir(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small train/validation subsets of the sample data."""
     folder = tmp_path_factory.mktemp("train-data")
-    subset(shared_data / "funds_qa.jsonl", folder / "qa_train.jsonl", 0, 160)
-    subset(shared_data / "funds_qa.jsonl", folder / "qa_valid.jsonl", 2000, 24)
-    subset(shared_data / "funds_chat.jsonl", folder / "chat_train.jsonl", 0, 120)
-    subset(shared_data / "funds_chat.jsonl", folder / "chat_valid.jsonl", 280, 16)
+    subset(sample_data / "funds_qa.jsonl", folder / "qa_train.jsonl", 0, 160)
+    subset(sample_data / "funds_qa.jsonl", folder / "qa_valid.jsonl", 2000, 24)
+    subset(sample_data / "funds_chat.jsonl", folder / "chat_train.jsonl", 0, 120)
+    subset(sample_data / "funds_chat.jsonl", folder / "chat_valid.jsonl", 280, 16)
     return folder
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    from tests.conftest import SHARED_DATA
+def sample_data() -> Path:
+    from tests.conftest import SAMPLE_DATA
 
-    if not SHARED_DATA.exists():
-        pytest.fail(f"shared sample data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    return SAMPLE_DATA
 
 
 @pytest.fixture(scope="session")
-def tiny_model(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo base model (``tuneline models build-demo``), built once per session."""
     from service.training.demo import build_demo
 
     out = tmp_path_factory.mktemp("tiny") / "model"
-    build_demo(out, shared_data / "funds_qa.jsonl")
+    build_demo(out, sample_data / "funds_qa.jsonl")
     return out
 
 

@@ -114,11 +114,11 @@ def test_over_long_example_names_its_line(tiny_model: Path, tmp_path: Path) -> N
     assert len(load_examples(path, tokenizer, max_length=2000)) == 3
 
 
-def test_malformed_lines_name_their_line(tiny_model: Path, tmp_path: Path, shared_data: Path) -> None:
+def test_malformed_lines_name_their_line(tiny_model: Path, tmp_path: Path, sample_data: Path) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    bad = shared_data / "bad" / "not_json_line.jsonl"
+    bad = sample_data / "bad" / "not_json_line.jsonl"
     first_bad = next(
         n for n, line in enumerate(bad.read_text(encoding="utf-8").splitlines(), 1) if not _is_json(line)
     )

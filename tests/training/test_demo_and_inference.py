@@ -16,10 +16,10 @@ from service.cli.main import main
 from service.training.errors import TrainingError
 
 
-def test_build_demo_cli_writes_a_loadable_chat_model(shared_data: Path, tmp_path: Path) -> None:
+def test_build_demo_cli_writes_a_loadable_chat_model(sample_data: Path, tmp_path: Path) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
-    data = subset(shared_data / "funds_chat.jsonl", tmp_path / "chat.jsonl", 0, 200)
+    data = subset(sample_data / "funds_chat.jsonl", tmp_path / "chat.jsonl", 0, 200)
     out = tmp_path / "demo"
     result = CliRunner().invoke(
         main, ["models", "build-demo", "--out", str(out), "--data", str(data), "--pretrain-steps", "3"]

@@ -42,12 +42,12 @@ def mean_loss(model: Any, tokenizer: Any, path: Path) -> float:
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # about 2 minutes on 2 idle cores; the CI machine is shared
 def test_short_lora_on_smollm2_lowers_training_loss(
-    smollm2_tokenizer: Any, shared_data: Path, model_cache: Path, tmp_path: Path
+    smollm2_tokenizer: Any, sample_data: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     from service.training.inference import clear_cache, get_model
     from service.training.models import load_base
 
-    train = subset(shared_data / "funds_chat.jsonl", tmp_path / "train.jsonl", 0, 8)
+    train = subset(sample_data / "funds_chat.jsonl", tmp_path / "train.jsonl", 0, 8)
     base, tokenizer, _ = load_base("smollm2-135m", model_cache)  # also fills the cache the child uses
     before = mean_loss(base, tokenizer, train)
     del base

@@ -21,8 +21,8 @@ def _expected_duplicates(path: Path) -> dict[int, int]:
     return dups
 
 
-def test_duplicates_found_with_line_numbers(shared_data: Path) -> None:
-    path = shared_data / "funds_qa.jsonl"
+def test_duplicates_found_with_line_numbers(sample_data: Path) -> None:
+    path = sample_data / "funds_qa.jsonl"
     expected = _expected_duplicates(path)
     report = prepare_file(path, PrepareOptions(max_findings_per_code=100_000))
     found = {
@@ -35,14 +35,14 @@ def test_duplicates_found_with_line_numbers(shared_data: Path) -> None:
     assert report.counts["kept"] == 2500 - len(expected)
 
 
-def test_findings_capped_per_code_but_totals_exact(shared_data: Path) -> None:
-    report = prepare_file(shared_data / "funds_qa.jsonl", PrepareOptions(max_findings_per_code=5))
+def test_findings_capped_per_code_but_totals_exact(sample_data: Path) -> None:
+    report = prepare_file(sample_data / "funds_qa.jsonl", PrepareOptions(max_findings_per_code=5))
     assert sum(1 for f in report.findings if f["code"] == "duplicate") == 5
     assert report.finding_totals["duplicate"] == report.counts["duplicates"] > 5
 
 
-def test_completion_model_no_ascii_space_and_utf8_output(shared_data: Path, tmp_path: Path) -> None:
-    path = shared_data / "funds_qa.jsonl"
+def test_completion_model_no_ascii_space_and_utf8_output(sample_data: Path, tmp_path: Path) -> None:
+    path = sample_data / "funds_qa.jsonl"
     report = prepare_file(path, PrepareOptions(model="babbage-002"), out_dir=tmp_path)
     assert report.usable
     assert "added_leading_space" not in {f["code"] for f in report.fixes}
@@ -60,8 +60,8 @@ def test_completion_model_no_ascii_space_and_utf8_output(shared_data: Path, tmp_
     assert stop not in (".", "。")
 
 
-def test_chat_conversion(shared_data: Path, tmp_path: Path) -> None:
-    path = shared_data / "funds_qa.jsonl"
+def test_chat_conversion(sample_data: Path, tmp_path: Path) -> None:
+    path = sample_data / "funds_qa.jsonl"
     report = prepare_file(path, PrepareOptions(system_prompt="你是理财助手。"), out_dir=tmp_path)
     text = report.outputs["train"].read_text(encoding="utf-8")
     assert "\\u" not in text and "理财" in text
@@ -90,9 +90,9 @@ def test_poor_stop_sequence_for_multi_sentence_answers(tmp_path: Path) -> None:
     assert out[0]["completion"] == f"先看估值。再看仓位0。{stop}"
 
 
-def test_chat_file_is_kept_as_is(shared_data: Path, tmp_path: Path) -> None:
-    report = prepare_file(shared_data / "funds_chat.jsonl", PrepareOptions(), out_dir=tmp_path)
+def test_chat_file_is_kept_as_is(sample_data: Path, tmp_path: Path) -> None:
+    report = prepare_file(sample_data / "funds_chat.jsonl", PrepareOptions(), out_dir=tmp_path)
     assert report.format == "chat" and report.usable
-    first_in = json.loads((shared_data / "funds_chat.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    first_in = json.loads((sample_data / "funds_chat.jsonl").read_text(encoding="utf-8").splitlines()[0])
     first_out = json.loads(report.outputs["train"].read_text(encoding="utf-8").splitlines()[0])
     assert first_out == first_in

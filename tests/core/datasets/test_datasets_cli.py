@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from service.cli.prepare import prepare
 
 
-def test_usable_file_exits_0(shared_data: Path, tmp_path: Path) -> None:
+def test_usable_file_exits_0(sample_data: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        prepare, [str(shared_data / "funds_qa.jsonl"), "--out", str(tmp_path), "--split", "0.1"]
+        prepare, [str(sample_data / "funds_qa.jsonl"), "--out", str(tmp_path), "--split", "0.1"]
     )
     assert result.exit_code == 0, result.output
     assert "Usable for training." in result.output
