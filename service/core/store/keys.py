@@ -217,3 +217,46 @@ def infer_request(request_id: str) -> str:
 def infer_result(request_id: str) -> str:
     """List the inference worker pushes its one answer onto (the caller BLPOPs it)."""
     return f"{PREFIX}:infer:res:{request_id}"
+
+
+# --- the train wait queue (store/train_queue.py) ----------------------------------------------
+
+
+def train_waiting() -> str:
+    """Sorted set: every waiting local job id -> its order score (priority, then arrival)."""
+    return f"{PREFIX}:trainq:waiting"
+
+
+def train_waiting_by_tenant(tenant: str) -> str:
+    """Sorted set: one tenant's waiting local job ids -> the same order score."""
+    return f"{PREFIX}:trainq:waiting:{tenant}"
+
+
+def train_waiting_tenants() -> str:
+    """Sorted set: tenant with waiting jobs -> the serve ticket of its last claim (round-robin)."""
+    return f"{PREFIX}:trainq:tenants"
+
+
+def train_queue_jobs() -> str:
+    """Hash: a queued or training job id -> its tenant (for release and remove)."""
+    return f"{PREFIX}:trainq:jobs"
+
+
+def train_running(tenant: str) -> str:
+    """Set: the tenant's jobs that hold a training slot (claimed and not yet released)."""
+    return f"{PREFIX}:trainq:running:{tenant}"
+
+
+def train_queue_seq() -> str:
+    """Counter: arrival order of pushes and serve tickets of claims."""
+    return f"{PREFIX}:trainq:seq"
+
+
+def train_queue_served() -> str:
+    """Hash: tenant -> the serve ticket of its last claim (kept while its queue is empty)."""
+    return f"{PREFIX}:trainq:served"
+
+
+def train_wake() -> str:
+    """Set while a wake-up message for the trainers is in the broker (expires if it was lost)."""
+    return f"{PREFIX}:trainq:wake"
