@@ -14,7 +14,7 @@ from service.core.store import keys
 from service.core.store.base import Store
 
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
-_SPAN = 10**12  # arrival sequence numbers stay below this; scores stay exact in a double
+# score = rank * 10**12 + arrival sequence (the scripts spell 10**12 out): exact in a double.
 
 # KEYS: waiting, waiting_by_tenant, tenants, jobs, running(tenant), seq, served
 # ARGV: job_id, tenant, priority rank (0 = highest), front (1: ahead of its priority's arrivals)
@@ -24,7 +24,7 @@ if not front and redis.call('hexists', KEYS[4], ARGV[1]) == 1 then return 0 end
 redis.call('srem', KEYS[5], ARGV[1])
 local seq = 0
 if not front then seq = redis.call('incr', KEYS[6]) end
-local score = tonumber(ARGV[3]) * %(span)d + seq
+local score = tonumber(ARGV[3]) * 1000000000000 + seq
 redis.call('hset', KEYS[4], ARGV[1], ARGV[2])
 redis.call('zadd', KEYS[1], score, ARGV[1])
 redis.call('zadd', KEYS[2], score, ARGV[1])
@@ -32,7 +32,7 @@ if redis.call('zscore', KEYS[3], ARGV[2]) == false then
   redis.call('zadd', KEYS[3], tonumber(redis.call('hget', KEYS[7], ARGV[2]) or '0'), ARGV[2])
 end
 return 1
-""" % {"span": _SPAN}
+"""
 
 # KEYS: waiting, tenants, seq, served
 # ARGV: max per tenant (0: no limit), waiting_by_tenant prefix, running prefix
@@ -46,8 +46,8 @@ for i = 1, #tenants, 2 do
     local head = redis.call('zrange', ARGV[2] .. tenant, 0, 0, 'WITHSCORES')
     if #head > 0 then
       local score = tonumber(head[2])
-      local rank = math.floor((score + 0.5) / %(span)d)
-      local seq = score - rank * %(span)d
+      local rank = math.floor((score + 0.5) / 1000000000000)
+      local seq = score - rank * 1000000000000
       if best == nil or rank < best_rank or (rank == best_rank and (ticket < best_ticket
           or (ticket == best_ticket and seq < best_seq))) then
         best, best_rank, best_ticket, best_seq, best_job = tenant, rank, ticket, seq, head[1]
@@ -69,7 +69,7 @@ else
   redis.call('zadd', KEYS[2], ticket, best)
 end
 return best_job
-""" % {"span": _SPAN}
+"""
 
 # KEYS: waiting, jobs, tenants; ARGV: job_id, waiting_by_tenant prefix, running prefix
 _FORGET = """
