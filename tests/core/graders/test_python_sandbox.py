@@ -109,3 +109,35 @@ def test_grading_goes_on_after_a_grader_was_stopped():
         spec.Policy(python_enabled=True),
     )
     assert run.run(good, "x", {}, ctx)["reward"] == pytest.approx(0.25)
+
+
+def test_openai_guides_python_example_matches_the_fuzzy_match_metric():
+    # The python grader from OpenAI's graders guide, a re-implementation of fuzzy_match.
+    source = (
+        "from rapidfuzz import fuzz, utils\n"
+        "\n"
+        "def grade(sample, item) -> float:\n"
+        "    output_text = sample['output_text']\n"
+        "    reference_answer = item['reference_answer']\n"
+        "    return fuzz.WRatio(output_text, reference_answer, processor=utils.default_process) / 100.0\n"
+    )
+    item = {"reference_answer": "The capital of France is Paris"}
+    limits = PythonLimits(timeout_s=10, memory_bytes=512 * 1024**2)
+    python = run_python(source, {"output_text": "paris is the capital of france"}, item, limits)
+    builtin = run.grade(
+        spec.parse(
+            {
+                "type": "text_similarity",
+                "name": "fuzzy",
+                "evaluation_metric": "fuzzy_match",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.reference_answer}}",
+            },
+            spec.Policy(),
+        ),
+        "paris is the capital of france",
+        item,
+        run.Context(),
+    )
+    assert python.error is None and python.score == pytest.approx(builtin.reward)
+    assert 0 < builtin.reward < 1
