@@ -104,17 +104,6 @@ def _multi(grader: spec.Multi, sample: Sample, item: Any, ctx: Context, where: W
     return out
 
 
-def _kind(grader: spec.Grader) -> str:
-    return {
-        spec.StringCheck: "string_check",
-        spec.TextSimilarity: "text_similarity",
-        spec.Python: "python",
-        spec.ScoreModel: "score_model",
-        spec.LabelModel: "label_model",
-        spec.Multi: "multi",
-    }[type(grader)]
-
-
 def run(grader: spec.Grader, model_sample: str, item: Any, ctx: Context) -> dict[str, Any]:
     """OpenAI's ``POST /fine_tuning/alpha/graders/run`` answer for one sample."""
     started = time.monotonic()
@@ -132,7 +121,7 @@ def run(grader: spec.Grader, model_sample: str, item: Any, ctx: Context) -> dict
         "model_grader_token_usage_per_model": result.token_usage,
         "metadata": {
             "name": grader.name,
-            "type": _kind(grader),
+            "type": grader.type,
             "errors": errors,
             "execution_time": round(time.monotonic() - started, 6),
             "scores": dict(result.sub_rewards) or {grader.name: result.reward},

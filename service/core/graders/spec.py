@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from service.core.errors import InvalidRequest, Unprocessable
 from service.core.graders import sandbox, similarity, templates
@@ -28,6 +28,7 @@ MAX_MULTI = 32
 
 @dataclass(frozen=True)
 class StringCheck:
+    type: ClassVar[str] = "string_check"
     name: str
     input: str
     reference: str
@@ -36,6 +37,7 @@ class StringCheck:
 
 @dataclass(frozen=True)
 class TextSimilarity:
+    type: ClassVar[str] = "text_similarity"
     name: str
     input: str
     reference: str
@@ -44,6 +46,7 @@ class TextSimilarity:
 
 @dataclass(frozen=True)
 class Python:
+    type: ClassVar[str] = "python"
     name: str
     source: str
 
@@ -56,6 +59,7 @@ class Message:
 
 @dataclass(frozen=True)
 class ScoreModel:
+    type: ClassVar[str] = "score_model"
     name: str
     model: str
     input: tuple[Message, ...]
@@ -66,6 +70,7 @@ class ScoreModel:
 
 @dataclass(frozen=True)
 class LabelModel:
+    type: ClassVar[str] = "label_model"
     name: str
     model: str
     input: tuple[Message, ...]
@@ -75,6 +80,7 @@ class LabelModel:
 
 @dataclass(frozen=True)
 class Multi:
+    type: ClassVar[str] = "multi"
     name: str
     graders: dict[str, Grader]
     formula: Formula
