@@ -103,6 +103,7 @@ def _register_blueprints(api: Api) -> None:
     from service.api.completions.resources import blp as completions_blp
     from service.api.experiments.resources import blp as experiments_blp
     from service.api.files.resources import blp as files_blp
+    from service.api.graders.resources import blp as graders_blp
     from service.api.health.resources import blp as health_blp
     from service.api.jobs.resources import blp as jobs_blp
     from service.api.models.resources import blp as models_blp
@@ -114,6 +115,7 @@ def _register_blueprints(api: Api) -> None:
         health_blp,
         files_blp,
         jobs_blp,
+        graders_blp,
         models_blp,
         completions_blp,
         experiments_blp,

@@ -82,6 +82,10 @@ class Settings:
     infer_timeout_s: int = 120
     # Directories a local job may name as its base model; empty means ``<data_dir>/models``.
     local_model_roots: tuple[Path, ...] = ()
+    # Python graders run the caller's code (sandboxed, docs/graders.md): off unless the operator says so.
+    python_grader_enabled: bool = False
+    python_grader_timeout_s: float = 30.0
+    python_grader_memory_mb: int = 2048
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -140,10 +144,20 @@ class Settings:
             values["stuck_after_s"] = _int("TUNELINE_STUCK_AFTER_S", get("STUCK_AFTER_S"), 1)
         if "TUNELINE_EVAL_CONCURRENCY" in env:
             values["eval_concurrency"] = _int("TUNELINE_EVAL_CONCURRENCY", get("EVAL_CONCURRENCY"), 1)
-        for name in ("WEBHOOK_ALLOW_LOOPBACK", "METRICS_ENABLED"):
+        if "TUNELINE_PYTHON_GRADER_MEMORY_MB" in env:
+            values["python_grader_memory_mb"] = _int(
+                "TUNELINE_PYTHON_GRADER_MEMORY_MB", get("PYTHON_GRADER_MEMORY_MB"), 64
+            )
+        for name in ("WEBHOOK_ALLOW_LOOPBACK", "METRICS_ENABLED", "PYTHON_GRADER_ENABLED"):
             if f"TUNELINE_{name}" in env:
                 values[name.lower()] = _bool(f"TUNELINE_{name}", get(name))
-        for name in ("SANDBOX_TIME_SCALE", "POLL_INTERVAL_S", "POLL_RATE_PER_S", "EVAL_RATE_PER_S"):
+        for name in (
+            "SANDBOX_TIME_SCALE",
+            "POLL_INTERVAL_S",
+            "POLL_RATE_PER_S",
+            "EVAL_RATE_PER_S",
+            "PYTHON_GRADER_TIMEOUT_S",
+        ):
             if f"TUNELINE_{name}" in env:
                 values[name.lower()] = _float(f"TUNELINE_{name}", get(name))
         # The OpenAI convention is honoured as a fallback so existing deployments just work.
@@ -189,6 +203,10 @@ class Settings:
                 raise SettingsError(
                     "TUNELINE_SECRET_KEY must be a urlsafe-base64 32-byte Fernet key"
                 ) from None
+        if self.python_grader_timeout_s <= 0:
+            raise SettingsError(
+                f"TUNELINE_PYTHON_GRADER_TIMEOUT_S must be > 0, got {self.python_grader_timeout_s}"
+            )
         if self.poll_rate_per_s < 0:
             raise SettingsError(f"TUNELINE_POLL_RATE_PER_S must be >= 0, got {self.poll_rate_per_s}")
         if self.webhook_allow_loopback and self.env == "production":
