@@ -108,8 +108,8 @@ def _register_blueprints(api: Api) -> None:
     from service.api.jobs.resources import blp as jobs_blp
     from service.api.models.resources import blp as models_blp
     from service.api.ops.resources import blp as ops_blp
-    from service.api.sandbox.resources import blp as sandbox_blp
     from service.api.webhooks.resources import blp as webhooks_blp
+    from service.sandbox.resources import blp as sandbox_blp
 
     for blp in (
         health_blp,

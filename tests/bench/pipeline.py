@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx2
 
-from service.core.store import keys
+from service.sandbox.store import PREFIX as SANDBOX_PREFIX
 from tests.bench.common import Options
 from tests.bench.stack import bench_stack, pct, redis_used_memory, request_log
 
@@ -43,11 +43,10 @@ def training_data(rows: int = 20) -> bytes:
 
 def key_memory(store: Any) -> dict[str, int]:
     """MEMORY USAGE summed by owner: the sandbox's keys, the broker's (Celery/kombu), Tuneline's."""
-    sandbox_prefix = keys.sandbox_jobs().rsplit(":", 1)[0]
     out: dict[str, int] = collections.Counter()
     for key in store.r.scan_iter(count=1000):
         size = int(store.r.memory_usage(key, samples=0) or 0)
-        if key.startswith(sandbox_prefix):
+        if key.startswith(SANDBOX_PREFIX + ":"):
             out["sandbox"] += size
         elif key.startswith(("_kombu", "unacked", "celery")) or key in (
             "datasets",

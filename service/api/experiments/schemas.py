@@ -14,7 +14,7 @@ from service.api.jobs.schemas import (
     PrepareSchema,
     WebhookSchema,
 )
-from service.api.sandbox.schemas import SandboxFaultsSchema
+from service.sandbox.faults import SandboxFaultsSchema
 from service.settings import PROVIDERS
 
 

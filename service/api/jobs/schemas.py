@@ -8,9 +8,9 @@ import marshmallow as ma
 
 from service.api.base import CursorArgsSchema, MetadataFilterArgsSchema, StrictSchema, list_schema
 from service.api.openai_objects import CheckpointSchema, EventSchema, MetricRowSchema
-from service.api.sandbox.schemas import SandboxFaultsSchema
 from service.core.jobs.states import STATUSES
 from service.core.webhooks.signing import EVENT_TYPES
+from service.sandbox.faults import SandboxFaultsSchema
 from service.settings import PROVIDERS
 
 _AUTO = "auto"

@@ -1,4 +1,7 @@
-"""Every Redis key name Tuneline uses, and nothing else (STYLE rule 3)."""
+"""Every Redis key name Tuneline uses, and nothing else (STYLE rule 3); the sandbox's are its own."""
+
+# The sandbox simulator is a separate product: its keys (under ``tl:sandbox``) are named in
+# ``service.sandbox.store``, so that the domain knows nothing of it.
 
 from __future__ import annotations
 
@@ -121,56 +124,6 @@ def job_deliveries(job_id: str) -> str:
 
 def webhook_disabled(tenant: str) -> str:
     return f"{PREFIX}:webhook:disabled:{tenant}"
-
-
-def sandbox_job(job_id: str) -> str:
-    return f"{PREFIX}:sandbox:job:{job_id}"
-
-
-def sandbox_jobs() -> str:
-    return f"{PREFIX}:sandbox:jobs"
-
-
-def sandbox_file(file_id: str) -> str:
-    return f"{PREFIX}:sandbox:file:{file_id}"
-
-
-def sandbox_files() -> str:
-    return f"{PREFIX}:sandbox:files"
-
-
-def sandbox_counter(name: str) -> str:
-    return f"{PREFIX}:sandbox:count:{name}"
-
-
-def sandbox_read_fault(job_id: str, kind: str) -> str:
-    """Remaining injected read failures (``rate_limit`` or ``server_errors``) of a sandbox job."""
-    return f"{PREFIX}:sandbox:job:{job_id}:fault:{kind}"
-
-
-def sandbox_slow_in_flight() -> str:
-    """Hash: sandbox operation -> requests now held open by injected slowness."""
-    return f"{PREFIX}:sandbox:slow_in_flight"
-
-
-def sandbox_account_faults() -> str:
-    """JSON: fault injection for the whole sandbox account (e.g. slow uploads)."""
-    return f"{PREFIX}:sandbox:account_faults"
-
-
-def sandbox_creates_by_tuneline_job() -> str:
-    """Hash: Tuneline job id -> sandbox jobs created for it (tests prove exactly-once)."""
-    return f"{PREFIX}:sandbox:creates_by_tuneline_job"
-
-
-def sandbox_job_reads() -> str:
-    """Capped list of the times the sandbox answered a job retrieve (tests check poll rates)."""
-    return f"{PREFIX}:sandbox:job_reads"
-
-
-def sandbox_create_attempts() -> str:
-    """Hash: Tuneline job id -> create calls seen, created or not (drives ``create_fault``)."""
-    return f"{PREFIX}:sandbox:create_attempts"
 
 
 def job_stage_lease(job_id: str, stage: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from openai import OpenAI
 from werkzeug.serving import make_server
 
-from service.core.sandbox import RESULT_COLUMNS
+from service.sandbox.timeline import RESULT_COLUMNS
 from tests.support.procs import wait_until
 
 TRAIN = (

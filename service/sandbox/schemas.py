@@ -1,4 +1,4 @@
-"""Schemas of the sandbox routes: OpenAI's Files, Fine-tuning and completion shapes."""
+"""Schemas of the sandbox routes: OpenAI's Files, Fine-tuning and completion shapes (faults: ``faults``)."""
 
 from __future__ import annotations
 
@@ -6,77 +6,9 @@ import marshmallow as ma
 
 from service.api.base import StrictSchema, list_schema
 from service.api.openai_objects import CheckpointSchema, EventSchema, OpenAIFileSchema
-from service.core.sandbox import FAIL_STAGES
+from service.sandbox.faults import SandboxFaultsSchema
 
 SandboxFileListSchema = list_schema(OpenAIFileSchema, "SandboxFileList")
-
-
-class _ErrorSpecSchema(StrictSchema):
-    code = ma.fields.String()
-    message = ma.fields.String()
-
-
-class _RateLimitSchema(StrictSchema):
-    count = ma.fields.Integer(required=True, validate=ma.validate.Range(min=0))
-    retry_after = ma.fields.Float(load_default=1.0, validate=ma.validate.Range(min=0, max=3600))
-
-
-class _CreateFaultSchema(StrictSchema):
-    when = ma.fields.String(load_default="after", validate=ma.validate.OneOf(["before", "after"]))
-    count = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=0))
-
-
-class SandboxFaultsSchema(StrictSchema):
-    """Fault injection for one sandbox job (Tuneline extension; ignored by real providers)."""
-
-    fail_at = ma.fields.String(
-        validate=ma.validate.OneOf(FAIL_STAGES),
-        metadata={"description": "End the job `failed` at this stage, with `error`."},
-    )
-    error = ma.fields.Nested(_ErrorSpecSchema, metadata={"description": "The job's `error` when it fails."})
-    rate_limit = ma.fields.Nested(
-        _RateLimitSchema,
-        metadata={
-            "description": "The next `count` reads of the job answer 429 with `Retry-After: retry_after`."
-        },
-    )
-    server_errors = ma.fields.Integer(
-        validate=ma.validate.Range(min=0),
-        metadata={"description": "The next N reads of the job (after any 429s) answer 500."},
-    )
-    slow_ms = ma.fields.Integer(
-        validate=ma.validate.Range(min=0),
-        metadata={
-            "description": "Every call about the job (create, retrieve, events, checkpoints, its result "
-            "file's content) sleeps this long first (capped at 10 s); `_stats.slow_in_flight` counts "
-            "the calls held open."
-        },
-    )
-    result_base64 = ma.fields.Boolean(
-        metadata={"description": "Serve the result file base64-wrapped, as OpenAI does."}
-    )
-    steps = ma.fields.Integer(
-        validate=ma.validate.Range(min=1, max=1000), metadata={"description": "Training steps (default 10)."}
-    )
-    validating_s = ma.fields.Float(
-        validate=ma.validate.Range(min=0),
-        metadata={"description": "Base seconds in validating_files (default 2), times the time scale."},
-    )
-    queued_s = ma.fields.Float(
-        validate=ma.validate.Range(min=0),
-        metadata={"description": "Base seconds in queued (default 2), times the time scale."},
-    )
-    step_s = ma.fields.Float(
-        validate=ma.validate.Range(min=0),
-        metadata={"description": "Base seconds per step (default 1), times the time scale."},
-    )
-    create_fault = ma.fields.Nested(
-        _CreateFaultSchema,
-        metadata={
-            "description": "The first `count` creates for this `metadata.tuneline_job_id` answer 500, "
-            "`before` or `after` the job is created (after = an ambiguous failure)."
-        },
-    )
 
 
 class SandboxJobCreateSchema(StrictSchema):
@@ -162,17 +94,6 @@ class SandboxStatsSchema(ma.Schema):
             "description": "Requests now held open by injected slowness, by operation "
             "(`files.create`, `files.content`, `jobs.create`, `jobs.retrieve`, `jobs.events`, "
             "`jobs.checkpoints`); operations with none are left out."
-        },
-    )
-
-
-class SandboxAccountFaultsSchema(StrictSchema):
-    object = ma.fields.Constant("sandbox.faults", dump_only=True)
-    upload_slow_ms = ma.fields.Integer(
-        validate=ma.validate.Range(min=0),
-        load_default=0,
-        metadata={
-            "description": "Every file upload sleeps this long first (capped at 10 s); 0 turns it off."
         },
     )
 

@@ -1,14 +1,15 @@
 """Sandbox routes: OpenAI's Files, Fine-tuning and completions shapes, served by Tuneline itself.
 
 Auth is the sandbox's own key (``TUNELINE_SANDBOX_API_KEY``), not a Tuneline key. Fault
-injection: the ``sandbox`` object on job create (see ``SandboxFaultsSchema``), for create
-itself the ``X-Sandbox-Fault`` header: ``create-500`` (nothing created), ``create-429``, and
-``create-timeout-after-create`` (the job is created, then the answer is a 500); and account-wide
-faults (slow uploads) set with ``PUT /sandbox/v1/_faults``.
+injection (every option and its bounds are defined once, in ``faults``): the ``sandbox`` object
+on job create; for create itself the ``X-Sandbox-Fault`` header: ``create-500`` (nothing
+created), ``create-429``, and ``create-timeout-after-create`` (the job is created, then the
+answer is a 500); and account-wide faults (slow uploads) set with ``PUT /sandbox/v1/_faults``.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from flask import Response, request
@@ -18,8 +19,11 @@ from service.api import base
 from service.api.base import CursorArgsSchema, MetadataFilterArgsSchema, list_body, services
 from service.api.files.schemas import FileListArgsSchema, FileUploadSchema
 from service.api.openai_objects import CompletionSchema, OpenAIFileSchema
-from service.api.sandbox.schemas import (
-    SandboxAccountFaultsSchema,
+from service.api.streaming import completion_response
+from service.api.uploads import spool_of
+from service.core.errors import AuthenticationFailed
+from service.sandbox.faults import Faults, SandboxAccountFaultsSchema, SandboxCreateHeadersSchema
+from service.sandbox.schemas import (
     SandboxChatCompletionCreateSchema,
     SandboxCheckpointListSchema,
     SandboxCompletionCreateSchema,
@@ -30,10 +34,7 @@ from service.api.sandbox.schemas import (
     SandboxJobSchema,
     SandboxStatsSchema,
 )
-from service.api.streaming import completion_response
-from service.api.uploads import spool_of
-from service.core.errors import AuthenticationFailed
-from service.core.sandbox import CREATE_HEADER_FAULTS, Sandbox, api_key_matches
+from service.sandbox.simulator import Sandbox
 
 blp = base.Blueprint(
     "sandbox",
@@ -43,20 +44,11 @@ blp = base.Blueprint(
     "Authenticate with `Authorization: Bearer <TUNELINE_SANDBOX_API_KEY>`, not a Tuneline key.",
 )
 
-FAULT_HEADER = {
-    "in": "header",
-    "name": "X-Sandbox-Fault",
-    "required": False,
-    "description": "Inject a create failure: `create-500` (nothing created), `create-429`, "
-    "`create-timeout-after-create` (the job is created, then 500).",
-    "schema": {"type": "string", "enum": list(CREATE_HEADER_FAULTS)},
-}
-
 
 @blp.before_request
 def require_sandbox_key() -> None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not api_key_matches(token.strip(), services().settings.sandbox_api_key):
+    if scheme.lower() != "bearer" or not _key_matches(token.strip(), services().settings.sandbox_api_key):
         raise AuthenticationFailed(
             "Incorrect API key provided for the Tuneline sandbox (use TUNELINE_SANDBOX_API_KEY).",
             code="invalid_api_key",
@@ -103,11 +95,12 @@ class SandboxFileContent(MethodView):
 @blp.route("/fine_tuning/jobs")
 class SandboxJobs(MethodView):
     @blp.arguments(SandboxJobCreateSchema)
+    @blp.arguments(SandboxCreateHeadersSchema, location="headers")
     @blp.response(200, SandboxJobSchema)
-    @blp.doc(parameters=[FAULT_HEADER])
-    def post(self, body: dict[str, Any]) -> Any:
+    def post(self, body: dict[str, Any], headers: dict[str, Any]) -> Any:
         """Sandbox: create a simulated fine-tuning job."""
-        return sandbox().create_job(body, request.headers.get("X-Sandbox-Fault"))
+        faults = Faults.from_loaded(body.pop("sandbox", None))
+        return sandbox().create_job(body, faults, headers.get("fault"))
 
     @blp.arguments(MetadataFilterArgsSchema, location="query")
     @blp.response(200, SandboxJobListSchema)
@@ -203,4 +196,9 @@ class SandboxAccountFaults(MethodView):
     @blp.response(200, SandboxAccountFaultsSchema)
     def put(self, body: dict[str, Any]) -> Any:
         """Sandbox: set account-wide fault injection (e.g. slow uploads); replaces what was set."""
-        return sandbox().set_account_faults(body)
+        return sandbox().set_account_faults(body["upload_slow_ms"])
+
+
+def _key_matches(given: str, expected: str) -> bool:
+    """Constant-time comparison of the sandbox key."""
+    return bool(given) and bool(expected) and hmac.compare_digest(given.encode(), expected.encode())

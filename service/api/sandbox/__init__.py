@@ -1,1 +1,0 @@
-"""The sandbox provider's HTTP face: an OpenAI-compatible fine-tuning simulator at /sandbox/v1."""

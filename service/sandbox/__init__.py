@@ -1,0 +1,1 @@
+"""The sandbox provider: an OpenAI-compatible fine-tuning simulator at /sandbox/v1 (nothing is trained)."""
