@@ -13,15 +13,12 @@ from service.settings import Settings, SettingsError
 
 
 def _store() -> Store:
+    # The service's own settings, checked as the service checks them: an admin tool pointed at a
+    # production Redis must not quietly run as development (which drops every production check).
     try:
-        # Key management needs Redis only; the secret key is not required for it.
         settings = Settings.from_env()
     except SettingsError as exc:
-        if "SECRET_KEY" not in str(exc):
-            raise click.UsageError(str(exc)) from None
-        import os
-
-        settings = Settings.from_env({**os.environ, "TUNELINE_ENV": "development"})
+        raise click.UsageError(str(exc)) from None
     store = Store.from_url(settings.redis_url)
     if not store.ping():
         raise click.ClickException(f"Redis is not reachable at {settings.redis_url} (TUNELINE_REDIS_URL)")
@@ -70,7 +67,7 @@ def list_(tenant: str | None, as_json: bool) -> None:
 @click.argument("key_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def revoke(key_id: str, as_json: bool) -> None:
-    """Revoke a key: it stops working at once."""
+    """Revoke a key: every API process refuses it within TUNELINE_AUTH_CACHE_S seconds."""
     try:
         record = auth.revoke_key(_store(), key_id)
     except TunelineError as exc:
