@@ -141,6 +141,8 @@ def load_python(url: str, headers: dict[str, str], seconds: float) -> Result:
         th.join()
     elapsed = time.perf_counter() - t0
     flat = sorted(x for lat in latencies for x in lat)
+    if not flat:  # nothing finished in time (a warm-up on a loaded machine)
+        return Result(0.0, float("nan"), float("nan"), sum(errors))
     return Result(
         len(flat) / elapsed,
         flat[len(flat) // 2],
@@ -333,15 +335,17 @@ def run(opts: Options) -> str:
         "client, this process's CPU time + redis-server's; 3 fresh interpreters per checkout, alternating; "
         "medians):",
         "",
-        "| checkout | job GET µs | /healthz µs | bare Flask µs | bare / job GET |",
-        "|---|---:|---:|---:|---:|",
+        "| checkout | job GET µs | job GET, cache off µs | /healthz µs | bare Flask µs | bare / job GET |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, runs in cpu.items():
         job_us = median(r["job_get_us"] for r in runs)
         bare_us = median(r["bare_us"] for r in runs)
         label = "this checkout" if name == "now" else f"`{os.environ.get('BENCH_BEFORE_TREE')}` (before)"
+        nocache = [r["job_get_nocache_us"] for r in runs if "job_get_nocache_us" in r]
         out.append(
             f"| {label} (hiredis {'on' if runs[0].get('hiredis') else 'off'}) | {job_us:.0f} | "
+            f"{f'{median(nocache):.0f}' if nocache else '—'} | "
             f"{median(r['healthz_us'] for r in runs):.0f} | {bare_us:.0f} | {bare_us / job_us:.2f} |"
         )
     out += [
