@@ -2,4 +2,5 @@
 
 from service.cli.main import main
 
-main()
+if __name__ == "__main__":  # importing this module (e.g. walking the package) runs nothing
+    main()
