@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 PROVIDERS = ("openai", "azure", "sandbox", "local")
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
 ENVIRONMENTS = ("production", "development", "test")
+DEFAULT_DATA_DIR = Path("./var/data")
 
 
 class SettingsError(ValueError):
@@ -27,14 +28,11 @@ def _bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
-def _int(name: str, raw: str, minimum: int = 0) -> int:
+def _int(name: str, raw: str) -> int:
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _float(name: str, raw: str) -> float:
@@ -44,126 +42,120 @@ def _float(name: str, raw: str) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _word(name: str, raw: str) -> str:
+    return raw.strip().lower()
+
+
+def _paths(name: str, raw: str) -> tuple[Path, ...]:
+    return tuple(Path(part) for part in raw.split(os.pathsep) if part.strip())
+
+
+# How a raw variable becomes a value, by the type of the field's default (bool before int).
+_PARSERS: dict[type, Callable[[str, str], Any]] = {
+    bool: _bool,
+    int: _int,
+    float: _float,
+    str: lambda name, raw: raw,
+    Path: lambda name, raw: Path(raw),
+    tuple: _paths,
+}
+
+
+def setting(
+    default: Any,
+    *,
+    parse: Callable[[str, str], Any] | None = None,
+    minimum: float | None = None,
+    above: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    secret: bool = False,
+    fallback: str | None = None,
+) -> Any:
+    """Declare one setting: its default and how ``TUNELINE_<FIELD>`` is parsed and bounded.
+
+    ``minimum`` / ``above`` are inclusive / exclusive lower bounds; ``choices`` the allowed
+    values (an empty default means optional); ``secret`` masks it in ``repr`` and
+    ``safe_dict``; ``fallback`` names a variable read when ``TUNELINE_<FIELD>`` is unset or empty.
+    """
+    spec = {
+        "parse": parse or next(fn for kind, fn in _PARSERS.items() if isinstance(default, kind)),
+        "minimum": minimum,
+        "above": above,
+        "choices": choices,
+        "fallback": fallback,
+    }
+    return field(default=default, repr=not secret, metadata=spec)
+
+
+def variable(name: str) -> str:
+    """The environment variable of the field ``name``."""
+    return f"TUNELINE_{name.upper()}"
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything the service and workers read from the environment, in one typed object."""
+    """Everything the service and workers read from the environment, in one typed object.
 
-    env: str = "production"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    broker_url: str = ""
-    data_dir: Path = Path("./var/data")
-    port: int = 8000
-    secret_key: str = field(default="", repr=False)
-    default_provider: str = ""
-    sandbox_url: str = ""
-    sandbox_api_key: str = field(default="sandbox-key", repr=False)
-    sandbox_time_scale: float = 1.0
-    webhook_allow_loopback: bool = False
-    max_upload_bytes: int = 512 * 1024 * 1024
-    metrics_enabled: bool = False
-    log_level: str = "INFO"
-    poll_interval_s: float = 10.0
-    poll_rate_per_s: float = 10.0  # polls per second per provider account (0: unlimited)
-    visibility_timeout_s: int = 3600
-    stuck_after_s: int = 900
-    eval_concurrency: int = 4  # parallel completions while evaluating one job
-    eval_rate_per_s: float = 10.0  # completions started per second while evaluating one job
-    openai_api_key: str = field(default="", repr=False)
-    openai_base_url: str = ""
-    azure_openai_endpoint: str = ""
-    azure_openai_api_key: str = field(default="", repr=False)
-    azure_openai_api_version: str = "2024-10-21"
+    Each field is ``TUNELINE_<FIELD NAME>``; ``from_env`` and ``validated`` loop over the fields.
+    """
+
+    env: str = setting("production", parse=_word, choices=ENVIRONMENTS)
+    redis_url: str = setting("redis://127.0.0.1:6379/0")
+    broker_url: str = setting("")
+    data_dir: Path = setting(DEFAULT_DATA_DIR)  # noqa: RUF009 - setting() returns a field()
+    port: int = setting(8000, minimum=1)
+    secret_key: str = setting("", secret=True)
+    default_provider: str = setting("", parse=_word, choices=PROVIDERS)
+    sandbox_url: str = setting("")
+    sandbox_api_key: str = setting("sandbox-key", secret=True)
+    sandbox_time_scale: float = setting(1.0)
+    webhook_allow_loopback: bool = setting(False)
+    max_upload_bytes: int = setting(512 * 1024 * 1024, minimum=1)
+    metrics_enabled: bool = setting(False)
+    log_level: str = setting("INFO")
+    poll_interval_s: float = setting(10.0)
+    poll_rate_per_s: float = setting(10.0, minimum=0)  # polls per second per provider account (0: unlimited)
+    # The broker's redelivery delay for an unacknowledged message: the longest short task (a
+    # provider upload of a large file) must finish well inside it; training acknowledges early
+    # and holds its own lease instead (DESIGN §5).
+    visibility_timeout_s: int = setting(3600, minimum=1)
+    # How long an API process may trust a key it looked up (0: every request reads Redis); a
+    # revoked key stops working within this many seconds.
+    auth_cache_s: float = setting(1.0, minimum=0)
+    eval_concurrency: int = setting(4, minimum=1)  # parallel completions while evaluating one job
+    eval_rate_per_s: float = setting(10.0, above=0)  # completions started per second, one job
+    openai_api_key: str = setting("", secret=True, fallback="OPENAI_API_KEY")
+    openai_base_url: str = setting("")
+    azure_openai_endpoint: str = setting("")
+    azure_openai_api_key: str = setting("", secret=True)
+    azure_openai_api_version: str = setting("2024-10-21")
     # Local trainer (DESIGN §6): the training worker's lease, restarts and device.
-    train_lease_s: int = 60
-    train_max_restarts: int = 3
-    train_device: str = "auto"
-    train_threads: int = 0  # 0: the library's default
-    train_python: str = ""  # interpreter for the training child; default: the worker's own
-    infer_timeout_s: int = 120
+    train_lease_s: int = setting(60, minimum=2)
+    train_max_restarts: int = setting(3, minimum=0)
+    train_device: str = setting("auto", parse=_word)
+    train_threads: int = setting(0, minimum=0)  # 0: the library's default
+    train_python: str = setting("")  # interpreter for the training child; default: the worker's own
+    infer_timeout_s: int = setting(120, minimum=1)
     # Directories a local job may name as its base model; empty means ``<data_dir>/models``.
-    local_model_roots: tuple[Path, ...] = ()
+    local_model_roots: tuple[Path, ...] = setting(())
     # Python graders run the caller's code (sandboxed, docs/graders.md): off unless the operator says so.
-    python_grader_enabled: bool = False
-    python_grader_timeout_s: float = 30.0
-    python_grader_memory_mb: int = 2048
+    python_grader_enabled: bool = setting(False)
+    python_grader_timeout_s: float = setting(30.0, above=0)
+    python_grader_memory_mb: int = setting(2048, minimum=64)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``TUNELINE_*`` variables; raise SettingsError on bad values."""
         env = os.environ if environ is None else environ
-
-        def get(name: str, default: str = "") -> str:
-            return env.get(f"TUNELINE_{name}", default)
-
         values: dict[str, Any] = {}
-        if "TUNELINE_ENV" in env:
-            values["env"] = get("ENV").strip().lower()
-        for name in (
-            "REDIS_URL",
-            "BROKER_URL",
-            "SECRET_KEY",
-            "SANDBOX_URL",
-            "SANDBOX_API_KEY",
-            "OPENAI_BASE_URL",
-            "AZURE_OPENAI_ENDPOINT",
-            "AZURE_OPENAI_API_KEY",
-            "AZURE_OPENAI_API_VERSION",
-            "LOG_LEVEL",
-        ):
-            if f"TUNELINE_{name}" in env:
-                values[name.lower()] = get(name)
-        if "TUNELINE_DEFAULT_PROVIDER" in env:
-            values["default_provider"] = get("DEFAULT_PROVIDER").strip().lower()
-        if "TUNELINE_DATA_DIR" in env:
-            values["data_dir"] = Path(get("DATA_DIR"))
-        if "TUNELINE_PORT" in env:
-            values["port"] = _int("TUNELINE_PORT", get("PORT"), 1)
-        if "TUNELINE_MAX_UPLOAD_BYTES" in env:
-            values["max_upload_bytes"] = _int("TUNELINE_MAX_UPLOAD_BYTES", get("MAX_UPLOAD_BYTES"), 1)
-        if "TUNELINE_VISIBILITY_TIMEOUT_S" in env:
-            values["visibility_timeout_s"] = _int(
-                "TUNELINE_VISIBILITY_TIMEOUT_S", get("VISIBILITY_TIMEOUT_S"), 1
-            )
-        for name, minimum in (
-            ("TRAIN_LEASE_S", 2),
-            ("TRAIN_MAX_RESTARTS", 0),
-            ("TRAIN_THREADS", 0),
-            ("INFER_TIMEOUT_S", 1),
-        ):
-            if f"TUNELINE_{name}" in env:
-                values[name.lower()] = _int(f"TUNELINE_{name}", get(name), minimum)
-        if "TUNELINE_TRAIN_DEVICE" in env:
-            values["train_device"] = get("TRAIN_DEVICE").strip().lower()
-        if "TUNELINE_TRAIN_PYTHON" in env:
-            values["train_python"] = get("TRAIN_PYTHON")
-        if "TUNELINE_LOCAL_MODEL_ROOTS" in env:
-            values["local_model_roots"] = tuple(
-                Path(part) for part in get("LOCAL_MODEL_ROOTS").split(os.pathsep) if part.strip()
-            )
-        if "TUNELINE_STUCK_AFTER_S" in env:
-            values["stuck_after_s"] = _int("TUNELINE_STUCK_AFTER_S", get("STUCK_AFTER_S"), 1)
-        if "TUNELINE_EVAL_CONCURRENCY" in env:
-            values["eval_concurrency"] = _int("TUNELINE_EVAL_CONCURRENCY", get("EVAL_CONCURRENCY"), 1)
-        if "TUNELINE_PYTHON_GRADER_MEMORY_MB" in env:
-            values["python_grader_memory_mb"] = _int(
-                "TUNELINE_PYTHON_GRADER_MEMORY_MB", get("PYTHON_GRADER_MEMORY_MB"), 64
-            )
-        for name in ("WEBHOOK_ALLOW_LOOPBACK", "METRICS_ENABLED", "PYTHON_GRADER_ENABLED"):
-            if f"TUNELINE_{name}" in env:
-                values[name.lower()] = _bool(f"TUNELINE_{name}", get(name))
-        for name in (
-            "SANDBOX_TIME_SCALE",
-            "POLL_INTERVAL_S",
-            "POLL_RATE_PER_S",
-            "EVAL_RATE_PER_S",
-            "PYTHON_GRADER_TIMEOUT_S",
-        ):
-            if f"TUNELINE_{name}" in env:
-                values[name.lower()] = _float(f"TUNELINE_{name}", get(name))
-        # The OpenAI convention is honoured as a fallback so existing deployments just work.
-        openai_key = env.get("TUNELINE_OPENAI_API_KEY") or env.get("OPENAI_API_KEY") or ""
-        if openai_key:
-            values["openai_api_key"] = openai_key
+        for f in fields(cls):
+            name = variable(f.name)
+            raw = env.get(name)
+            if not raw and f.metadata["fallback"]:
+                # The provider's own convention, honoured so existing deployments just work.
+                raw = env.get(f.metadata["fallback"]) or raw
+            if raw is not None:
+                values[f.name] = f.metadata["parse"](name, raw)
         return cls(**values).validated()
 
     @property
@@ -173,16 +165,10 @@ class Settings:
         return tuple(root.resolve() for root in roots)
 
     def validated(self) -> Settings:
-        """Return self after checking cross-field rules; raise SettingsError naming the variable."""
-        if self.env not in ENVIRONMENTS:
-            raise SettingsError(f"TUNELINE_ENV must be one of {', '.join(ENVIRONMENTS)}, got {self.env!r}")
-        if self.default_provider and self.default_provider not in PROVIDERS:
-            raise SettingsError(
-                f"TUNELINE_DEFAULT_PROVIDER must be one of {', '.join(PROVIDERS)}, "
-                f"got {self.default_provider!r}"
-            )
-        if self.eval_rate_per_s <= 0:
-            raise SettingsError(f"TUNELINE_EVAL_RATE_PER_S must be > 0, got {self.eval_rate_per_s}")
+        """Return self after checking bounds and cross-field rules; raise SettingsError naming
+        the variable."""
+        for f in fields(self):
+            self._check(f.name, getattr(self, f.name), f.default, f.metadata)
         if self.train_device not in TRAIN_DEVICES and not re.fullmatch(r"cuda:\d+", self.train_device):
             raise SettingsError(
                 f"TUNELINE_TRAIN_DEVICE must be auto, cpu, cuda or cuda:N, got {self.train_device!r}"
@@ -203,15 +189,20 @@ class Settings:
                 raise SettingsError(
                     "TUNELINE_SECRET_KEY must be a urlsafe-base64 32-byte Fernet key"
                 ) from None
-        if self.python_grader_timeout_s <= 0:
-            raise SettingsError(
-                f"TUNELINE_PYTHON_GRADER_TIMEOUT_S must be > 0, got {self.python_grader_timeout_s}"
-            )
-        if self.poll_rate_per_s < 0:
-            raise SettingsError(f"TUNELINE_POLL_RATE_PER_S must be >= 0, got {self.poll_rate_per_s}")
         if self.webhook_allow_loopback and self.env == "production":
             raise SettingsError("TUNELINE_WEBHOOK_ALLOW_LOOPBACK is for development and tests only")
         return self
+
+    @staticmethod
+    def _check(name: str, value: Any, default: Any, spec: Mapping[str, Any]) -> None:
+        var = variable(name)
+        unset = value == default == ""  # an optional choice left empty
+        if spec["choices"] and not unset and value not in spec["choices"]:
+            raise SettingsError(f"{var} must be one of {', '.join(spec['choices'])}, got {value!r}")
+        if spec["minimum"] is not None and value < spec["minimum"]:
+            raise SettingsError(f"{var} must be >= {spec['minimum']}, got {value}")
+        if spec["above"] is not None and value <= spec["above"]:
+            raise SettingsError(f"{var} must be > {spec['above']}, got {value}")
 
     @property
     def effective_broker_url(self) -> str:

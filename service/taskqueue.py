@@ -47,9 +47,6 @@ ROUTES = {
     INFER_COMPLETE: "infer",
 }
 
-# Longest short task (a provider upload of a large file) must finish well inside this;
-# long work (training) acknowledges early and holds its own lease instead (DESIGN §5).
-VISIBILITY_TIMEOUT_S = 3600
 SCAN_EVERY_S = 1.0
 TRAIN_REAP_EVERY_S = 2.0
 

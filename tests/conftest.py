@@ -47,6 +47,8 @@ def settings(redis_server: RedisServer, tmp_path: Path, secret_key: str) -> Sett
         secret_key=secret_key,
         webhook_allow_loopback=True,
         max_upload_bytes=1024 * 1024,
+        # A revoked key is refused at once; the key cache has its own tests (tests/core/test_auth.py).
+        auth_cache_s=0.0,
     )
 
 

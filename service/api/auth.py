@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, g, request
+from flask import Flask, g, request
 
 from service.core import auth
 from service.core.errors import AuthenticationFailed
@@ -28,29 +28,17 @@ def bearer() -> str | None:
     return token.strip()
 
 
-# Views that authenticate in their own Redis round trip (key and record in one MGET, through
-# a core use case that runs the same checks); the hook leaves them the token. A response to a
-# data route that never set a principal is turned into an error (see ``register``).
-SELF_AUTHENTICATING = {("jobs.JobById", "GET")}
+KEY_CACHE = "tuneline.key_cache"
 
 
 def register(app: Flask) -> None:
+    """The one authentication hook: every non-public route gets ``g.principal`` or a 401."""
+    services = app.extensions["tuneline"]
+    # Per process (each gunicorn worker builds its own app); staleness bounded by the setting.
+    cache = app.extensions[KEY_CACHE] = auth.KeyCache(services.settings.auth_cache_s)
+
     @app.before_request
     def authenticate() -> None:
         if request.method == "OPTIONS" or _is_public(request.path):
             return
-        if (request.endpoint, request.method) in SELF_AUTHENTICATING:
-            return
-        services = app.extensions["tuneline"]
-        g.principal = auth.authenticate(services.store, bearer())
-
-    @app.after_request
-    def ensure_authenticated(response: Response) -> Response:
-        if (
-            response.status_code < 400
-            and request.method != "OPTIONS"
-            and "principal" not in g
-            and not _is_public(request.path)
-        ):
-            raise RuntimeError(f"{request.endpoint} answered without authenticating the caller")
-        return response
+        g.principal = auth.authenticate(services.store, bearer(), cache)

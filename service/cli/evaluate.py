@@ -7,15 +7,10 @@ import sys
 from typing import Any
 
 import click
-import openai
 
-from service.cli.remote import call, clip, sdk, table
+from service.cli.client import clip, connect, echo_json, sse_events, table
 
 METRICS = ("exact_match", "char_f1", "rouge_l", "bleu")
-
-
-def _dump(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, indent=2))
 
 
 @click.command()
@@ -29,40 +24,28 @@ def chat(
     model: str, message: str | None, system: str | None, max_tokens: int, temperature: float, as_json: bool
 ) -> None:
     """Chat with one of your fine-tuned models (streamed; the conversation is kept)."""
-    client = sdk()
+    conn = connect()
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
 
     def ask(text: str) -> None:
         history.append({"role": "user", "content": text})
-        try:
-            if as_json:
-                answer = client.chat.completions.create(
-                    model=model,
-                    messages=history,
-                    max_tokens=max_tokens,
-                    temperature=temperature,  # type: ignore[arg-type]
-                )
-                _dump(answer.model_dump(exclude_none=True))
-                reply = answer.choices[0].message.content or ""
-            else:
-                reply = ""
-                stream = client.chat.completions.create(
-                    model=model,
-                    messages=history,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    stream=True,  # type: ignore[arg-type]
-                )
-                for chunk in stream:
-                    piece = chunk.choices[0].delta.content if chunk.choices else None
+        body = {"model": model, "messages": history, "max_tokens": max_tokens, "temperature": temperature}
+        if as_json:
+            answer = conn.call("POST", "/v1/chat/completions", json=body)
+            echo_json(answer)
+            reply = answer["choices"][0]["message"]["content"] or ""
+        else:
+            reply = ""
+            with conn.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+                for _, data in sse_events(response.iter_lines()):
+                    if data == "[DONE]":
+                        break
+                    choices = json.loads(data).get("choices") or [{}]
+                    piece = (choices[0].get("delta") or {}).get("content")
                     if piece:
                         reply += piece
                         click.echo(piece, nl=False)
-                click.echo()
-        except openai.APIStatusError as exc:
-            raise click.ClickException(f"HTTP {exc.status_code}: {exc.message}") from None
-        except openai.APIConnectionError as exc:
-            raise click.ClickException(f"cannot reach Tuneline: {exc}") from None
+            click.echo()
         history.append({"role": "assistant", "content": reply})
 
     if message is not None:
@@ -102,9 +85,11 @@ def _summary_table(
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation JSON.")
 def eval_(job_id: str, n_examples: int, as_json: bool) -> None:
     """Show a job's held-out evaluation: metrics (and the base model's), then answers by reference."""
-    result = call("GET", f"/v1/fine_tuning/jobs/{job_id}/evaluation", params={"limit": max(n_examples, 1)})
+    result = connect().call(
+        "GET", f"/v1/fine_tuning/jobs/{job_id}/evaluation", params={"limit": max(n_examples, 1)}
+    )
     if as_json:
-        _dump(result)
+        echo_json(result)
         return
     click.echo(
         f"{result['job_id']}  model {result['model']}  "
@@ -246,9 +231,9 @@ def create(
         body["prepare"] = {"split": {"test": test_split, **({"seed": seed} if seed is not None else {})}}
     if name:
         body["name"] = name
-    exp = call("POST", "/v1/experiments", json=body)
+    exp = connect().call("POST", "/v1/experiments", json=body)
     if as_json:
-        _dump(exp)
+        echo_json(exp)
     else:
         _show(exp, 0)
 
@@ -259,8 +244,8 @@ def create(
 @click.option("--json", "as_json", is_flag=True, help="Print the experiment JSON.")
 def get(experiment_id: str, n_examples: int, as_json: bool) -> None:
     """The side-by-side table, then answers next to the reference per test example."""
-    exp = call("GET", f"/v1/experiments/{experiment_id}", params={"limit": max(n_examples, 1)})
+    exp = connect().call("GET", f"/v1/experiments/{experiment_id}", params={"limit": max(n_examples, 1)})
     if as_json:
-        _dump(exp)
+        echo_json(exp)
     else:
         _show(exp, n_examples)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from service.cli.client import ApiError, echo_json, table
 from service.core import auth
 from service.core.errors import TunelineError
 from service.core.store import Store
@@ -13,15 +12,12 @@ from service.settings import Settings, SettingsError
 
 
 def _store() -> Store:
+    # The service's own settings, checked as the service checks them: an admin tool pointed at a
+    # production Redis must not quietly run as development (which drops every production check).
     try:
-        # Key management needs Redis only; the secret key is not required for it.
         settings = Settings.from_env()
     except SettingsError as exc:
-        if "SECRET_KEY" not in str(exc):
-            raise click.UsageError(str(exc)) from None
-        import os
-
-        settings = Settings.from_env({**os.environ, "TUNELINE_ENV": "development"})
+        raise click.UsageError(str(exc)) from None
     store = Store.from_url(settings.redis_url)
     if not store.ping():
         raise click.ClickException(f"Redis is not reachable at {settings.redis_url} (TUNELINE_REDIS_URL)")
@@ -42,10 +38,10 @@ def create(tenant: str, role: str, name: str, as_json: bool) -> None:
     """Create a key; the key itself is printed alone on the last line."""
     try:
         record, token = auth.create_key(_store(), tenant, role, name)
-    except TunelineError as exc:
+    except TunelineError as exc:  # a malformed --tenant: a usage error (exit 2)
         raise click.UsageError(exc.message) from None
     if as_json:
-        click.echo(json.dumps({**record.public(), "key": token}))
+        echo_json({**record.public(), "key": token})
     else:
         click.echo(f"Created key {record.id} for tenant {record.tenant} (role {record.role}).", err=True)
         click.echo("Store it now: it cannot be shown again.", err=True)
@@ -59,20 +55,22 @@ def list_(tenant: str | None, as_json: bool) -> None:
     """List keys (never their secrets)."""
     found = auth.list_keys(_store(), tenant)
     if as_json:
-        click.echo(json.dumps([k.public() for k in found]))
+        echo_json([k.public() for k in found])
         return
-    click.echo(f"{'KEY ID':<18}{'TENANT':<20}{'ROLE':<8}{'CREATED':<12}REVOKED")
-    for k in found:
-        click.echo(f"{k.id:<18}{k.tenant:<20}{k.role:<8}{k.created_at:<12}{k.revoked_at or ''}")
+    headers = ["KEY ID", "TENANT", "ROLE", "NAME", "CREATED", "REVOKED"]
+    click.echo(table(headers, [[k.id, k.tenant, k.role, k.name, k.created_at, k.revoked_at] for k in found]))
 
 
 @keys.command("revoke")
 @click.argument("key_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def revoke(key_id: str, as_json: bool) -> None:
-    """Revoke a key: it stops working at once."""
+    """Revoke a key: every API process refuses it within TUNELINE_AUTH_CACHE_S seconds."""
     try:
         record = auth.revoke_key(_store(), key_id)
     except TunelineError as exc:
-        raise click.ClickException(exc.message) from None
-    click.echo(json.dumps(record.public()) if as_json else f"Revoked {record.id}.")
+        raise ApiError.from_domain(exc) from None
+    if as_json:
+        echo_json(record.public())
+    else:
+        click.echo(f"Revoked {record.id}.")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import click
+
+from service.cli.client import echo_json
 
 # Chinese fund Q&A shipped with the package (service/demo), used when --data is not given.
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "demo" / "funds_qa.jsonl"
@@ -39,7 +40,8 @@ def models() -> None:
     show_default=True,
     help="brief causal-LM pretraining steps on the data, so the base is not pure noise",
 )
-def build_demo_command(out: Path, data: Path | None, pretrain_steps: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (it always is).")
+def build_demo_command(out: Path, data: Path | None, pretrain_steps: int, as_json: bool) -> None:
     """Build a tiny Llama-style model from scratch: a byte-level BPE tokenizer trained on the
     data, ChatML chat template, random weights. No network is used."""
     data = data or DEFAULT_DATA
@@ -53,4 +55,4 @@ def build_demo_command(out: Path, data: Path | None, pretrain_steps: int) -> Non
             f"the train extra is not installed ({exc}); pip install -e '.[train]'"
         ) from None
     summary = build_demo(out, data, pretrain_steps=pretrain_steps)
-    click.echo(json.dumps(summary))
+    echo_json(summary)

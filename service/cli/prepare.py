@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from service.cli.client import echo_json
 from service.core.datasets import MODELS, PrepareOptions, Report, prepare_file
 from service.core.datasets.models import DEFAULT_MODEL
 
@@ -138,7 +138,7 @@ def prepare(
         if bar is not None:
             bar.close()
     if as_json:
-        click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        echo_json(report.to_dict())
     else:
         click.echo(_human(report, file))
     sys.exit(0 if report.usable else 1)

@@ -7,8 +7,8 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from service.core.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from service.core.store import Store, keys
@@ -135,8 +135,7 @@ def _token_parts(token: str | None) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
-def _verified(raw: dict[str, Any] | None, secret: str) -> Principal:
-    record = None if raw is None else ApiKey(**raw)
+def _verified(record: ApiKey | None, secret: str) -> Principal:
     if record is None or record.revoked_at is not None:
         raise AuthenticationFailed("Incorrect API key provided.")
     if not hmac.compare_digest(record.digest, _digest(record.salt, secret)):
@@ -144,20 +143,44 @@ def _verified(raw: dict[str, Any] | None, secret: str) -> Principal:
     return Principal(tenant=record.tenant, role=record.role, key_id=record.id)
 
 
-def authenticate(store: Store, token: str | None) -> Principal:
+class KeyCache:
+    """Key records one process read recently, trusted for at most ``ttl_s`` seconds.
+
+    An entry's age counts from before its Redis read, so a key revoked at time t is refused by
+    every process from t + ``ttl_s`` on. Only valid keys are kept (a miss costs what it did
+    without a cache), the secret is still checked on every request, and the cache forgets
+    everything when full (key ids are random: a flood of unknown ones never fills it).
+    """
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic, size: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.size = size
+        self._entries: dict[str, tuple[float, ApiKey]] = {}
+
+    def lookup(self, store: Store, key_id: str) -> ApiKey | None:
+        """The key's record: from the cache while fresh, else from Redis."""
+        if self.ttl_s <= 0:
+            return get_key(store, key_id)
+        now = self.clock()
+        entry = self._entries.get(key_id)
+        if entry is not None and now - entry[0] < self.ttl_s:
+            return entry[1]
+        record = get_key(store, key_id)
+        if record is None or record.revoked_at is not None:
+            self._entries.pop(key_id, None)
+        else:
+            if len(self._entries) >= self.size:
+                self._entries.clear()
+            self._entries[key_id] = (now, record)
+        return record
+
+
+def authenticate(store: Store, token: str | None, cache: KeyCache | None = None) -> Principal:
     """Resolve a bearer token to a principal, or raise 401 without saying which part was wrong."""
     key_id, secret = _token_parts(token)
-    return _verified(loads(store.r.get(keys.api_key(key_id))), secret)  # type: ignore[arg-type]
-
-
-def authenticate_and_load(
-    store: Store, token: str | None, other_keys: list[str]
-) -> tuple[Principal, list[Any]]:
-    """``authenticate``, reading the JSON values of ``other_keys`` in the same round trip (one
-    MGET); they are returned only once the key is verified (same checks, same 401s)."""
-    key_id, secret = _token_parts(token)
-    raw, *others = store.load_many([keys.api_key(key_id), *other_keys])
-    return _verified(raw, secret), others
+    record = cache.lookup(store, key_id) if cache is not None else get_key(store, key_id)
+    return _verified(record, secret)
 
 
 def scrape_principal(store: Store, token: str | None) -> Principal:

@@ -69,12 +69,14 @@ def test_job_get_body_is_what_the_schema_would_dump(client, make_key, store):
     assert_error(client.get(url, headers=auth(make_key("other"))), 404, "not_found_error")
 
 
-def test_job_get_authenticates_in_its_own_round_trip(client, make_key, store):
-    """GET job skips the auth hook (key and job in one MGET) but refuses exactly what the hook does."""
+def test_job_get_goes_through_the_one_auth_hook(client, make_key, store):
+    """GET job refuses exactly what every data route refuses (no route skips the hook)."""
+    from service.api import auth as api_auth
     from service.core import auth as core_auth
     from service.core.store import jobs as repo
     from tests.bench.job_get import job_record
 
+    assert not hasattr(api_auth, "SELF_AUTHENTICATING")
     record, token = core_auth.create_key(store, "acme")
     job = job_record("acme")
     repo.insert(store, job, job["created_at"] * 1000)
@@ -90,13 +92,3 @@ def test_job_get_authenticates_in_its_own_round_trip(client, make_key, store):
     )
     core_auth.revoke_key(store, record.id)
     assert_error(client.get(url, headers=auth(token)), 401, "authentication_error")
-
-
-def test_a_data_route_that_skips_authentication_is_an_error(app, monkeypatch):
-    """The guard behind SELF_AUTHENTICATING: a 2xx from a data route without a principal fails."""
-    from service.api import auth as api_auth
-
-    app.add_url_rule("/v1/_unguarded", "unguarded", lambda: {"ok": True})
-    monkeypatch.setattr(api_auth, "SELF_AUTHENTICATING", {("unguarded", "GET")})
-    app.config["PROPAGATE_EXCEPTIONS"] = False
-    assert app.test_client().get("/v1/_unguarded").status_code == 500

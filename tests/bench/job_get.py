@@ -141,6 +141,8 @@ def load_python(url: str, headers: dict[str, str], seconds: float) -> Result:
         th.join()
     elapsed = time.perf_counter() - t0
     flat = sorted(x for lat in latencies for x in lat)
+    if not flat:  # nothing finished in time (a warm-up on a loaded machine)
+        return Result(0.0, float("nan"), float("nan"), sum(errors))
     return Result(
         len(flat) / elapsed,
         flat[len(flat) // 2],
@@ -206,10 +208,19 @@ def run(opts: Options) -> str:
         bare_resp = httpx2.get(f"{bare}/v1/fine_tuning/jobs/{job['id']}")
         bare_resp.raise_for_status()
 
+        # The same checkout with the per-process key cache off: every request reads the key.
+        nocache_port = free_port()
+        nocache_env = {**env, "TUNELINE_PORT": str(nocache_port), "TUNELINE_AUTH_CACHE_S": "0"}
+        procs.append(
+            start_gunicorn("service.wsgi:app", nocache_env, nocache_port, work / "nocache.log", workers=2)
+        )
+        nocache = f"http://127.0.0.1:{nocache_port}"
+
         targets = {
             "tuneline": (f"{tl}/v1/fine_tuning/jobs/{job['id']}", auth_h),
             "bare": (f"{bare}/v1/fine_tuning/jobs/{job['id']}", {"Authorization": auth_h["Authorization"]}),
             "healthz": (f"{tl}/healthz", {}),
+            "nocache": (f"{nocache}/v1/fine_tuning/jobs/{job['id']}", auth_h),
         }
         before_tree = os.environ.get("BENCH_BEFORE_TREE")
         if before_tree:
@@ -232,9 +243,9 @@ def run(opts: Options) -> str:
             load(url, headers, 1.0)
         # Server CPU per request (gunicorn processes + redis-server): unlike req/s, it hardly
         # depends on what else the shared machine is doing.
-        servers = {"tuneline": procs[0], "bare": procs[1], "healthz": procs[0]}
+        servers = {"tuneline": procs[0], "bare": procs[1], "nocache": procs[2], "healthz": procs[0]}
         if "before" in targets:
-            servers["before"] = procs[2]
+            servers["before"] = procs[3]
         results: dict[str, list[Result]] = {name: [] for name in targets}
         order = list(targets)
         for rep in range(reps):
@@ -268,14 +279,16 @@ def run(opts: Options) -> str:
         else f"a Python thread pool ({CONCURRENCY} threads, keep-alive `httpx2` clients; `wrk` not installed)"
     )
     labels = {
-        "tuneline": "Tuneline `GET /v1/fine_tuning/jobs/{id}` (auth + one Redis round trip + request log)",
+        "tuneline": "Tuneline `GET /v1/fine_tuning/jobs/{id}` (auth hook, key cache on: one Redis read "
+        "+ request log)",
+        "nocache": "the same route with `TUNELINE_AUTH_CACHE_S=0` (two Redis reads: the key, then the job)",
         "bare": "bare Flask route, same JSON body, same gunicorn arguments",
         "healthz": "Tuneline `GET /healthz` (same app; no auth, no Redis)",
     }
     if "before" in results:
         labels["before"] = f"the same route served by `{os.environ.get('BENCH_BEFORE_TREE')}` (before)"
     out = [
-        "## Job GET throughput (issue 4)",
+        "## Job GET throughput (issues 4, 12)",
         "",
         f"gunicorn `--workers 2 --threads 4` (gthread) and access log on, for both apps; production "
         f"settings (INFO JSON request log). Load: {gen}, {seconds:.0f} s per run, concurrency "
@@ -322,15 +335,17 @@ def run(opts: Options) -> str:
         "client, this process's CPU time + redis-server's; 3 fresh interpreters per checkout, alternating; "
         "medians):",
         "",
-        "| checkout | job GET µs | /healthz µs | bare Flask µs | bare / job GET |",
-        "|---|---:|---:|---:|---:|",
+        "| checkout | job GET µs | job GET, cache off µs | /healthz µs | bare Flask µs | bare / job GET |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, runs in cpu.items():
         job_us = median(r["job_get_us"] for r in runs)
         bare_us = median(r["bare_us"] for r in runs)
         label = "this checkout" if name == "now" else f"`{os.environ.get('BENCH_BEFORE_TREE')}` (before)"
+        nocache = [r["job_get_nocache_us"] for r in runs if "job_get_nocache_us" in r]
         out.append(
             f"| {label} (hiredis {'on' if runs[0].get('hiredis') else 'off'}) | {job_us:.0f} | "
+            f"{f'{median(nocache):.0f}' if nocache else '—'} | "
             f"{median(r['healthz_us'] for r in runs):.0f} | {bare_us:.0f} | {bare_us / job_us:.2f} |"
         )
     out += [

@@ -75,6 +75,8 @@ def main() -> int:
             "TUNELINE_LOG_LEVEL": "INFO",
         }
         app = create_app(Settings.from_env(env))
+        # The same app with the key cache off (every request reads the key from Redis).
+        nocache = create_app(Settings.from_env({**env, "TUNELINE_AUTH_CACHE_S": "0"})).test_client()
         for handler in logging.getLogger().handlers:  # the request log is formatted, not printed
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
@@ -83,10 +85,11 @@ def main() -> int:
         url = f"/v1/fine_tuning/jobs/{job['id']}"
         hdr = {"Authorization": f"Bearer {token}"}
         assert redis.proc is not None
-        for c in (client, bare):  # warm up
+        for c in (client, nocache, bare):  # warm up
             cpu_per_request(c, url, hdr, 200, redis.proc.pid)
         figures = {
             "job_get_us": cpu_per_request(client, url, hdr, args.requests, redis.proc.pid),
+            "job_get_nocache_us": cpu_per_request(nocache, url, hdr, args.requests, redis.proc.pid),
             "healthz_us": cpu_per_request(client, "/healthz", {}, args.requests, redis.proc.pid),
             "bare_us": cpu_per_request(bare, url, {}, args.requests, redis.proc.pid),
         }

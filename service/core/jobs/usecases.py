@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from service.core import auth, files, finetuned_models, ids, tasknames
+from service.core import files, finetuned_models, ids, tasknames
 from service.core.auth import Principal
 from service.core.datasets import default_epochs, resolve_model
 from service.core.datasets.checks import CHAT, PROMPT_COMPLETION
@@ -230,15 +230,6 @@ def start_job(ctx: JobsContext, job: dict[str, Any]) -> dict[str, Any]:
 
 def get_job(store: Store, principal: Principal, job_id: str) -> dict[str, Any]:
     return _readable(principal, repo.load(store, job_id), job_id)
-
-
-def authenticate_and_get_job(
-    store: Store, token: str | None, job_id: str
-) -> tuple[Principal, dict[str, Any]]:
-    """The hottest read: the caller's key and the job in one Redis round trip, then the same
-    checks as ``auth.authenticate`` and ``get_job`` (401, then 404 for another tenant's job)."""
-    principal, (job,) = auth.authenticate_and_load(store, token, [repo.key(job_id)])
-    return principal, _readable(principal, job, job_id)
 
 
 def _readable(principal: Principal, job: dict[str, Any] | None, job_id: str) -> dict[str, Any]:
