@@ -1,30 +1,42 @@
-"""The ``local`` provider: job options checked at create, and the provider face of a finished run.
+"""The local backend: Tuneline's own trainer, a child process per job on this host's device.
 
-Training itself runs in a child process driven by ``service.core.jobs.local_pipeline``; this
-module only knows what a local job may ask for and how to read a finished run's result file.
+This module knows what a local job may ask for, its typed state, and how to read, serve and
+delete what a run leaves; the run itself (lease, child process, progress) is ``local_run``.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import re
+import shutil
+import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from service.core.datasets.models import DEFAULT_MODEL
-from service.core.errors import InvalidRequest, Unprocessable
-from service.core.jobs.metrics import METRIC_COLUMNS
-from service.core.providers.base import (
+from service.core import tasknames
+from service.core.backends.base import (
+    Backend,
+    BackendError,
     CompletionRequest,
     CompletionResult,
-    CreateJobRequest,
-    ProviderCheckpoint,
-    ProviderError,
-    ProviderEvent,
-    ProviderJob,
+    Finalized,
+    Next,
+    Trained,
+    Validated,
 )
+from service.core.datasets.models import DEFAULT_MODEL
+from service.core.dispatch import Dispatcher
+from service.core.errors import InvalidRequest, Unprocessable
+from service.core.jobs import states
+from service.core.jobs.metrics import METRIC_COLUMNS
+from service.core.jobs.record import BackendState, Job, state_of, state_type
+from service.core.store import Store
+from service.core.store import training as leases
+from service.settings import Settings
 
-NAME = "local"
+log = logging.getLogger("tuneline.local")
 ALIASES = ("smollm2-135m",)  # resolved by the training engine (service.training)
 # Knobs only the local trainer understands; OpenAI-style providers refuse them at create.
 LOCAL_KNOBS = (
@@ -154,69 +166,118 @@ def effective_hyperparameters(hyper: dict[str, Any], method: dict[str, Any] | No
     return merged
 
 
-def estimate(n_epochs: int) -> dict[str, Any]:
-    """Training on your own hardware bills no tokens."""
-    return {"n_epochs": n_epochs, "billed_tokens": 0, "price_per_million": 0.0, "cost_usd": 0.0}
+@state_type
+@dataclass
+class LocalState(BackendState):
+    """What Tuneline keeps about a job its own trainer runs."""
+
+    kind: ClassVar[str] = "local"
+    LEGACY: ClassVar[dict[str, str]] = {
+        "child": "local_child",
+        "model_dir": "local_model_dir",
+        "result_files": "provider_result_files",
+        "runtime_s": "train_runtime_s",
+    }
+
+    child: dict[str, Any] | None = None  # the running training process: pid and device
+    model_dir: str | None = None
+    result_files: list[str] | None = None  # paths relative to the data directory
+    runtime_s: float | None = None
 
 
-def _not_supported(what: str) -> ProviderError:
-    return ProviderError(
-        f"the local provider does not {what} (local jobs train in the train queue)",
-        retryable=False,
-        code="not_supported",
-    )
+def local_state(job: Job) -> LocalState:
+    state: LocalState = state_of(job, LocalState)
+    return state
 
 
-class LocalProvider:
-    """What the shared pipeline asks of a provider after training: the run's result metrics.
+class LocalBackend(Backend):
+    """Trains on this deployment's own device; serves and deletes the models it trained."""
 
-    ``provider_result_files`` of a local job are paths relative to the data directory.
-    """
+    state_type = LocalState
 
-    name = NAME
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir.resolve()
+    def __init__(self, name: str, settings: Settings, store: Store, dispatcher: Dispatcher | None) -> None:
+        self.name = name
+        self.settings = settings
+        self.store = store
+        self.dispatcher = dispatcher
+        self.data_dir = settings.data_dir.resolve()
         self.account = f"local:{self.data_dir}"
+        self.device_id = f"{socket.gethostname()}:{settings.train_device}"
 
-    def result_metrics(self, file_id: str) -> list[dict[str, Any]]:
+    def validate(
+        self, model: str, hyperparameters: dict[str, Any], method: dict[str, Any] | None
+    ) -> Validated:
+        check_base_model(model, self.settings.model_roots)
+        return Validated(effective_hyperparameters(hyperparameters, method))
+
+    def estimate(self, report: dict[str, Any], model: str, n_epochs: int) -> dict[str, Any]:
+        """Training on your own hardware bills no tokens."""
+        return {"n_epochs": n_epochs, "billed_tokens": 0, "price_per_million": 0.0, "cost_usd": 0.0}
+
+    def preparation_model(self, job: Job) -> str:
+        return PREPARE_MODEL
+
+    def after_prepare(self) -> Next:
+        # No upload or submit: the job waits in the train queue for a device.
+        return Next(states.QUEUED, "train_queued", tasknames.TRAIN_RUN)
+
+    def start(self, job: Job) -> str | None:
+        return tasknames.TRAIN_RUN
+
+    def train(self, job: Job) -> Trained | None:
+        from service.core.backends.local_run import LocalRunner
+
+        return LocalRunner(self.settings, self.store, self.device_id).run(job.id)
+
+    def idle(self, job: Job) -> bool:
+        # A job in train_queued nobody holds or waits for: its train message was lost.
+        return not leases.attended(self.store, job.id)
+
+    def finalize(self, job: Job) -> Finalized:
+        return Finalized([self._result_metrics(path) for path in local_state(job).result_files or []])
+
+    def _result_metrics(self, file_id: str) -> list[dict[str, Any]]:
         path = (self.data_dir / file_id).resolve()
         if not path.is_relative_to(self.data_dir):
-            raise ProviderError(f"result file {file_id} is outside the data directory", retryable=False)
+            raise BackendError(
+                f"result file {file_id} is outside the data directory",
+                kind="permanent",
+                code="result_missing",
+            )
         try:
             with path.open(newline="", encoding="utf-8") as fh:
                 return [_metric_row(record) for record in csv.DictReader(fh)]
         except FileNotFoundError:
-            raise ProviderError(
-                f"the training run left no result file at {file_id}", retryable=False, code="result_missing"
+            raise BackendError(
+                f"the training run left no result file at {file_id}", kind="permanent", code="result_missing"
             ) from None
 
-    def upload_file(self, path: Path, filename: str) -> str:
-        raise _not_supported("upload files")
+    def serves_base(self, job: Job) -> bool:
+        return True
 
-    def file_exists(self, file_id: str) -> bool:
-        return False
+    def complete(self, job: Job, request: CompletionRequest, base: bool = False) -> CompletionResult:
+        from service.core.inference import request_completion
 
-    def create_job(self, request: CreateJobRequest) -> ProviderJob:
-        raise _not_supported("create remote jobs")
+        if self.dispatcher is None:
+            raise RuntimeError(
+                "the local backend was built without a dispatcher; it cannot serve completions"
+            )
+        # The base model is served by the same engine: its id (or directory) in place of the adapter's.
+        model_dir = job.model if base else local_state(job).model_dir
+        return request_completion(
+            self.store, self.dispatcher, job, model_dir, request, self.settings.infer_timeout_s
+        )
 
-    def find_job(self, tuneline_job_id: str) -> ProviderJob | None:
-        return None
-
-    def get_job(self, job_id: str) -> ProviderJob:
-        raise _not_supported("poll remote jobs")
-
-    def list_events(self, job_id: str, limit: int = 100) -> list[ProviderEvent]:
-        return []
-
-    def list_checkpoints(self, job_id: str) -> list[ProviderCheckpoint]:
-        return []
-
-    def cancel(self, job_id: str) -> ProviderJob:
-        raise _not_supported("cancel remote jobs")
-
-    def complete(self, request: CompletionRequest) -> CompletionResult:
-        raise _not_supported("complete here (service.core.inference.request_completion serves local models)")
+    def delete_model(self, job: Job) -> bool:
+        """Delete the model directory, only ever inside the data directory."""
+        raw = local_state(job).model_dir
+        if not raw:
+            return False
+        path = Path(raw).resolve()
+        if self.data_dir not in path.parents or not path.exists():
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return True
 
 
 def _metric_row(record: dict[str, str]) -> dict[str, Any]:
