@@ -221,8 +221,12 @@ class Backend:
         """
         raise NotSupported(self.name, "train", job)
 
-    def idle(self, job: Job) -> bool:
-        """Whether nobody works on the job in its current stage (the watchdog may re-enqueue it)."""
+    def wake(self, job: Job) -> bool:
+        """The watchdog found the job in its stage for too long: True to enqueue its task again.
+
+        Stage tasks are safe to run twice, so the default is yes; a backend whose executor holds
+        jobs for long (a device queue) says no while someone is known to work on the job.
+        """
         return True
 
     # --- every backend ---------------------------------------------------------------------

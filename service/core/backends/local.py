@@ -37,6 +37,7 @@ from service.core.store import training as leases
 from service.settings import Settings
 
 log = logging.getLogger("tuneline.local")
+REWAKE_S = 600.0  # after the watchdog re-enqueued a waiting job's train task, wait this long to again
 ALIASES = ("smollm2-135m",)  # resolved by the training engine (service.training)
 # Knobs only the local trainer understands; OpenAI-style providers refuse them at create.
 LOCAL_KNOBS = (
@@ -222,6 +223,11 @@ class LocalBackend(Backend):
         return Next(states.QUEUED, "train_queued", tasknames.TRAIN_RUN)
 
     def start(self, job: Job) -> str | None:
+        """The job waits in train_queued; the train task takes it (the watchdog re-wakes it).
+
+        With Tuneline's own train wait queue (store/train_queue), this pushes the job there and
+        returns the task as a wake-up; the train task then claims the next job itself.
+        """
         return tasknames.TRAIN_RUN
 
     def train(self, job: Job) -> Trained | None:
@@ -229,9 +235,17 @@ class LocalBackend(Backend):
 
         return LocalRunner(self.settings, self.store, self.device_id).run(job.id)
 
-    def idle(self, job: Job) -> bool:
-        # A job in train_queued nobody holds or waits for: its train message was lost.
-        return not leases.attended(self.store, job.id)
+    def wake(self, job: Job) -> bool:
+        """A train_queued job nobody leases or waits for has lost its train message: wake it.
+
+        Its message may also just be waiting behind a long training in the broker, where nothing
+        can see it; so after a wake the job counts as attended for ``REWAKE_S``, which bounds the
+        duplicates (each returns at once when served) to one per interval.
+        """
+        if leases.attended(self.store, job.id):
+            return False
+        leases.note_waiting(self.store, job.id, REWAKE_S)
+        return True
 
     def finalize(self, job: Job) -> Finalized:
         return Finalized([self._result_metrics(path) for path in local_state(job).result_files or []])

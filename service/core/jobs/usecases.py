@@ -17,7 +17,6 @@ from service.core.datasets.checks import CHAT, PROMPT_COMPLETION
 from service.core.dispatch import Dispatcher
 from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from service.core.jobs import lifecycle, metrics, record, states
-from service.core.jobs.naming import fine_tuned_model_name
 from service.core.jobs.record import Job
 from service.core.jobs.stages.common import WATCHDOG_S
 from service.core.jobs.views import public_job
@@ -44,9 +43,6 @@ class JobsContext:
         if self.backends is None:
             self.backends = registry.Backends(self.settings, self.store, self.dispatcher)
         return self.backends(name)
-
-
-__all__ = ["JobsContext", "fine_tuned_model_name"]
 
 
 def _usable_file(ctx: JobsContext, principal: Principal, file_id: str, param: str) -> files.FileRecord:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from service.core import tasknames
-from service.core.backends import registry
-from service.core.backends.base import Backend, BackendError
+from service.core.backends import local, registry
+from service.core.backends.base import Backend, BackendError, NotSupported
 from service.core.backends.remote import remote_state
 from service.core.clock import ManualClock
 from service.core.jobs import record, retry, states
@@ -245,6 +246,9 @@ def test_a_waiting_local_job_is_left_to_its_train_task(settings, store, clock):
     assert poll.run_poll(ctx, job_id) is None
     leases.release_lease(store, job_id, "worker")
     assert poll.run_poll(ctx, job_id) == tasknames.TRAIN_RUN  # nobody holds it: the message was lost
+    # Its new message may wait behind a long training: not woken again for a while.
+    assert poll.run_poll(ctx, job_id) is None
+    assert 0 < (store.r.pttl(keys.train_waiting(job_id)) / 1000) <= local.REWAKE_S
 
 
 def test_cancel_before_the_answer_of_a_create_cancels_the_orphan(settings, store, backends, provider, clock):
@@ -262,3 +266,20 @@ def test_cancel_before_the_answer_of_a_create_cancels_the_orphan(settings, store
     submit.run_cancel(ctx, job_id)
     job = record.load(store, job_id)
     assert job is not None and job.provider_job_id == "pj-1" and provider.calls["cancel"] == 1
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "export"])
+def test_what_no_backend_supports_yet_is_a_409_naming_the_job_status(settings, store, backends, action):
+    job_id = new_job(settings, store, backends, "inline")
+    job = record.load(store, job_id)
+    assert job is not None
+    local_backend = registry.Backends(settings, store)("local")
+    for backend in (backends["fake"], local_backend):
+        call = getattr(backend, action)
+        with pytest.raises(NotSupported) as refused:
+            call(job, Path("/tmp")) if action == "export" else call(job)
+        error = refused.value.envelope()["error"]
+        assert refused.value.status == 409 and error["type"] == "conflict_error"
+        assert (
+            error["code"] == "not_supported" and f"job {job_id} (status validating_files)" in error["message"]
+        )

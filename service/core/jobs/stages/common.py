@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from service.core import tasknames
 from service.core.backends.base import Backend, BackendError
 from service.core.clock import Clock, SystemClock
-from service.core.jobs import lifecycle, retry, states
+from service.core.jobs import lifecycle, record, retry, states
 from service.core.jobs.record import Job
 from service.core.store import Store
 from service.core.store import jobs as repo
@@ -64,8 +64,6 @@ def guard_redelivery(store: Store, job_id: str, stage: str) -> bool:
 
 def enter(ctx: StageContext, job_id: str, stage: str) -> Job | None:
     """The job if this step should run: it is in ``stage`` and the stage is not crash-looping."""
-    from service.core.jobs import record
-
     job = record.load(ctx.store, job_id)
     if job is None or job.status in states.TERMINAL or job.stage != stage:
         return None

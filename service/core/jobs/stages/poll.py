@@ -47,7 +47,7 @@ def run_poll(ctx: StageContext, job_id: str) -> str | None:
         now = ctx.clock.now()
         repo.schedule_poll(ctx.store, job_id, now + WATCHDOG_S)
         stalled = now - float(job.stage_changed_at or now) >= WATCHDOG_S
-        return STAGE_TASKS[job.stage] if stalled and ctx.backend(job).idle(job) else None
+        return STAGE_TASKS[job.stage] if stalled and ctx.backend(job).wake(job) else None
     if not job.provider_job_id:
         # A stage its executor drives (training under a lease): the lease reaper watches it.
         repo.unschedule_poll(ctx.store, job_id)
