@@ -238,10 +238,14 @@ class LocalBackend(Backend):
     def wake(self, job: Job) -> bool:
         """A train_queued job nobody leases or waits for has lost its train message: wake it.
 
+        Other stages (finalize, evaluate) are woken as on every backend.
+
         Its message may also just be waiting behind a long training in the broker, where nothing
         can see it; so after a wake the job counts as attended for ``REWAKE_S``, which bounds the
         duplicates (each returns at once when served) to one per interval.
         """
+        if job.stage != self.after_prepare().stage:
+            return True  # finalize, evaluate: safe to run twice, as for every backend
         if leases.attended(self.store, job.id):
             return False
         leases.note_waiting(self.store, job.id, REWAKE_S)

@@ -15,11 +15,12 @@ from service.core.backends.local import LocalBackend, LocalState
 from service.core.backends.remote import RemoteBackend, RemoteState
 from service.core.dispatch import Dispatcher
 from service.core.errors import Unprocessable
-from service.core.jobs.record import register_legacy_kind
+from service.core.jobs.record import register_extension, register_legacy_kind
 from service.core.store import Store
 from service.settings import Settings
 
 TIMEOUT_S = 60.0
+SANDBOX_EXTENSIONS = ("sandbox",)
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 Factory = Callable[[Settings, Store, Dispatcher | None], Backend]
@@ -49,7 +50,7 @@ def _sandbox(settings: Settings, store: Store, dispatcher: Dispatcher | None) ->
     url = settings.effective_sandbox_url
     client = openai.OpenAI(api_key=settings.sandbox_api_key, base_url=url, timeout=TIMEOUT_S, max_retries=2)
     # The sandbox takes fault-injection options with each job: forwarded as the `sandbox` extension.
-    return RemoteBackend("sandbox", client, f"sandbox:{url}", store, extensions=("sandbox",))
+    return RemoteBackend("sandbox", client, f"sandbox:{url}", store, extensions=SANDBOX_EXTENSIONS)
 
 
 def _local(settings: Settings, store: Store, dispatcher: Dispatcher | None) -> Backend:
@@ -84,11 +85,23 @@ for _name, _kind in (
     ("local", LocalState),
 ):
     register_legacy_kind(_name, _kind.kind)
+for _extension in SANDBOX_EXTENSIONS:
+    register_extension(_extension)
 
 
-def register(name: str, factory: Factory, configured: Callable[[Settings], bool] = _always) -> None:
-    """Make a backend available under ``name`` (its state type registers with ``record.state_type``)."""
+def register(
+    name: str,
+    factory: Factory,
+    configured: Callable[[Settings], bool] = _always,
+    extensions: tuple[str, ...] = (),
+) -> None:
+    """Make a backend available under ``name``; ``extensions``: request fields it forwards.
+
+    Its state type registers itself with ``record.state_type``.
+    """
     _BACKENDS[name] = (factory, configured, "")
+    for extension in extensions:
+        register_extension(extension)
 
 
 def unregister(name: str) -> None:

@@ -48,6 +48,8 @@ class BackendState:
 _STATE_TYPES: dict[str, type[BackendState]] = {"none": BackendState}
 # provider name -> state kind, filled by the backend registry: only it knows provider names.
 _LEGACY_KINDS: dict[str, str] = {}
+# Request extension fields a backend forwards to its provider, stored on the job as they came.
+_EXTENSIONS: set[str] = set()
 
 S = TypeVar("S", bound=type[BackendState])
 
@@ -61,6 +63,16 @@ def state_type(cls: S) -> S:
 def register_legacy_kind(provider: str, kind: str) -> None:
     """The state kind of flat (pre-typed) records of ``provider``."""
     _LEGACY_KINDS[provider] = kind
+
+
+def register_extension(name: str) -> None:
+    """A request field some backend forwards (e.g. ``sandbox``): kept on the job as given."""
+    _EXTENSIONS.add(name)
+
+
+def extensions() -> frozenset[str]:
+    _load_builtin_backends()
+    return frozenset(_EXTENSIONS)
 
 
 @dataclass
@@ -122,20 +134,18 @@ class Job:
     def from_dict(cls, raw: dict[str, Any]) -> Job:
         _load_builtin_backends()
         common = {name: raw[name] for name in _COMMON if raw.get(name) is not None}
-        common["extensions"] = {k: raw[k] for k in EXTENSION_KEYS if raw.get(k) is not None}
+        common["extensions"] = {k: raw[k] for k in _EXTENSIONS if raw.get(k) is not None}
         stored = raw.get("backend_state")
         if isinstance(stored, dict):
             state = _STATE_TYPES.get(str(stored.get("kind")), BackendState).from_dict(stored)
         else:
             legacy = _STATE_TYPES.get(_LEGACY_KINDS.get(raw.get("provider", ""), "none"), BackendState)
             state = legacy.from_legacy(raw)
-        known = _COMMON | set(EXTENSION_KEYS) | _legacy_keys() | {"backend_state"}
+        known = _COMMON | _EXTENSIONS | _legacy_keys() | {"backend_state"}
         extra = {k: v for k, v in raw.items() if k not in known}
         return cls(**common, state=state, extra=extra)
 
 
-# Request extension fields stored on the job (each backend says which it forwards).
-EXTENSION_KEYS = ("sandbox",)
 _COMMON = frozenset(f.name for f in dataclasses.fields(Job) if f.name not in ("state", "extra"))
 
 

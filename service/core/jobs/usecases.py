@@ -177,7 +177,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         max_cost_usd=max_cost,
         estimate=estimate,
         prepare=params.get("prepare"),
-        extensions={k: params[k] for k in record.EXTENSION_KEYS if params.get(k) is not None},
+        extensions={k: params[k] for k in record.extensions() if params.get(k) is not None},
         status=states.VALIDATING,
         stage="preparing",
         stage_changed_at=now,

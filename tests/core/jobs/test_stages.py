@@ -13,7 +13,7 @@ from service.core.backends import local, registry
 from service.core.backends.base import Backend, BackendError, NotSupported
 from service.core.backends.remote import remote_state
 from service.core.clock import ManualClock
-from service.core.jobs import record, retry, states
+from service.core.jobs import lifecycle, record, retry, states
 from service.core.jobs.stages import poll, submit
 from service.core.jobs.stages.common import WATCHDOG_S
 from service.core.store import jobs as repo
@@ -249,6 +249,11 @@ def test_a_waiting_local_job_is_left_to_its_train_task(settings, store, clock):
     # Its new message may wait behind a long training: not woken again for a while.
     assert poll.run_poll(ctx, job_id) is None
     assert 0 < (store.r.pttl(keys.train_waiting(job_id)) / 1000) <= local.REWAKE_S
+    # That note is about the train queue only: a later stage that stalls is woken as usual.
+    lifecycle.transition(store, job_id, states.RUNNING, "evaluating", "trained (by hand)")
+    at_stage_change(clock, store, job_id)
+    clock.advance(WATCHDOG_S)
+    assert poll.run_poll(ctx, job_id) == tasknames.JOB_EVALUATE
 
 
 def test_cancel_before_the_answer_of_a_create_cancels_the_orphan(settings, store, backends, provider, clock):
@@ -259,8 +264,6 @@ def test_cancel_before_the_answer_of_a_create_cancels_the_orphan(settings, store
     provider.faults["create_landed"] = [BackendError("reset", kind="ambiguous", code="provider_unreachable")]
     with pytest.raises(retry.RetryLater):
         run_task(ctx, tasknames.JOB_SUBMIT, job_id)
-    from service.core.jobs import lifecycle
-
     lifecycle.transition(store, job_id, states.CANCELLED, "done", "cancelled by the user")
     backends["fake"].cancel = lambda job: (provider.call("cancel"), "pj-1")[1]  # type: ignore[method-assign]
     submit.run_cancel(ctx, job_id)
