@@ -242,6 +242,10 @@ def _evaluate(ctx: CompletionsContext, job: Job, token: str) -> None:
         "done",
         message,
         level="info" if status == "completed" else "warn",
-        apply=lambda j: setattr(j, "evaluation", evaluation),
+        apply=lambda j: _set_evaluation(j, evaluation),
         also_webhooks=(EVENT_EVALUATED,),
     )
+
+
+def _set_evaluation(job: Job, evaluation: dict[str, Any]) -> None:
+    job.evaluation = evaluation

@@ -45,6 +45,16 @@ class BackendState:
         )
 
 
+@dataclass
+class UnknownState(BackendState):
+    """A state of a kind this process does not know (a backend it lacks): kept as stored."""
+
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.raw)
+
+
 _STATE_TYPES: dict[str, type[BackendState]] = {"none": BackendState}
 # provider name -> state kind, filled by the backend registry: only it knows provider names.
 _LEGACY_KINDS: dict[str, str] = {}
@@ -137,7 +147,8 @@ class Job:
         common["extensions"] = {k: raw[k] for k in _EXTENSIONS if raw.get(k) is not None}
         stored = raw.get("backend_state")
         if isinstance(stored, dict):
-            state = _STATE_TYPES.get(str(stored.get("kind")), BackendState).from_dict(stored)
+            known_type = _STATE_TYPES.get(str(stored.get("kind")))
+            state = known_type.from_dict(stored) if known_type else UnknownState(raw=dict(stored))
         else:
             legacy = _STATE_TYPES.get(_LEGACY_KINDS.get(raw.get("provider", ""), "none"), BackendState)
             state = legacy.from_legacy(raw)

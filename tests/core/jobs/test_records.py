@@ -133,3 +133,9 @@ def test_an_old_job_in_mid_poll_finishes_through_the_new_stages(settings, store)
     assert not {"provider_events_seen", "submit_started", "provider_training_file"} & set(kept)
     assert job.trained_tokens == 1234 and len(job.result_files) == 1
     assert "create" not in provider.calls and "find" not in provider.calls  # never submitted again
+
+
+def test_a_state_of_an_unknown_kind_is_kept_as_stored():
+    raw = {**stored("local_succeeded")["record"], "backend_state": {"kind": "elsewhere", "slot": 3}}
+    job = Job.from_dict(raw)
+    assert job.to_dict()["backend_state"] == {"kind": "elsewhere", "slot": 3}
