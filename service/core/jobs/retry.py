@@ -89,5 +89,9 @@ def count_delivery(store: Store, job_id: str, stage: str) -> int:
 
 
 def reset(store: Store, job_id: str, stage: str) -> None:
-    """The stage is done with the job: forget its deliveries (called by the stage runner only)."""
+    """Forget the stage's deliveries (called by the stage runner only).
+
+    What matters is a retry: the next attempt is a new delivery, not a sign of a crash. A job
+    that left the stage never comes back to it (states only move forward), and counters expire.
+    """
     repo.reset_attempts(store, job_id, stage)

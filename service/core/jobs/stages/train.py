@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from service.core import tasknames
 from service.core.backends.base import Trained
-from service.core.jobs import lifecycle, record, retry, states
+from service.core.jobs import lifecycle, record, states
 from service.core.jobs.record import Job
 from service.core.jobs.stages.common import StageContext, fail_job, watch
 
 STAGES = ("train_queued", "training")
-RESTARTS = "train_restarts"  # the backend counts a run's restarts under this name
 
 
 def run_train(ctx: StageContext, job_id: str) -> str | None:
@@ -24,7 +23,8 @@ def run_train(ctx: StageContext, job_id: str) -> str | None:
 
 
 def _conclude(ctx: StageContext, job_id: str, outcome: Trained) -> str | None:
-    retry.reset(ctx.store, job_id, RESTARTS)
+    # The restart counter (bumped by the backend's lease reaper) needs no reset: the job leaves
+    # the training stage for good here, and the counter expires on its own.
     if outcome.error is not None:
         fail_job(ctx.store, job_id, outcome.error["code"], outcome.error["message"])
         return None
