@@ -16,6 +16,7 @@ from service.api import auth, errors, uploads
 from service.api.base import ErrorSchema, parameter_style
 from service.api.ops import prometheus
 from service.console import views as console_views
+from service.core.backends.registry import Backends
 from service.core.dispatch import Dispatcher
 from service.core.secrets_box import SecretBox, box_for
 from service.core.store import Store
@@ -34,6 +35,7 @@ class Services:
     dispatcher: Dispatcher
     box: SecretBox
     broker: Store  # the Celery broker's Redis (queue depths); the state store when they coincide
+    backends: Backends  # provider name -> backend, each built once
 
 
 class TunelineApi(Api):
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         dispatcher=dispatcher,
         box=box_for(settings.secret_key, settings.env),
         broker=store if broker_url == settings.redis_url else Store.from_url(broker_url),
+        backends=Backends(settings, store, dispatcher),
     )
     api = TunelineApi(app)
     api.ma_plugin.converter.add_parameter_attribute_function(parameter_style)

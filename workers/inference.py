@@ -8,7 +8,7 @@ from celery import Celery
 
 from service import taskqueue
 from service.core import inference
-from service.core.jobs import local_pipeline
+from service.core.backends import local_run
 from workers.context import context
 
 
@@ -17,7 +17,7 @@ def _generate(*args: Any, **kwargs: Any) -> tuple[str, str, int, int]:
     # import workers.main; on them a request fails with a clear error instead.
     from service.training.inference import generate
 
-    cache_dir = local_pipeline.model_cache_dir(context().settings)
+    cache_dir = local_run.model_cache_dir(context().settings)
     result: tuple[str, str, int, int] = generate(*args, cache_dir=cache_dir, **kwargs)
     return result
 

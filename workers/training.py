@@ -1,29 +1,24 @@
-"""The train queue: one local training job per task, acknowledged early and held by a lease."""
+"""The train queue: one training job per task, acknowledged early and held by a lease."""
 
 from __future__ import annotations
 
 import logging
-import socket
 
 from celery import Celery, Task
 
 from service import taskqueue
-from service.core.jobs import local_pipeline
-from service.core.jobs.local_pipeline import DeviceBusy, TrainingContext
+from service.core.backends import local_run
+from service.core.backends.local_run import DeviceBusy
+from service.core.jobs.stages import train
 from workers.context import context
+from workers.jobs import stage_context
 
 log = logging.getLogger("tuneline.worker.training")
 
 # Training runs for hours: past any visibility timeout, so the task is acknowledged when it starts
 # (a redelivery would start a second run) and the lease in Tuneline's keys stands for it.
 TRAIN_TIME_LIMIT_S = 14 * 24 * 3600
-DEVICE_BUSY_RETRY_S = 10.0
-
-
-def _training_context() -> TrainingContext:
-    ctx = context()
-    device_id = f"{socket.gethostname()}:{ctx.settings.train_device}"
-    return TrainingContext(settings=ctx.settings, store=ctx.store, device_id=device_id)
+DEVICE_BUSY_RETRY_S = 10.0  # under local_run.WAITING_TTL_S: a waiting task keeps the watchdog away
 
 
 def register(app: Celery) -> None:
@@ -35,9 +30,9 @@ def register(app: Celery) -> None:
         time_limit=TRAIN_TIME_LIMIT_S,
         soft_time_limit=TRAIN_TIME_LIMIT_S - 60,
     )
-    def train(self: Task, job_id: str) -> None:
+    def train_(self: Task, job_id: str) -> None:
         try:
-            next_task = local_pipeline.run_training(_training_context(), job_id)
+            next_task = train.run_train(stage_context(), job_id)
         except DeviceBusy:
             wait = min(DEVICE_BUSY_RETRY_S, float(context().settings.train_lease_s))
             log.info("device busy; job will come back", extra={"job_id": job_id, "delay": wait})
@@ -48,5 +43,5 @@ def register(app: Celery) -> None:
     @app.task(name=taskqueue.TRAIN_REAP)
     def reap() -> None:
         ctx = context()
-        for job_id in local_pipeline.reap_leases(ctx.settings, ctx.store):
+        for job_id in local_run.reap_leases(ctx.settings, ctx.store):
             ctx.dispatcher.enqueue(taskqueue.TRAIN_RUN, job_id)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from service.core import finetuned_models, openai_shapes
 from service.core.auth import Principal
+from service.core.backends.base import Backend, BackendError, CompletionRequest, CompletionResult
+from service.core.backends.errors import api_error
 from service.core.dispatch import Dispatcher
-from service.core.errors import InvalidRequest, Unprocessable
-from service.core.inference import request_completion
-from service.core.providers.base import CompletionRequest, CompletionResult, Provider, ProviderError
-from service.core.providers.errors import api_error
+from service.core.errors import InvalidRequest
+from service.core.jobs.record import Job
 from service.core.store import Store
 from service.settings import Settings
 
@@ -25,33 +25,22 @@ class CompletionsContext:
     settings: Settings
     store: Store
     dispatcher: Dispatcher
-    providers: Callable[[str], Provider]
+    backends: Callable[[str], Backend]
 
 
 def run_completion(
-    ctx: CompletionsContext, job: dict[str, Any], request: CompletionRequest, base: bool = False
+    ctx: CompletionsContext, job: Job, request: CompletionRequest, base: bool = False
 ) -> CompletionResult:
-    """Ask the job's provider; ``base`` asks the untuned base model (local models only).
+    """Ask the job's backend; ``base`` asks the untuned base model (where the backend serves it).
 
-    Raises ProviderError (classified, for callers that retry) or a TunelineError.
+    Raises BackendError (classified, for callers that retry) or a TunelineError.
     """
-    if job["provider"] == "local":
-        # The base model is served by the same engine: its id (or directory) in place of the adapter's.
-        target = {**job, "local_model_dir": job["model"]} if base else job
-        return request_completion(ctx.store, ctx.dispatcher, target, request, ctx.settings.infer_timeout_s)
-    if base:
-        raise Unprocessable(
-            f"The base model of a {job['provider']} job cannot be served by Tuneline.",
-            param="model",
-            code="base_model_not_served",
-        )
-    provider = ctx.providers(job["provider"])
-    return provider.complete(replace(request, model=job.get("provider_fine_tuned_model") or request.model))
+    return ctx.backends(job.provider).complete(job, request, base)
 
 
-def can_serve_base(job: dict[str, Any]) -> bool:
-    """Whether the untuned base model of ``job`` can be evaluated as a baseline (local models)."""
-    return bool(job["provider"] == "local")
+def can_serve_base(ctx: CompletionsContext, job: Job) -> bool:
+    """Whether the untuned base model of ``job`` can be evaluated as a baseline."""
+    return ctx.backends(job.provider).serves_base(job)
 
 
 def _stop(raw: Any) -> list[str] | None:
@@ -80,10 +69,10 @@ def _request(
     )
 
 
-def _ask(ctx: CompletionsContext, job: dict[str, Any], request: CompletionRequest) -> CompletionResult:
+def _ask(ctx: CompletionsContext, job: Job, request: CompletionRequest) -> CompletionResult:
     try:
         return run_completion(ctx, job, request)
-    except ProviderError as exc:
+    except BackendError as exc:
         raise api_error(exc, request.model) from exc
 
 

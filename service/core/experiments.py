@@ -11,6 +11,7 @@ from service.core.errors import InvalidRequest, NotFound, TunelineError
 from service.core.evaluation.metrics import METRIC_NAMES
 from service.core.evaluation.results import example_rows
 from service.core.jobs import states
+from service.core.jobs.record import Job
 from service.core.jobs.usecases import JobsContext, build_job, start_job
 from service.core.pagination import page_list
 from service.core.store import Store
@@ -60,18 +61,16 @@ def create_experiment(ctx: JobsContext, principal: Principal, params: dict[str, 
         raise InvalidRequest("An experiment needs at least one candidate.", param="candidates")
     shared = _shared(params)
     experiment_id = ids.new_id("experiment")
-    built: list[dict[str, Any]] = []
+    built: list[Job] = []
     for index, candidate in enumerate(candidates):
         try:
             job = build_job(ctx, principal, {**shared, **candidate})
         except TunelineError as exc:
             raise _candidate_error(exc, index) from None
-        job["experiment_id"] = experiment_id
+        job.experiment_id = experiment_id
         # Where the base can be served (local models), its first candidate evaluates it too:
         # one baseline per distinct (provider, base model), shared by the table.
-        job["evaluate_base"] = not any(
-            (b["provider"], b["model"]) == (job["provider"], job["model"]) for b in built
-        )
+        job.evaluate_base = not any((b.provider, b.model) == (job.provider, job.model) for b in built)
         built.append(job)
     record = {
         "id": experiment_id,
@@ -85,8 +84,8 @@ def create_experiment(ctx: JobsContext, principal: Principal, params: dict[str, 
         "candidates": [
             {
                 **{k: c.get(k) for k in CANDIDATE_FIELDS if c.get(k) is not None},
-                "provider": job["provider"],
-                "job_id": job["id"],
+                "provider": job.provider,
+                "job_id": job.id,
             }
             for c, job in zip(candidates, built, strict=True)
         ],

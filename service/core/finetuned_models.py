@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-import shutil
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from service.core import ids
 from service.core.auth import Principal
+from service.core.backends.base import Backend
 from service.core.errors import NotFound
-from service.core.jobs import lifecycle
+from service.core.jobs import lifecycle, record
+from service.core.jobs.record import Job
 from service.core.store import Store
 from service.core.store import jobs as repo
-from service.settings import Settings
 
 log = logging.getLogger("tuneline.models")
 
@@ -35,30 +35,25 @@ def job_id_of(model: str) -> str | None:
     return tail if ids.has_prefix("job", tail) else None
 
 
-def resolve(store: Store, principal: Principal, model: str) -> dict[str, Any]:
+def resolve(store: Store, principal: Principal, model: str) -> Job:
     """The job that trained ``model``, when it belongs to the caller's tenant and still exists."""
     job_id = job_id_of(model)
-    job = repo.load(store, job_id) if job_id else None
-    if (
-        job is None
-        or job["tenant"] != principal.tenant
-        or job.get("fine_tuned_model") != model
-        or job.get("model_deleted")
-    ):
+    job = record.load(store, job_id) if job_id else None
+    if job is None or job.tenant != principal.tenant or job.fine_tuned_model != model or job.model_deleted:
         raise _not_found(model)
     return job
 
 
-def model_object(job: dict[str, Any]) -> dict[str, Any]:
+def model_object(job: Job) -> dict[str, Any]:
     """OpenAI's ``model`` object, plus where it came from (additive fields)."""
     return {
-        "id": job["fine_tuned_model"],
+        "id": job.fine_tuned_model,
         "object": "model",
-        "created": int(job.get("finished_at") or job["created_at"]),
-        "owned_by": job["tenant"],
-        "base_model": job["model"],
-        "fine_tuning_job_id": job["id"],
-        "provider": job["provider"],
+        "created": int(job.finished_at or job.created_at),
+        "owned_by": job.tenant,
+        "base_model": job.model,
+        "fine_tuning_job_id": job.id,
+        "provider": job.provider,
     }
 
 
@@ -74,34 +69,28 @@ def list_models(
     if after and cursor is None:
         return [], False
     found, more = repo.walk(store, principal.tenant, cursor, limit, usable)
-    return [model_object(j) for j in found], more
+    return [model_object(Job.from_dict(j)) for j in found], more
 
 
 def get_model(store: Store, principal: Principal, model: str) -> dict[str, Any]:
     return model_object(resolve(store, principal, model))
 
 
-def _remove_dir(settings: Settings, raw: str | None) -> bool:
-    """Delete a model directory, only ever inside the data directory."""
-    if not raw:
-        return False
-    path = Path(raw).resolve()
-    root = settings.data_dir.resolve()
-    if root not in path.parents or not path.exists():
-        return False
-    shutil.rmtree(path, ignore_errors=True)
-    return True
-
-
-def delete_model(settings: Settings, store: Store, principal: Principal, model: str) -> dict[str, Any]:
-    """Forget the model: its files are removed and later completions answer 404."""
+def delete_model(
+    backends: Callable[[str], Backend], store: Store, principal: Principal, model: str
+) -> dict[str, Any]:
+    """Forget the model: its backend removes its files and later completions answer 404."""
     job = resolve(store, principal, model)
-    removed = _remove_dir(settings, job.get("local_model_dir"))
+    removed = backends(job.provider).delete_model(job)
+
+    def deleted(j: Job) -> None:
+        j.model_deleted = True
+
     lifecycle.record_event(
         store,
-        job["id"],
+        job.id,
         f"Fine-tuned model {model} deleted" + (" with its files" if removed else ""),
-        updates={"model_deleted": True},
+        apply=deleted,
     )
-    log.info("model deleted", extra={"job_id": job["id"], "files_removed": removed})
+    log.info("model deleted", extra={"job_id": job.id, "files_removed": removed})
     return {"id": model, "object": "model", "deleted": True}

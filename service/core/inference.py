@@ -15,10 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from service.core import tasknames
+from service.core.backends.base import CompletionRequest, CompletionResult
 from service.core.dispatch import Dispatcher
 from service.core.errors import TunelineError, Unprocessable
 from service.core.jobs import states
-from service.core.providers.base import CompletionRequest, CompletionResult
+from service.core.jobs.record import Job
 from service.core.store import Store
 from service.core.store import training as handoff
 
@@ -47,21 +48,25 @@ class InferenceFailed(TunelineError):
 
 
 def request_completion(
-    store: Store, dispatcher: Dispatcher, job: dict[str, Any], request: CompletionRequest, timeout_s: float
+    store: Store,
+    dispatcher: Dispatcher,
+    job: Job,
+    model_dir: str | None,
+    request: CompletionRequest,
+    timeout_s: float,
 ) -> CompletionResult:
-    """Run one completion on the model a succeeded local job trained; blocks up to ``timeout_s``."""
-    model_dir = job.get("local_model_dir")
+    """Run one completion on ``model_dir`` (what ``job`` trained, or its base); blocks up to ``timeout_s``."""
     # A model is served once trained: from the held-out evaluation (stage evaluating) on.
-    servable = job.get("status") == states.SUCCEEDED or job.get("stage") == "evaluating"
+    servable = job.status == states.SUCCEEDED or job.stage == "evaluating"
     if not servable or not model_dir:
         raise Unprocessable(
-            f"Model {request.model} is not ready: its job {job['id']} is {job.get('status')}.",
+            f"Model {request.model} is not ready: its job {job.id} is {job.status}.",
             param="model",
             code="model_not_ready",
         )
     request_id = "infreq-" + secrets.token_hex(12)
     body = {
-        "job_id": job["id"],
+        "job_id": job.id,
         "model_dir": model_dir,
         "messages": request.messages,
         "prompt": request.prompt,

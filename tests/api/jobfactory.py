@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from service.core import ids
-from service.core.jobs.usecases import fine_tuned_model_name
+from service.core.jobs.naming import fine_tuned_model_name
 from service.core.store import Store
 from service.core.store import jobs as repo
 

@@ -17,6 +17,13 @@ def test_metadata_filters_reject_nested_keys(client, make_key):
     )
 
 
+def failed_with(code: str, message: str):
+    def apply(job) -> None:
+        job.error = {"code": code, "message": message, "param": "training_file"}
+
+    return apply
+
+
 def test_job_get_body_is_what_the_schema_would_dump(client, make_key, store):
     """GET /v1/fine_tuning/jobs/{id} sends public_job as is (no schema dump, for speed): in every
     state, dumping the body through JobSchema must not change it, and another tenant gets 404."""
@@ -40,7 +47,9 @@ def test_job_get_body_is_what_the_schema_would_dump(client, make_key, store):
     ]
     bodies = [client.get(url, headers=auth(token)).json]
     for status, stage, updates in steps:
-        lifecycle.transition(store, job["id"], status, stage, "step", updates=updates)
+        lifecycle.transition(
+            store, job["id"], status, stage, "step", apply=lambda j, u=updates: j.__dict__.update(u)
+        )
         bodies.append(client.get(url, headers=auth(token)).json)
     failed = job_record("acme")
     repo.insert(store, failed, failed["created_at"] * 1000)
@@ -50,7 +59,7 @@ def test_job_get_body_is_what_the_schema_would_dump(client, make_key, store):
         states.FAILED,
         "done",
         "failed",
-        updates={"error": {"code": "invalid_training_file", "message": "bad", "param": "training_file"}},
+        apply=failed_with("invalid_training_file", "bad"),
     )
     bodies.append(client.get(f"/v1/fine_tuning/jobs/{failed['id']}", headers=auth(token)).json)
     for body in bodies:

@@ -87,7 +87,9 @@ def test_stats_count_by_status_stage_provider_with_oldest_and_failures(client, s
         states.FAILED,
         "done",
         "failed",
-        updates={"error": {"code": "invalid_training_file", "message": "line 1", "param": "training_file"}},
+        apply=lambda j: setattr(
+            j, "error", {"code": "invalid_training_file", "message": "line 1", "param": "training_file"}
+        ),
     )
 
     mine = client.get("/v1/stats", headers=auth(alice)).json

@@ -7,7 +7,8 @@ finished job, and the delay from the provider's terminal state to Tuneline's.
 Poll cadence comes from the API's request log (the sandbox is served by the same gunicorn): the
 times of consecutive ``GET /sandbox/v1/fine_tuning/jobs/{id}`` of one job are that job's polls.
 The provider's terminal time is the sandbox job's ``terminal_at``; Tuneline's is the time its
-poll saw it (``last_polled_at``) and the time of its own terminal transition (``stage_changed_at``).
+poll saw it (the remote state's ``last_polled_at``) and the time of its own terminal transition
+(``stage_changed_at``).
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ def run(opts: Options, jobs: int | None = None) -> str:
     done_delay = []
     for job_id, at in provider_terminal.items():
         job = records[job_id]
-        if job.get("last_polled_at"):
-            seen_delay.append(float(job["last_polled_at"]) - at)
+        polled_at = (job.get("backend_state") or {}).get("last_polled_at")  # the remote state's
+        if polled_at:
+            seen_delay.append(float(polled_at) - at)
         done_delay.append(float(job["stage_changed_at"]) - at)
     delta = mem_after - mem_before
     by_owner = {k: keys_after.get(k, 0) - keys_before.get(k, 0) for k in ("tuneline", "sandbox", "broker")}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from service.core import ids
-from service.core.jobs import lifecycle, local_pipeline, states
+from service.core.backends import local_run
+from service.core.jobs import lifecycle, states
 from service.core.store import Store
 from service.core.store import jobs as repo
 from service.core.store import training as leases
@@ -58,8 +59,8 @@ def test_reaper_requeues_then_fails_a_job_that_keeps_dying(store: Store, setting
     for restart in (1, 2):
         expire(store, job_id)
         assert not leases.refresh_lease(store, job_id, "dead-worker", 30, time.time())
-        assert local_pipeline.reap_leases(settings, store) == [job_id]
-        assert local_pipeline.reap_leases(settings, store) == []  # reaped once
+        assert local_run.reap_leases(settings, store) == [job_id]
+        assert local_run.reap_leases(settings, store) == []  # reaped once
         job = repo.load(store, job_id)
         assert job is not None and job["status"] == states.RUNNING
         last = repo.list_events(store, job_id, None, 1)[0][0]
@@ -67,7 +68,7 @@ def test_reaper_requeues_then_fails_a_job_that_keeps_dying(store: Store, setting
             f"The training worker stopped answering; re-queued to resume (restart {restart}"
         )
     expire(store, job_id)
-    assert local_pipeline.reap_leases(settings, store) == []
+    assert local_run.reap_leases(settings, store) == []
     job = repo.load(store, job_id)
     assert job is not None and job["status"] == states.FAILED
     assert job["error"]["code"] == "training_interrupted"

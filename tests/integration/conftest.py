@@ -154,11 +154,13 @@ def local_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def make_local_stack(workdir: Path, secret_key: str, models: Path, **extra_env: str) -> Stack:
+def make_local_stack(
+    workdir: Path, secret_key: str, models: Path, trainer: bool = True, **extra_env: str
+) -> Stack:
     """API, a worker on the short queues, a train worker and an infer worker (concurrency 1), beat.
 
     The lease is a few seconds so a killed training worker's job is re-queued quickly; ``models``
-    is the directory local jobs may load base models from.
+    is the directory local jobs may load base models from. ``trainer=False``: no train worker yet.
     """
     s = make_stack(
         workdir,
@@ -172,7 +174,8 @@ def make_local_stack(workdir: Path, secret_key: str, models: Path, **extra_env: 
         **extra_env,
     )
     s.start_worker(LOCAL_QUEUES, name="short")
-    s.start_train_worker()
+    if trainer:
+        s.start_train_worker()
     s.workers.append(start_worker(s.env, workdir / "worker-infer.log", "infer", "infer", concurrency=1))
     s.beat = start_beat(s.env, workdir / "beat.log", workdir)
     return s

@@ -13,9 +13,10 @@ import psutil
 import pytest
 from openai import OpenAI
 
+from service.core.backends.base import CompletionRequest
+from service.core.backends.local import local_state
 from service.core.inference import request_completion
-from service.core.providers.base import CompletionRequest
-from service.core.store import jobs as repo
+from service.core.jobs import record
 from service.settings import Settings
 from service.taskqueue import CeleryDispatcher, make_celery
 from tests.conftest import SAMPLE_DATA
@@ -86,9 +87,9 @@ def stream_events(stack: Stack, token: str, job_id: str) -> list[dict[str, Any]]
 
 def child_pid(stack: Stack, job_id: str) -> int:
     job = wait_until(
-        lambda: (j := repo.load(stack.store, job_id)) and j.get("local_child") and j, 60, what="child"
+        lambda: (j := record.load(stack.store, job_id)) and local_state(j).child and j, 60, what="child"
     )
-    return int(job["local_child"]["pid"])
+    return int(local_state(job).child["pid"])
 
 
 def gone(pid: int) -> bool:
@@ -141,12 +142,13 @@ def test_local_job_trains_streams_and_serves(local: Stack, local_base_model: Pat
     # Inference through the core entry point the completions routes use, against the infer worker.
     settings = Settings.from_env(local.env)
     dispatcher = CeleryDispatcher(make_celery(settings))
-    record = repo.load(local.store, job.id)
-    assert record is not None and Path(record["local_model_dir"]).is_dir()
+    trained = record.load(local.store, job.id)
+    assert trained is not None and Path(local_state(trained).model_dir or "").is_dir()
     answer = request_completion(
         local.store,
         dispatcher,
-        record,
+        trained,
+        local_state(trained).model_dir,
         CompletionRequest(
             model=done.fine_tuned_model,
             messages=[{"role": "user", "content": "消费现在还能买吗"}],

@@ -13,7 +13,6 @@ from service.api.openai_objects import CompletionSchema
 from service.api.streaming import completion_response
 from service.core import completions
 from service.core.completions import CompletionsContext
-from service.core.providers.registry import provider_for
 
 blp = Blueprint(
     "completions",
@@ -29,7 +28,7 @@ def context() -> CompletionsContext:
         settings=svc.settings,
         store=svc.store,
         dispatcher=svc.dispatcher,
-        providers=lambda name: provider_for(name, svc.settings),
+        backends=svc.backends,
     )
 
 

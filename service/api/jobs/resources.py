@@ -50,7 +50,9 @@ STREAM_MAX_S = 3600
 
 def jobs_context() -> JobsContext:
     svc = services()
-    return JobsContext(settings=svc.settings, store=svc.store, dispatcher=svc.dispatcher)
+    return JobsContext(
+        settings=svc.settings, store=svc.store, dispatcher=svc.dispatcher, backends=svc.backends
+    )
 
 
 @blp.route("")

@@ -43,4 +43,4 @@ class ModelById(MethodView):
     def delete(self, model: str) -> Any:
         """Delete a fine-tuned model and its files; later completions with it answer 404."""
         svc = services()
-        return finetuned_models.delete_model(svc.settings, svc.store, principal(), model)
+        return finetuned_models.delete_model(svc.backends, svc.store, principal(), model)

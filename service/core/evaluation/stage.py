@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.core.backends.base import BackendError, CompletionRequest, CompletionResult
 from service.core.completions import CompletionsContext, can_serve_base, run_completion
 from service.core.errors import TunelineError
 from service.core.evaluation import metrics
-from service.core.jobs import lifecycle, states
-from service.core.jobs.pipeline import PipelineContext, guard_redelivery
-from service.core.providers.base import CompletionRequest, CompletionResult, ProviderError
+from service.core.jobs import lifecycle, record, retry, states
+from service.core.jobs.record import Job
+from service.core.jobs.stages.common import StageContext, guard_redelivery, run_stage
 from service.core.store import evaluations
 from service.core.store import jobs as repo
 from service.core.webhooks.signing import EVENT_EVALUATED
@@ -122,7 +123,7 @@ def _answer(ask: Ask, limiter: RateLimiter, example: Example, stop: list[str] | 
         limiter.wait()
         try:
             result = ask(request)
-        except ProviderError as exc:
+        except BackendError as exc:
             if exc.retryable and attempt + 1 < ATTEMPTS:
                 time.sleep(
                     min(exc.retry_after if exc.retry_after is not None else 2.0**attempt, MAX_RETRY_WAIT_S)
@@ -150,7 +151,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _run_target(
     ctx: CompletionsContext,
-    job: dict[str, Any],
+    job: Job,
     target: str,
     examples: list[Example],
     keep_going: Callable[[], bool],
@@ -162,8 +163,8 @@ def _run_target(
         return run_completion(ctx, job, request, base=base)
 
     limiter = RateLimiter(ctx.settings.eval_rate_per_s)
-    stop = [job["prepared_stop"]] if job.get("prepared_stop") else None
-    done = evaluations.rows(ctx.store, job["id"], target)
+    stop = [job.prepared_stop] if job.prepared_stop else None
+    done = evaluations.rows(ctx.store, job.id, target)
     todo = [e for e in examples if e.index not in done]
     with ThreadPoolExecutor(max_workers=ctx.settings.eval_concurrency) as pool:
         for start in range(0, len(todo), BATCH):
@@ -171,43 +172,44 @@ def _run_target(
                 return None
             batch = todo[start : start + BATCH]
             for row in pool.map(lambda e: _answer(ask, limiter, e, stop), batch):
-                evaluations.put_row(ctx.store, job["id"], target, row["index"], row)
-    stored = evaluations.rows(ctx.store, job["id"], target)
+                evaluations.put_row(ctx.store, job.id, target, row["index"], row)
+    stored = evaluations.rows(ctx.store, job.id, target)
     return summarize([stored[i] for i in sorted(stored)])
 
 
 def run_evaluate(ctx: CompletionsContext, job_id: str, attempt: int = 0) -> None:
     """Evaluate the job's model on its test split, then mark it succeeded (and send ``evaluated``)."""
-    job = repo.load(ctx.store, job_id)
-    if job is None or job["status"] in states.TERMINAL or job["stage"] != STAGE:
+    job = record.load(ctx.store, job_id)
+    if job is None or job.status in states.TERMINAL or job.stage != STAGE:
         return
     token = secrets.token_hex(8)
     if not evaluations.acquire_lease(ctx.store, job_id, STAGE, LEASE_S, token):
         return  # a live evaluator holds the job; this is the watchdog's or a duplicate's call
     try:
-        pctx = PipelineContext(settings=ctx.settings, store=ctx.store, providers=ctx.providers)
-        if not guard_redelivery(pctx, job_id, STAGE):
+        # Deliveries are counted only once the lease is ours: the watchdog's calls during a live run
+        # return above and are no sign of a crash.
+        if not guard_redelivery(ctx.store, job_id, STAGE):
             return
-        _evaluate(ctx, job, token)
-        repo.reset_attempts(ctx.store, job_id, STAGE)
+        stage_ctx = StageContext(settings=ctx.settings, store=ctx.store, backends=ctx.backends)
+        run_stage(stage_ctx, job, STAGE, lambda j: _evaluate(ctx, j, token), retry.STAGE, attempt)
     finally:
         evaluations.release_lease(ctx.store, job_id, STAGE, token)
 
 
-def _evaluate(ctx: CompletionsContext, job: dict[str, Any], token: str) -> None:
-    job_id = job["id"]
+def _evaluate(ctx: CompletionsContext, job: Job, token: str) -> None:
+    job_id = job.id
 
     def keep_going() -> bool:
         current = repo.load(ctx.store, job_id)
         alive = current is not None and current["status"] == states.RUNNING and current["stage"] == STAGE
         return alive and evaluations.renew_lease(ctx.store, job_id, STAGE, LEASE_S, token)
 
-    examples = load_examples(Path(job["prepared"]["test"]), job.get("prepared_stop"))
-    targets = ["model"] + (["base"] if job.get("evaluate_base") and can_serve_base(job) else [])
+    examples = load_examples(Path((job.prepared or {})["test"]), job.prepared_stop)
+    targets = ["model"] + (["base"] if job.evaluate_base and can_serve_base(ctx, job) else [])
     lifecycle.record_event(
         ctx.store,
         job_id,
-        f"Evaluating {job['fine_tuned_model']} on {len(examples)} held-out examples"
+        f"Evaluating {job.fine_tuned_model} on {len(examples)} held-out examples"
         + (" (and its base model)" if "base" in targets else ""),
     )
     summaries: dict[str, dict[str, Any]] = {}
@@ -225,7 +227,7 @@ def _evaluate(ctx: CompletionsContext, job: dict[str, Any], token: str) -> None:
         "examples": len(examples),
         "metrics": model,
         "baseline": baseline,
-        "baseline_model": job["model"] if "base" in summaries else None,
+        "baseline_model": job.model if "base" in summaries else None,
     }
     message = (
         f"Evaluation {status}: exact_match {model['exact_match']}, char_f1 {model['char_f1']}, "
@@ -240,6 +242,10 @@ def _evaluate(ctx: CompletionsContext, job: dict[str, Any], token: str) -> None:
         "done",
         message,
         level="info" if status == "completed" else "warn",
-        updates={"evaluation": evaluation},
+        apply=lambda j: _set_evaluation(j, evaluation),
         also_webhooks=(EVENT_EVALUATED,),
     )
+
+
+def _set_evaluation(job: Job, evaluation: dict[str, Any]) -> None:
+    job.evaluation = evaluation

@@ -1,7 +1,8 @@
 """The one function that changes a job's state, and event recording (DESIGN §5).
 
 Every transition appends an event, and writes any webhook deliveries it triggers into the
-outbox, in the same Redis transaction as the state change.
+outbox, in the same Redis transaction as the state change. Field changes ride along as typed
+``apply`` functions on the record (``record.Apply``), never as loose keys.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from service.core.errors import NotFound
 from service.core.jobs import states
+from service.core.jobs.record import Apply, Job, write
 from service.core.jobs.views import public_job
 from service.core.store import Store, stats
 from service.core.store import jobs as repo
@@ -27,17 +29,16 @@ WEBHOOK_TYPES = {
 
 
 def _event(
-    job: dict[str, Any],
+    job: Job,
     message: str,
     level: str = "info",
     type_: str = "message",
     data: dict[str, Any] | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
-    seq = int(job.get("event_count", 0)) + 1
-    job["event_count"] = seq
+    job.event_count += 1
     return {
-        "id": repo.event_id(job["id"], seq),
+        "id": repo.event_id(job.id, job.event_count),
         "object": "fine_tuning.job.event",
         "created_at": int(now or time.time()),
         "level": level,
@@ -55,10 +56,10 @@ def transition(
     message: str,
     *,
     level: str = "info",
-    updates: dict[str, Any] | None = None,
+    apply: Apply | None = None,
     data: dict[str, Any] | None = None,
     also_webhooks: tuple[str, ...] = (),
-) -> dict[str, Any]:
+) -> Job:
     """Move the job to (status, stage); a repeat of the current state is a no-op.
 
     ``also_webhooks`` are event types queued after the status's own (e.g. ``evaluated`` after
@@ -66,28 +67,30 @@ def transition(
     machine forbids (e.g. out of a terminal state).
     """
 
-    def change(job: dict[str, Any], pipe: Pipeline) -> dict[str, Any] | None:
-        if not states.check((job["status"], job["stage"]), (status, stage)):
-            return None
-        old_status, old_stage = job["status"], job["stage"]
+    def change(job: Job, pipe: Pipeline) -> bool:
+        if not states.check((job.status, job.stage), (status, stage)):
+            return False
+        old_status, old_stage = job.status, job.stage
         now = time.time()
-        job.update(updates or {})
-        job["status"], job["stage"], job["updated_at"] = status, stage, int(now)
-        job["stage_changed_at"] = now
+        if apply is not None:
+            apply(job)
+        job.status, job.stage, job.updated_at = status, stage, int(now)
+        job.stage_changed_at = now
         if status in states.TERMINAL:
-            job["finished_at"] = int(now)
-            repo.unschedule_poll(store, job["id"], pipe)
+            job.finished_at = int(now)
+            repo.unschedule_poll(store, job.id, pipe)
         event = _event(job, message, level, data=data, now=now)
-        repo.queue_event(pipe, job["id"], event)
-        stats.count_move(pipe, job, old_status, old_stage)
+        repo.queue_event(pipe, job.id, event)
+        doc = job.to_dict()
+        stats.count_move(pipe, doc, old_status, old_stage)
         webhook_type = WEBHOOK_TYPES.get(status)
         if webhook_type and not (status == states.RUNNING and old_status == states.RUNNING):
-            queue_webhook(pipe, job, webhook_type, now, public_job(job))
+            queue_webhook(pipe, doc, webhook_type, now, public_job(doc))
         for n, extra in enumerate(also_webhooks, 1):
-            queue_webhook(pipe, job, extra, now + n / 1000, public_job(job))
-        return job
+            queue_webhook(pipe, doc, extra, now + n / 1000, public_job(doc))
+        return True
 
-    job = repo.update(store, job_id, change)
+    job = write(store, job_id, change)
     if job is None:
         raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")
     return job
@@ -95,7 +98,7 @@ def transition(
 
 def try_transition(
     store: Store, job_id: str, status: str, stage: str, message: str, **kwargs: Any
-) -> dict[str, Any] | None:
+) -> Job | None:
     """``transition``, or None when the job has already moved past (a cancel or a twin step won)."""
     try:
         return transition(store, job_id, status, stage, message, **kwargs)
@@ -111,37 +114,29 @@ def record_event(
     level: str = "info",
     type_: str = "message",
     data: dict[str, Any] | None = None,
-    updates: dict[str, Any] | None = None,
+    apply: Apply | None = None,
     webhook: tuple[str, dict[str, Any]] | None = None,
-) -> dict[str, Any] | None:
-    """Append an event (and optional field updates) without changing state.
+) -> Job | None:
+    """Append an event (and an optional typed change) without changing state.
 
     ``webhook`` is ``(event type, extra payload fields)``: a delivery queued in the same MULTI
     when the job's webhook subscribes to that type (e.g. ``fine_tuning.job.checkpoint``); the
     payload is the job snapshot plus the extra fields.
     """
 
-    def change(job: dict[str, Any], pipe: Pipeline) -> dict[str, Any]:
+    def change(job: Job, pipe: Pipeline) -> bool:
         now = time.time()
-        job.update(updates or {})
-        job["updated_at"] = int(now)
-        repo.queue_event(pipe, job["id"], _event(job, message, level, type_, data, now))
+        if apply is not None:
+            apply(job)
+        job.updated_at = int(now)
+        repo.queue_event(pipe, job.id, _event(job, message, level, type_, data, now))
         if webhook is not None:
             webhook_type, extra = webhook
-            queue_webhook(pipe, job, webhook_type, now, {**public_job(job), **extra})
-        return job
+            doc = job.to_dict()
+            queue_webhook(pipe, doc, webhook_type, now, {**public_job(doc), **extra})
+        return True
 
-    return repo.update(store, job_id, change)
-
-
-def set_fields(store: Store, job_id: str, **fields: Any) -> dict[str, Any] | None:
-    """Update bookkeeping fields (provider ids, cursors) without an event."""
-
-    def change(job: dict[str, Any], pipe: Pipeline) -> dict[str, Any]:
-        job.update(fields)
-        return job
-
-    return repo.update(store, job_id, change)
+    return write(store, job_id, change)
 
 
 def record_checkpoint(store: Store, job_id: str, checkpoint: dict[str, Any]) -> bool:

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from service.core import files, finetuned_models, ids, tasknames
 from service.core.auth import Principal
-from service.core.datasets import default_epochs, resolve_model
+from service.core.backends import registry
+from service.core.backends.base import Backend
+from service.core.datasets import default_epochs
 from service.core.datasets.checks import CHAT, PROMPT_COMPLETION
-from service.core.datasets.models import training_cost_usd
 from service.core.dispatch import Dispatcher
 from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
-from service.core.jobs import lifecycle, metrics, states
+from service.core.jobs import lifecycle, metrics, record, states
+from service.core.jobs.record import Job
+from service.core.jobs.stages.common import WATCHDOG_S
 from service.core.jobs.views import public_job
 from service.core.pagination import page_list
 from service.core.preparation import get_report
-from service.core.providers import local
-from service.core.providers.registry import ensure_available
 from service.core.store import Store
 from service.core.store import jobs as repo
 from service.core.webhooks.signing import DEFAULT_EVENTS
 from service.core.webhooks.ssrf import UnsafeWebhookURL, check_url
-from service.settings import PROVIDERS, Settings
+from service.settings import Settings
 
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TESTABLE_FORMATS = (PROMPT_COMPLETION, CHAT)
@@ -36,11 +37,12 @@ class JobsContext:
     settings: Settings
     store: Store
     dispatcher: Dispatcher
+    backends: Callable[[str], Backend] | None = None
 
-
-def fine_tuned_model_name(base: str, tenant: str, suffix: str | None, job_id: str) -> str:
-    """DESIGN §9: ``ft:<base model>:<tenant>:<suffix or empty>:<job id>``."""
-    return f"ft:{base}:{tenant}:{suffix or ''}:{job_id}"
+    def backend(self, name: str) -> Backend:
+        if self.backends is None:
+            self.backends = registry.Backends(self.settings, self.store, self.dispatcher)
+        return self.backends(name)
 
 
 def _usable_file(ctx: JobsContext, principal: Principal, file_id: str, param: str) -> files.FileRecord:
@@ -69,17 +71,6 @@ def _epochs(hyper: dict[str, Any], method: dict[str, Any] | None, examples: int)
         for kind in ("supervised", "dpo"):
             value = ((method.get(kind) or {}).get("hyperparameters") or {}).get("n_epochs", value)
     return int(value) if isinstance(value, int) else default_epochs(examples)
-
-
-def estimate_cost(report: dict[str, Any], model: str, n_epochs: int) -> dict[str, Any]:
-    spec = resolve_model(model)
-    per_epoch = int((report.get("tokens") or {}).get("billed_per_epoch") or 0)
-    return {
-        "n_epochs": n_epochs,
-        "billed_tokens": per_epoch * n_epochs,
-        "price_per_million": spec.price_per_million,
-        "cost_usd": training_cost_usd(spec, per_epoch, n_epochs),
-    }
 
 
 def create_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
@@ -114,25 +105,20 @@ def _check_owned_model(ctx: JobsContext, principal: Principal, model: str) -> No
         finetuned_models.resolve(ctx.store, principal, model)
 
 
-def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> Job:
     """The job record for ``params``, validated; nothing is stored or started."""
     provider = params.get("provider") or ctx.settings.provider_default
-    if provider not in PROVIDERS:
+    if provider not in registry.names():
         raise InvalidRequest(
-            f"provider must be one of {', '.join(PROVIDERS)}", param="provider", code="invalid_provider"
+            f"provider must be one of {', '.join(registry.names())}",
+            param="provider",
+            code="invalid_provider",
         )
-    ensure_available(provider, ctx.settings)  # refuse an unconfigured provider now, not in a worker
+    backend = ctx.backend(provider)  # refuses an unconfigured provider now, not in a worker
     model = params["model"]
-    hyper = dict(params.get("hyperparameters") or {})
-    if provider == local.NAME:
-        local.check_base_model(model, ctx.settings.model_roots)
-        hyper = local.effective_hyperparameters(hyper, params.get("method"))
-    else:
-        local.refuse_local_knobs(hyper, params.get("method"), provider)
-        try:
-            resolve_model(model)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), param="model", code="model_not_found") from None
+    hyper = backend.validate(
+        model, dict(params.get("hyperparameters") or {}), params.get("method")
+    ).hyperparameters
     if params.get("validation_file") and params["validation_file"] == params["training_file"]:
         raise InvalidRequest(
             "validation_file must differ from training_file (held-out data).",
@@ -161,7 +147,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
     counts = report.get("counts") or {}
     examples = int(counts.get("kept") or counts.get("valid") or 0)
     n_epochs = _epochs(hyper, params.get("method"), examples)
-    estimate = local.estimate(n_epochs) if provider == local.NAME else estimate_cost(report, model, n_epochs)
+    estimate = backend.estimate(report, model, n_epochs)
     max_cost = params.get("max_cost_usd")
     if max_cost is not None and estimate["cost_usd"] > max_cost:
         raise Unprocessable(
@@ -172,60 +158,41 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
             headers={"x-should-retry": "false"},
         )
     now = time.time()
-    job_id = ids.new_id("job")
-    job: dict[str, Any] = {
-        "id": job_id,
-        "tenant": principal.tenant,
-        "created_at": int(now),
-        "updated_at": int(now),
-        "model": model,
-        "training_file": training.id,
-        "validation_file": params.get("validation_file"),
-        "test_file": params.get("test_file"),
-        "hyperparameters": hyper
-        if provider == local.NAME
-        else {
-            "n_epochs": hyper.get("n_epochs", "auto"),
-            "batch_size": hyper.get("batch_size", "auto"),
-            "learning_rate_multiplier": hyper.get("learning_rate_multiplier", "auto"),
-        },
-        "method": params.get("method"),
-        "suffix": suffix,
-        "seed": params.get("seed"),
-        "metadata": params.get("metadata"),
-        "provider": provider,
-        "webhook": webhook,
-        "max_cost_usd": max_cost,
-        "estimate": estimate,
-        "prepare": params.get("prepare"),
-        "sandbox": params.get("sandbox"),
-        "status": states.VALIDATING,
-        "stage": "preparing",
-        "provider_status": None,
-        "provider_job_id": None,
-        "fine_tuned_model": None,
-        "finished_at": None,
-        "trained_tokens": None,
-        "error": None,
-        "result_files": [],
-        "estimated_finish": None,
-        "event_count": 0,
-        "stage_changed_at": now,
-    }
-    return job
-
-
-def start_job(ctx: JobsContext, job: dict[str, Any]) -> dict[str, Any]:
-    """Store a built job and start its pipeline."""
-    job_id = job["id"]
-    now = time.time()
-    repo.insert(ctx.store, job, now * 1000)
-    repo.schedule_poll(ctx.store, job_id, now + 60.0)  # the pipeline watchdog (see pipeline.run_poll)
-    lifecycle.record_event(
-        ctx.store, job_id, f"Created fine-tuning job: {job_id} (provider {job['provider']})"
+    return Job(
+        id=ids.new_id("job"),
+        tenant=principal.tenant,
+        created_at=int(now),
+        updated_at=int(now),
+        model=model,
+        training_file=training.id,
+        validation_file=params.get("validation_file"),
+        test_file=params.get("test_file"),
+        hyperparameters=hyper,
+        method=params.get("method"),
+        suffix=suffix,
+        seed=params.get("seed"),
+        metadata=params.get("metadata"),
+        provider=provider,
+        webhook=webhook,
+        max_cost_usd=max_cost,
+        estimate=estimate,
+        prepare=params.get("prepare"),
+        extensions={k: params[k] for k in record.extensions() if params.get(k) is not None},
+        status=states.VALIDATING,
+        stage="preparing",
+        stage_changed_at=now,
+        state=backend.state_type(),
     )
-    ctx.dispatcher.enqueue(tasknames.JOB_PREPARE, job_id)
-    return public_job(repo.load(ctx.store, job_id) or job)
+
+
+def start_job(ctx: JobsContext, job: Job) -> dict[str, Any]:
+    """Store a built job and start its pipeline."""
+    now = time.time()
+    record.insert(ctx.store, job, now * 1000)
+    repo.schedule_poll(ctx.store, job.id, now + WATCHDOG_S)  # the pipeline watchdog (stages.poll)
+    lifecycle.record_event(ctx.store, job.id, f"Created fine-tuning job: {job.id} (provider {job.provider})")
+    ctx.dispatcher.enqueue(tasknames.JOB_PREPARE, job.id)
+    return public_job(repo.load(ctx.store, job.id) or job.to_dict())
 
 
 def get_job(store: Store, principal: Principal, job_id: str) -> dict[str, Any]:
@@ -269,14 +236,14 @@ def cancel_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str,
     if job["status"] in states.TERMINAL:
         raise _not_cancellable(job)
     try:
-        job = lifecycle.transition(
+        cancelled = lifecycle.transition(
             ctx.store, job_id, states.CANCELLED, "done", "Fine-tuning job cancelled by the user."
         )
     except states.IllegalTransition:  # it ended between the read and the transition
         raise _not_cancellable(get_job(ctx.store, principal, job_id)) from None
-    if job.get("provider_job_id") or job.get("submit_started"):
-        ctx.dispatcher.enqueue(tasknames.JOB_CANCEL, job_id)
-    return public_job(job)
+    # The cancel task asks the backend to stop its side (a no-op where there is none).
+    ctx.dispatcher.enqueue(tasknames.JOB_CANCEL, job_id)
+    return public_job(cancelled.to_dict())
 
 
 def list_events(

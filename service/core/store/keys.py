@@ -152,6 +152,11 @@ def train_lease(job_id: str) -> str:
     return f"{PREFIX}:train:lease:{job_id}"
 
 
+def train_waiting(job_id: str) -> str:
+    """Set (with a TTL) while a train task for the job waits for a busy device."""
+    return f"{PREFIX}:train:waiting:{job_id}"
+
+
 def train_leases() -> str:
     """Sorted set: local job id -> lease expiry (epoch seconds), scanned by beat's reaper."""
     return f"{PREFIX}:train:leases"

@@ -15,10 +15,10 @@ import httpx2
 import openai
 import pytest
 
+from service.core.backends.remote import RemoteBackend
 from service.core.completions import CompletionsContext
 from service.core.dispatch import RecordingDispatcher
 from service.core.evaluation import stage
-from service.core.providers.openai_provider import OpenAIProvider
 from service.core.store import evaluations, keys
 from service.core.store import jobs as repo
 from tests.api.jobfactory import finished_job
@@ -67,9 +67,9 @@ def context(settings, store, fake: FakeOpenAI) -> CompletionsContext:
         max_retries=0,
         http_client=httpx2.Client(transport=httpx2.MockTransport(fake)),
     )
-    provider = OpenAIProvider("openai", client, account="openai:test")
+    backend = RemoteBackend("openai", client, "openai:test", store)
     return CompletionsContext(
-        settings=settings, store=store, dispatcher=RecordingDispatcher(), providers=lambda _: provider
+        settings=settings, store=store, dispatcher=RecordingDispatcher(), backends=lambda _: backend
     )
 
 

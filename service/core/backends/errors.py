@@ -1,4 +1,4 @@
-"""The one place where openai SDK exceptions become Tuneline's ProviderError (STYLE rule 3)."""
+"""The one place where openai SDK exceptions become classified BackendErrors (STYLE rule 3)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import openai
 
+from service.core.backends.base import BackendError, ErrorKind
 from service.core.errors import NotFound, RateLimited, TunelineError, Unprocessable
-from service.core.providers.base import ProviderError
 
 
 def retry_after_seconds(headers: object) -> float | None:
@@ -29,18 +29,17 @@ def retry_after_seconds(headers: object) -> float | None:
     return None
 
 
-def map_error(exc: Exception) -> ProviderError:
-    """Classify like the SDK's retry policy: 408/409/429/5xx and connection errors retry."""
-    if isinstance(exc, ProviderError):
+def map_error(exc: Exception) -> BackendError:
+    """Classify like the SDK's retry policy: 408/409/429/5xx and connection errors retry.
+
+    A timeout, a lost connection, a 408 or a 5xx may have reached the provider: ambiguous.
+    """
+    if isinstance(exc, BackendError):
         return exc
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderError(
-            "provider request timed out", retryable=True, code="provider_timeout", ambiguous=True
-        )
+        return BackendError("provider request timed out", kind="ambiguous", code="provider_timeout")
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(
-            "could not reach the provider", retryable=True, code="provider_unreachable", ambiguous=True
-        )
+        return BackendError("could not reach the provider", kind="ambiguous", code="provider_unreachable")
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         body = exc.body if isinstance(exc.body, dict) else {}
@@ -51,20 +50,18 @@ def map_error(exc: Exception) -> ProviderError:
         retryable = status in (408, 409, 429) or status >= 500
         if should_retry in ("true", "false"):
             retryable = should_retry == "true"
-        return ProviderError(
-            message,
-            retryable=retryable,
-            status=status,
-            retry_after=retry_after,
-            code=code or f"provider_http_{status}",
-            ambiguous=status >= 500 or status == 408,
+        kind: ErrorKind = "permanent"
+        if retryable:
+            kind = "ambiguous" if status >= 500 or status == 408 else "transient"
+        return BackendError(
+            message, kind=kind, status=status, retry_after=retry_after, code=code or f"provider_http_{status}"
         )
     if isinstance(exc, openai.OpenAIError):
-        return ProviderError(str(exc), retryable=False, code="provider_error")
+        return BackendError(str(exc), kind="permanent", code="provider_error")
     raise exc
 
 
-def api_error(exc: ProviderError, model: str) -> TunelineError:
+def api_error(exc: BackendError, model: str) -> TunelineError:
     """What a caller of Tuneline's completions sees when the provider refused or failed."""
     message = f"The provider failed to answer for {model}: {exc.message}"
     if exc.status == 404:

@@ -1,4 +1,4 @@
-"""Local training (DESIGN §5, §6): lease, child process, progress into the job's stores, reaping.
+"""One local training run (DESIGN §5, §6): lease, child process, progress into the job, reaping.
 
 A train task acknowledges early (training outlives any visibility timeout), so the job is held by
 a lease in Tuneline's own keys that a heartbeat refreshes while the child runs. When the worker
@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.core import ids, tasknames
-from service.core.jobs import lifecycle, metrics, states
-from service.core.jobs.pipeline import WATCHDOG_S, fail_job
+from service.core import ids
+from service.core.backends.base import Trained
+from service.core.backends.local import LocalState, local_state
+from service.core.jobs import lifecycle, metrics, record, retry, states
+from service.core.jobs.naming import fine_tuned_model_name
+from service.core.jobs.record import Job
+from service.core.jobs.stages.common import fail_job
 from service.core.jobs.supervisor import Child
-from service.core.jobs.usecases import fine_tuned_model_name
 from service.core.store import Store
 from service.core.store import jobs as repo
 from service.core.store import training as leases
@@ -50,7 +53,8 @@ SPEC_KNOBS = (
     "seed",
     "max_steps",
 )
-RESTARTS_STAGE = "train_restarts"  # attempt counter name (store/jobs.py bump_attempts)
+WAITING_TTL_S = 60.0  # longer than the train task's device-busy countdown (workers/training.py)
+RESTARTS_STAGE = "train_restarts"  # the delivery counter of restarts (service.core.jobs.retry)
 
 
 class DeviceBusy(Exception):
@@ -84,20 +88,20 @@ def _device(settings: Settings) -> tuple[str, dict[str, str]]:
     return settings.train_device, {}
 
 
-def build_spec(settings: Settings, job: dict[str, Any], resume: bool) -> dict[str, Any]:
+def build_spec(settings: Settings, job: Job, resume: bool) -> dict[str, Any]:
     """SPEC.json for ``python -m service.training.run`` (CONTRACTS.md)."""
-    hyper = {k: v for k, v in (job.get("hyperparameters") or {}).items() if k in SPEC_KNOBS and v != "auto"}
-    if job.get("seed") is not None:
-        hyper.setdefault("seed", job["seed"])
-    prepared = job.get("prepared") or {}
+    hyper = {k: v for k, v in job.hyperparameters.items() if k in SPEC_KNOBS and v != "auto"}
+    if job.seed is not None:
+        hyper.setdefault("seed", job.seed)
+    prepared = job.prepared or {}
     device, _ = _device(settings)
     return {
-        "job_id": job["id"],
-        "base_model": job["model"],
-        "method": "full" if (job.get("hyperparameters") or {}).get("training_type") == "full" else "lora",
+        "job_id": job.id,
+        "base_model": job.model,
+        "method": "full" if job.hyperparameters.get("training_type") == "full" else "lora",
         "train_file": prepared["train"],
         "validation_file": prepared.get("validation"),
-        "output_dir": str(output_dir(settings, job["id"]).resolve()),
+        "output_dir": str(output_dir(settings, job.id).resolve()),
         "resume": resume,
         "hyperparameters": hyper,
         "device": device,
@@ -115,39 +119,48 @@ def _write_spec(settings: Settings, spec: dict[str, Any]) -> Path:
     return path
 
 
-# --- the train task's use case -----------------------------------------------------------------
+# --- one run ----------------------------------------------------------------------------------
 
 
-def run_training(ctx: TrainingContext, job_id: str) -> str | None:
-    """Train one local job to the end (or until cancelled); returns the next task name, if any.
+class LocalRunner:
+    """Runs one local job on this worker's device under a lease (``LocalBackend.train``)."""
 
-    Safe to run twice: a job that is not waiting for training, or whose lease a live worker
-    holds, is left alone. Raises DeviceBusy when this worker's device is taken.
-    """
-    job = repo.load(ctx.store, job_id)
-    if job is None or job["status"] in states.TERMINAL or job["stage"] not in STAGES:
-        return None
-    ttl = float(ctx.settings.train_lease_s)
-    token = secrets.token_hex(12)
-    if not leases.acquire_device(ctx.store, ctx.device_id, token, ttl):
-        raise DeviceBusy(ctx.device_id)
-    try:
-        if not leases.acquire_lease(ctx.store, job_id, token, ttl, time.time()):
-            log.info("job is leased by another worker", extra={"job_id": job_id})
+    def __init__(self, settings: Settings, store: Store, device_id: str) -> None:
+        self.ctx = TrainingContext(settings, store, device_id)
+
+    def run(self, job_id: str) -> Trained | None:
+        """Train the job to the end; None when this run leaves it (cancelled, leased elsewhere).
+
+        Safe to run twice: a job that is not waiting for training, or whose lease a live worker
+        holds, is left alone. Raises DeviceBusy when this worker's device is taken.
+        """
+        ctx = self.ctx
+        job = record.load(ctx.store, job_id)
+        if job is None or job.status in states.TERMINAL or job.stage not in STAGES:
             return None
-        # On an exception the lease is left to expire: beat re-enqueues the job and it resumes.
-        next_task = _train(ctx, job_id, token)
-        leases.release_lease(ctx.store, job_id, token)
-        return next_task
-    finally:
-        leases.release_device(ctx.store, ctx.device_id, token)
+        ttl = float(ctx.settings.train_lease_s)
+        token = secrets.token_hex(12)
+        if not leases.acquire_device(ctx.store, ctx.device_id, token, ttl):
+            # The task comes back after a short countdown; until then the watchdog leaves it be.
+            leases.note_waiting(ctx.store, job_id, WAITING_TTL_S)
+            raise DeviceBusy(ctx.device_id)
+        try:
+            if not leases.acquire_lease(ctx.store, job_id, token, ttl, time.time()):
+                log.info("job is leased by another worker", extra={"job_id": job_id})
+                return None
+            # On an exception the lease is left to expire: beat re-enqueues the job and it resumes.
+            outcome = _train(ctx, job_id, token)
+            leases.release_lease(ctx.store, job_id, token)
+            return outcome
+        finally:
+            leases.release_device(ctx.store, ctx.device_id, token)
 
 
-def _train(ctx: TrainingContext, job_id: str, token: str) -> str | None:
-    job = repo.load(ctx.store, job_id)  # again, now that we hold the lease
-    if job is None or job["status"] in states.TERMINAL or job["stage"] not in STAGES:
+def _train(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
+    job = record.load(ctx.store, job_id)  # again, now that we hold the lease
+    if job is None or job.status in states.TERMINAL or job.stage not in STAGES:
         return None
-    resume = job["stage"] == "training"
+    resume = job.stage == "training"
     if resume:
         lifecycle.record_event(
             ctx.store, job_id, "Training restarts on a new worker; resuming from the last checkpoint"
@@ -169,7 +182,11 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> str | None:
         job_dir(ctx.settings, job_id) / "train.log",
     )
     log.info("training child started", extra={"job_id": job_id, "pid": child.pid, "resume": resume})
-    lifecycle.set_fields(ctx.store, job_id, local_child={"pid": child.pid, "device": ctx.device_id})
+
+    def running(j: Job) -> None:
+        local_state(j).child = {"pid": child.pid, "device": ctx.device_id}
+
+    record.modify(ctx.store, job_id, running)
     run = _Run(ctx, job, child)
     try:
         stopped = _supervise(ctx, run, token)
@@ -185,7 +202,7 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> str | None:
 @dataclass
 class _Run:
     ctx: TrainingContext
-    job: dict[str, Any]
+    job: Job
     child: Child
     total_steps: int | None = None
     finished: dict[str, Any] | None = None
@@ -197,7 +214,7 @@ class _Run:
 
 def _supervise(ctx: TrainingContext, run: _Run, token: str) -> bool:
     """Relay the child's messages until it closes stdout; True when we stopped it (cancel, lost lease)."""
-    job_id = run.job["id"]
+    job_id = run.job.id
     ttl = float(ctx.settings.train_lease_s)
     beat_every = max(ttl / 4.0, 0.5)
     next_check = next_beat = time.monotonic()
@@ -234,13 +251,13 @@ def _handle(run: _Run, message: dict[str, Any]) -> None:
     data = {k: v for k, v in message.items() if k != "type"}
     handler = _HANDLERS.get(kind)
     if handler is None:
-        log.warning("unknown message from the training child", extra={"job_id": run.job["id"], "kind": kind})
+        log.warning("unknown message from the training child", extra={"job_id": run.job.id, "kind": kind})
         return
     handler(run, data)
 
 
 def _on_started(run: _Run, data: dict[str, Any]) -> None:
-    store, job_id = run.ctx.store, run.job["id"]
+    store, job_id = run.ctx.store, run.job.id
     run.total_steps = int(data.get("total_steps") or 0) or None
     run.progress_every = max(1, (run.total_steps or PROGRESS_EVENTS) // PROGRESS_EVENTS)
     resumed = data.get("resumed_from_step")
@@ -256,7 +273,7 @@ def _on_started(run: _Run, data: dict[str, Any]) -> None:
 
 
 def _on_metrics(run: _Run, data: dict[str, Any]) -> None:
-    store, job_id = run.ctx.store, run.job["id"]
+    store, job_id = run.ctx.store, run.job.id
     step = int(data["step"])
     row = metrics.row(data)
     repo.put_metrics(store, job_id, [row])
@@ -266,29 +283,32 @@ def _on_metrics(run: _Run, data: dict[str, Any]) -> None:
         message = f"Step {step}/{total or '?'}: training loss={_fmt(data.get('train_loss'))}"
         if data.get("valid_loss") is not None:
             message += f", validation loss={_fmt(data.get('valid_loss'))}"
-        updates = {}
-        if isinstance(data.get("eta_s"), (int, float)):
-            updates["estimated_finish"] = int(time.time() + float(data["eta_s"]))
+        eta = data.get("eta_s")
+
+        def finish_estimate(job: Job) -> None:
+            if isinstance(eta, (int, float)):
+                job.estimated_finish = int(time.time() + float(eta))
+
         extra = {k: data.get(k) for k in ("tokens_per_s", "eta_s", "epoch") if data.get(k) is not None}
         lifecycle.record_event(
-            store, job_id, message, type_="metrics", data={**row, **extra}, updates=updates
+            store, job_id, message, type_="metrics", data={**row, **extra}, apply=finish_estimate
         )
 
 
 def _on_checkpoint(run: _Run, data: dict[str, Any]) -> None:
     store, job = run.ctx.store, run.job
     step = int(data["step"])
-    name = fine_tuned_model_name(job["model"], job["tenant"], job.get("suffix"), job["id"])
-    record = {
-        "id": ids.PREFIXES["checkpoint"] + hashlib.sha256(f"{job['id']}:{step}".encode()).hexdigest()[:24],
+    name = fine_tuned_model_name(job.model, job.tenant, job.suffix, job.id)
+    checkpoint = {
+        "id": ids.PREFIXES["checkpoint"] + hashlib.sha256(f"{job.id}:{step}".encode()).hexdigest()[:24],
         "object": "fine_tuning.job.checkpoint",
         "created_at": int(time.time()),
         "fine_tuned_model_checkpoint": f"{name}:ckpt-step-{step}",
-        "fine_tuning_job_id": job["id"],
+        "fine_tuning_job_id": job.id,
         "step_number": step,
         "metrics": {**metrics.row(data.get("metrics") or {}), "step": step},
     }
-    lifecycle.record_checkpoint(store, job["id"], record)
+    lifecycle.record_checkpoint(store, job.id, checkpoint)
 
 
 def _on_finished(run: _Run, data: dict[str, Any]) -> None:
@@ -318,36 +338,36 @@ def _fmt(value: Any) -> str:
 # --- the end of a run --------------------------------------------------------------------------
 
 
-def _conclude(ctx: TrainingContext, run: _Run, code: int) -> str | None:
-    job_id = run.job["id"]
-    current = repo.load(ctx.store, job_id)
+def _conclude(ctx: TrainingContext, run: _Run, code: int) -> Trained | None:
+    current = repo.load(ctx.store, run.job.id)
     if current is None or current["status"] in states.TERMINAL:
         return None
     if run.error is not None:
-        fail_job(ctx.store, job_id, run.error["code"], run.error["message"] or "training failed")
-        return None
+        return Trained(
+            "training failed", error={**run.error, "message": run.error["message"] or "training failed"}
+        )
     if code != 0 or run.finished is None:
-        fail_job(ctx.store, job_id, "training_failed", _crash_message(run, code))
-        return None
-    out = output_dir(ctx.settings, job_id)
-    result = Path(run.finished.get("result_file") or out / "result.csv")
-    updates: dict[str, Any] = {
-        "local_model_dir": str(run.finished.get("model_dir") or out / "model"),
-        "trained_tokens": run.finished.get("trained_tokens"),
-        "provider_result_files": (
-            [str(result.resolve().relative_to(ctx.settings.data_dir.resolve()))] if result.exists() else []
-        ),
-        "train_runtime_s": run.finished.get("train_runtime_s"),
-    }
-    message = f"Training finished after {run.finished.get('steps', run.last_step)} steps; finalizing"
-    if (
-        lifecycle.try_transition(ctx.store, job_id, states.RUNNING, "finalizing", message, updates=updates)
-        is None
-    ):
-        return None
-    repo.schedule_poll(ctx.store, job_id, time.time() + WATCHDOG_S)  # the watchdog re-runs a lost finalize
-    repo.reset_attempts(ctx.store, job_id, RESTARTS_STAGE)
-    return tasknames.JOB_FINALIZE
+        return Trained(
+            "training failed", error={"code": "training_failed", "message": _crash_message(run, code)}
+        )
+    finished = run.finished
+    out = output_dir(ctx.settings, run.job.id)
+    result = Path(finished.get("result_file") or out / "result.csv")
+    result_files = (
+        [str(result.resolve().relative_to(ctx.settings.data_dir.resolve()))] if result.exists() else []
+    )
+
+    def outputs(job: Job) -> None:
+        state: LocalState = local_state(job)
+        state.model_dir = str(finished.get("model_dir") or out / "model")
+        state.result_files = result_files
+        state.runtime_s = finished.get("train_runtime_s")
+
+    return Trained(
+        f"Training finished after {finished.get('steps', run.last_step)} steps; finalizing",
+        trained_tokens=finished.get("trained_tokens"),
+        apply=outputs,
+    )
 
 
 def _crash_message(run: _Run, code: int) -> str:
@@ -375,7 +395,7 @@ def reap_leases(settings: Settings, store: Store) -> list[str]:
         job = repo.load(store, job_id)
         if job is None or job["status"] in states.TERMINAL or job["stage"] not in STAGES:
             continue
-        restarts = repo.bump_attempts(store, job_id, RESTARTS_STAGE)
+        restarts = retry.count_delivery(store, job_id, RESTARTS_STAGE)
         if restarts > settings.train_max_restarts:
             fail_job(
                 store,

@@ -1,0 +1,261 @@
+"""The backend interface, the classified errors backends raise, and the data they exchange.
+
+A stage (``service.core.jobs.stages``) never asks which provider a job has: it asks the job's
+backend. A backend says what follows preparation (``after_prepare``), and implements the calls
+of the stages it takes part in; what it does not support raises ``NotSupported`` (409).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from service.core.errors import Conflict
+from service.core.jobs.record import BackendState, Job
+
+ErrorKind = Literal["transient", "ambiguous", "permanent"]
+
+
+class BackendError(Exception):
+    """A backend call failed, classified for the retry policy (``service.core.jobs.retry``).
+
+    ``transient``: nothing happened, try again (after ``retry_after`` when the provider said so).
+    ``ambiguous``: the request may have reached the provider (a timeout, a 5xx on a create).
+    ``permanent``: retrying cannot help; ``code`` is the stable code the job fails with.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: ErrorKind,
+        code: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind != "permanent"
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.kind == "ambiguous"
+
+
+class NotSupported(Conflict):
+    """409 ``conflict_error``: this backend cannot do that to a job (yet)."""
+
+    code = "not_supported"
+
+    def __init__(self, backend: str, what: str, job: Job) -> None:
+        super().__init__(
+            f"The {backend} backend cannot {what} job {job.id} (status {job.status}).",
+            headers={"x-should-retry": "false"},
+        )
+
+
+# --- what backends exchange with the stages ----------------------------------------------------
+
+
+@dataclass
+class RemoteJob:
+    """A job as a remote provider reports it."""
+
+    id: str
+    status: str
+    model: str = ""
+    fine_tuned_model: str | None = None
+    trained_tokens: int | None = None
+    error: dict[str, Any] | None = None
+    result_files: list[str] = field(default_factory=list)
+    estimated_finish: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RemoteEvent:
+    id: str
+    created_at: int
+    level: str
+    message: str
+    type: str = "message"
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RemoteCheckpoint:
+    id: str
+    created_at: int
+    step_number: int
+    fine_tuned_model_checkpoint: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Progress:
+    """One sync: the provider's view of the job, and the events and checkpoints it has now."""
+
+    job: RemoteJob
+    events: list[RemoteEvent]
+    checkpoints: list[RemoteCheckpoint]
+
+
+@dataclass
+class CompletionRequest:
+    """One inference call: chat ``messages`` or a text ``prompt`` (exactly one is set)."""
+
+    model: str
+    messages: list[dict[str, Any]] | None
+    prompt: str | None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    stop: list[str] | None = None
+
+
+@dataclass
+class CompletionResult:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class Validated:
+    """A create request's backend-specific part, checked: the job's hyperparameters."""
+
+    hyperparameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Next:
+    """Where a job goes after preparation: its (status, stage) and the task that serves it."""
+
+    status: str
+    stage: str
+    task: str
+
+
+@dataclass
+class Trained:
+    """How a training run ended: ``error`` set when it failed; ``apply`` records its outputs."""
+
+    message: str
+    error: dict[str, str] | None = None
+    trained_tokens: int | None = None
+    apply: Callable[[Job], None] | None = None
+
+
+@dataclass
+class Finalized:
+    """A trained job's result metrics (rows by step), one per result file."""
+
+    metrics: list[list[dict[str, Any]]]
+
+
+class Backend:
+    """The interface every backend implements (DESIGN §11); defaults refuse with NotSupported.
+
+    ``name``: the provider name jobs carry. ``state_type``: the typed state it keeps on a job.
+    ``extensions``: request fields it forwards to its provider (e.g. ``sandbox``).
+    ``account``: identifies the provider account (file reuse, poll rate limits).
+    """
+
+    name: str = ""
+    state_type: ClassVar[type[BackendState]] = BackendState
+    extensions: tuple[str, ...] = ()
+    account: str = ""
+
+    # --- at create (the API process) -------------------------------------------------------
+    def validate(
+        self, model: str, hyperparameters: dict[str, Any], method: dict[str, Any] | None
+    ) -> Validated:
+        """Check the base model, method and knobs; return the job's normalised hyperparameters."""
+        raise NotImplementedError
+
+    def estimate(self, report: dict[str, Any], model: str, n_epochs: int) -> dict[str, Any]:
+        """Cost (and billed tokens) of training ``model`` on a prepared file for ``n_epochs``."""
+        raise NotImplementedError
+
+    # --- preparation and what follows ------------------------------------------------------
+    def preparation_model(self, job: Job) -> str:
+        """The model whose limits and tokenizer preparation checks the data against."""
+        return job.model
+
+    def after_prepare(self) -> Next:
+        raise NotImplementedError
+
+    # --- remote stages: upload, submit (look before create), poll --------------------------
+    def upload(self, job: Job) -> tuple[str, str | None]:
+        """Upload the prepared train (and validation) file; their provider file ids."""
+        raise NotSupported(self.name, "upload files for", job)
+
+    def find(self, job: Job) -> RemoteJob | None:
+        """The provider job an earlier create made for ``job``, if any (look before create)."""
+        raise NotSupported(self.name, "look up a provider job for", job)
+
+    def create(self, job: Job) -> RemoteJob:
+        raise NotSupported(self.name, "create a provider job for", job)
+
+    def sync(self, job: Job) -> Progress:
+        raise NotSupported(self.name, "sync", job)
+
+    # --- train stage (an executor Tuneline runs) -------------------------------------------
+    def start(self, job: Job) -> str | None:
+        """Hand a job that reached ``after_prepare().stage`` to its executor; the task to enqueue."""
+        return self.after_prepare().task
+
+    def train(self, job: Job) -> Trained | None:
+        """Run the job's training where Tuneline executes it (the ``train`` stage).
+
+        None when this run did not finish the job (cancelled, lease lost, or left to a resume).
+        """
+        raise NotSupported(self.name, "train", job)
+
+    def wake(self, job: Job) -> bool:
+        """The watchdog found the job in its stage for too long: True to enqueue its task again.
+
+        Stage tasks are safe to run twice, so the default is yes; a backend whose executor holds
+        jobs for long (a device queue) says no while someone is known to work on the job.
+        """
+        return True
+
+    # --- every backend ---------------------------------------------------------------------
+    def cancel(self, job: Job) -> str | None:
+        """Stop the job's work at the provider (it is already ``cancelled`` in Tuneline).
+
+        Returns the provider job id it cancelled, if any.
+        """
+        return None
+
+    def pause(self, job: Job) -> None:
+        raise NotSupported(self.name, "pause", job)
+
+    def resume(self, job: Job) -> None:
+        raise NotSupported(self.name, "resume", job)
+
+    def finalize(self, job: Job) -> Finalized:
+        raise NotImplementedError
+
+    def serves_base(self, job: Job) -> bool:
+        """Whether the untuned base model can be served (as an evaluation baseline)."""
+        return False
+
+    def complete(self, job: Job, request: CompletionRequest, base: bool = False) -> CompletionResult:
+        raise NotSupported(self.name, "serve completions for", job)
+
+    def export(self, job: Job, out: Path) -> Path:
+        raise NotSupported(self.name, "export the model of", job)
+
+    def delete_model(self, job: Job) -> bool:
+        """Remove the model's files where Tuneline holds them; True when something was removed."""
+        return False

@@ -1,0 +1,306 @@
+"""The local backend: Tuneline's own trainer, a child process per job on this host's device.
+
+This module knows what a local job may ask for, its typed state, and how to read, serve and
+delete what a run leaves; the run itself (lease, child process, progress) is ``local_run``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from service.core import tasknames
+from service.core.backends.base import (
+    Backend,
+    BackendError,
+    CompletionRequest,
+    CompletionResult,
+    Finalized,
+    Next,
+    Trained,
+    Validated,
+)
+from service.core.datasets.models import DEFAULT_MODEL
+from service.core.dispatch import Dispatcher
+from service.core.errors import InvalidRequest, Unprocessable
+from service.core.jobs import states
+from service.core.jobs.metrics import METRIC_COLUMNS
+from service.core.jobs.record import BackendState, Job, state_of, state_type
+from service.core.store import Store
+from service.core.store import training as leases
+from service.settings import Settings
+
+log = logging.getLogger("tuneline.local")
+REWAKE_S = 600.0  # after the watchdog re-enqueued a waiting job's train task, wait this long to again
+ALIASES = ("smollm2-135m",)  # resolved by the training engine (service.training)
+# Knobs only the local trainer understands; OpenAI-style providers refuse them at create.
+LOCAL_KNOBS = (
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "max_seq_length",
+    "learning_rate",
+    "checkpoint_every",
+    "training_type",
+)
+LORA_KNOBS = ("lora_rank", "lora_alpha", "lora_dropout")
+OPENAI_KNOBS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+# Preparation only checks format here (chat conversion, duplicates, splits): the trainer checks
+# each example against the base model's own tokenizer and context and reports example_too_long.
+PREPARE_MODEL = DEFAULT_MODEL
+
+_HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+
+
+def check_base_model(model: str, roots: tuple[Path, ...]) -> None:
+    """A Hugging Face id (``org/name``), a directory under one of ``roots``, or a known alias.
+
+    Local directories are confined to configured roots so that a tenant cannot make the trainer
+    open arbitrary paths on the server (TUNELINE_LOCAL_MODEL_ROOTS; default ``<data_dir>/models``).
+    """
+    if model in ALIASES:
+        return
+    if model.startswith("ft:"):
+        raise Unprocessable(
+            "The local provider trains from a base model; continuing from a fine-tuned model is not "
+            "supported.",
+            param="model",
+            code="model_not_supported",
+        )
+    if ":" in model:
+        raise InvalidRequest(
+            "A local base model may not contain ':' (it is part of the fine_tuned_model id).",
+            param="model",
+            code="invalid_model",
+        )
+    if model.startswith("/"):
+        if "/../" in model + "/" or "\x00" in model:
+            raise InvalidRequest("A local model directory must be a plain absolute path.", param="model")
+        resolved = Path(model).resolve()
+        if not any(resolved == root or root in resolved.parents for root in roots):
+            raise Unprocessable(
+                f"model {model!r} is outside the directories local models may be loaded from "
+                f"({', '.join(str(r) for r in roots)}); set TUNELINE_LOCAL_MODEL_ROOTS to allow it.",
+                param="model",
+                code="model_path_not_allowed",
+            )
+        return
+    if not _HF_ID.match(model) or ".." in model:
+        raise InvalidRequest(
+            f"model {model!r} is neither a Hugging Face id (org/name), an absolute directory, "
+            f"nor one of the aliases {', '.join(ALIASES)}.",
+            param="model",
+            code="invalid_model",
+        )
+
+
+def _supervised_hyper(method: dict[str, Any] | None) -> dict[str, Any]:
+    if not method:
+        return {}
+    if method.get("type") != "supervised":
+        raise Unprocessable(
+            f"The local provider supports method.type 'supervised' only, not {method.get('type')!r}.",
+            param="method.type",
+            code="unsupported_method",
+        )
+    return dict(((method.get("supervised") or {}).get("hyperparameters")) or {})
+
+
+def _given(hyper: dict[str, Any], name: str) -> bool:
+    return name in hyper and hyper[name] != "auto"
+
+
+def refuse_local_knobs(hyper: dict[str, Any], method: dict[str, Any] | None, provider: str) -> None:
+    """Another provider would reject (or silently ignore) the local trainer's knobs: say so now."""
+    nested = {
+        kind: ((method or {}).get(kind) or {}).get("hyperparameters") or {} for kind in ("supervised", "dpo")
+    }
+    for prefix, values in (
+        ("hyperparameters", hyper),
+        *((f"method.{k}.hyperparameters", v) for k, v in nested.items()),
+    ):
+        _refuse_present(
+            values,
+            LOCAL_KNOBS,
+            prefix,
+            f"is a local-trainer setting; provider {provider!r} does not accept it.",
+            "unsupported_hyperparameter",
+        )
+
+
+def _refuse_present(values: dict[str, Any], names: tuple[str, ...], prefix: str, why: str, code: str) -> None:
+    for name in names:
+        if name in values:
+            raise InvalidRequest(f"{name} {why}", param=f"{prefix}.{name}", code=code)
+
+
+def effective_hyperparameters(hyper: dict[str, Any], method: dict[str, Any] | None) -> dict[str, Any]:
+    """The job's hyperparameters for the local trainer: top level, then ``method.supervised``'s.
+
+    Raises a 4xx naming the field for combinations that cannot work together.
+    """
+    nested = _supervised_hyper(method)
+    merged: dict[str, Any] = {name: "auto" for name in OPENAI_KNOBS}
+    merged.update(hyper)
+    merged.update(nested)
+    param = "method.supervised.hyperparameters" if nested else "hyperparameters"
+    if _given(merged, "learning_rate") and _given(merged, "learning_rate_multiplier"):
+        raise InvalidRequest(
+            "Give learning_rate or learning_rate_multiplier, not both.",
+            param=f"{param}.learning_rate",
+            code="conflicting_hyperparameters",
+        )
+    if merged.get("training_type") == "full":
+        _refuse_present(
+            merged,
+            LORA_KNOBS,
+            param,
+            "applies to LoRA training; training_type is 'full'.",
+            "conflicting_hyperparameters",
+        )
+    return merged
+
+
+@state_type
+@dataclass
+class LocalState(BackendState):
+    """What Tuneline keeps about a job its own trainer runs."""
+
+    kind: ClassVar[str] = "local"
+    LEGACY: ClassVar[dict[str, str]] = {
+        "child": "local_child",
+        "model_dir": "local_model_dir",
+        "result_files": "provider_result_files",
+        "runtime_s": "train_runtime_s",
+    }
+
+    child: dict[str, Any] | None = None  # the running training process: pid and device
+    model_dir: str | None = None
+    result_files: list[str] | None = None  # paths relative to the data directory
+    runtime_s: float | None = None
+
+
+def local_state(job: Job) -> LocalState:
+    state: LocalState = state_of(job, LocalState)
+    return state
+
+
+class LocalBackend(Backend):
+    """Trains on this deployment's own device; serves and deletes the models it trained."""
+
+    state_type = LocalState
+
+    def __init__(self, name: str, settings: Settings, store: Store, dispatcher: Dispatcher | None) -> None:
+        self.name = name
+        self.settings = settings
+        self.store = store
+        self.dispatcher = dispatcher
+        self.data_dir = settings.data_dir.resolve()
+        self.account = f"local:{self.data_dir}"
+        self.device_id = f"{socket.gethostname()}:{settings.train_device}"
+
+    def validate(
+        self, model: str, hyperparameters: dict[str, Any], method: dict[str, Any] | None
+    ) -> Validated:
+        check_base_model(model, self.settings.model_roots)
+        return Validated(effective_hyperparameters(hyperparameters, method))
+
+    def estimate(self, report: dict[str, Any], model: str, n_epochs: int) -> dict[str, Any]:
+        """Training on your own hardware bills no tokens."""
+        return {"n_epochs": n_epochs, "billed_tokens": 0, "price_per_million": 0.0, "cost_usd": 0.0}
+
+    def preparation_model(self, job: Job) -> str:
+        return PREPARE_MODEL
+
+    def after_prepare(self) -> Next:
+        # No upload or submit: the job waits in the train queue for a device.
+        return Next(states.QUEUED, "train_queued", tasknames.TRAIN_RUN)
+
+    def start(self, job: Job) -> str | None:
+        """The job waits in train_queued; the train task takes it (the watchdog re-wakes it).
+
+        With Tuneline's own train wait queue (store/train_queue), this pushes the job there and
+        returns the task as a wake-up; the train task then claims the next job itself.
+        """
+        return tasknames.TRAIN_RUN
+
+    def train(self, job: Job) -> Trained | None:
+        from service.core.backends.local_run import LocalRunner
+
+        return LocalRunner(self.settings, self.store, self.device_id).run(job.id)
+
+    def wake(self, job: Job) -> bool:
+        """A train_queued job nobody leases or waits for has lost its train message: wake it.
+
+        Other stages (finalize, evaluate) are woken as on every backend.
+
+        Its message may also just be waiting behind a long training in the broker, where nothing
+        can see it; so after a wake the job counts as attended for ``REWAKE_S``, which bounds the
+        duplicates (each returns at once when served) to one per interval.
+        """
+        if job.stage != self.after_prepare().stage:
+            return True  # finalize, evaluate: safe to run twice, as for every backend
+        if leases.attended(self.store, job.id):
+            return False
+        leases.note_waiting(self.store, job.id, REWAKE_S)
+        return True
+
+    def finalize(self, job: Job) -> Finalized:
+        return Finalized([self._result_metrics(path) for path in local_state(job).result_files or []])
+
+    def _result_metrics(self, file_id: str) -> list[dict[str, Any]]:
+        path = (self.data_dir / file_id).resolve()
+        if not path.is_relative_to(self.data_dir):
+            raise BackendError(
+                f"result file {file_id} is outside the data directory",
+                kind="permanent",
+                code="result_missing",
+            )
+        try:
+            with path.open(newline="", encoding="utf-8") as fh:
+                return [_metric_row(record) for record in csv.DictReader(fh)]
+        except FileNotFoundError:
+            raise BackendError(
+                f"the training run left no result file at {file_id}", kind="permanent", code="result_missing"
+            ) from None
+
+    def serves_base(self, job: Job) -> bool:
+        return True
+
+    def complete(self, job: Job, request: CompletionRequest, base: bool = False) -> CompletionResult:
+        from service.core.inference import request_completion
+
+        if self.dispatcher is None:
+            raise RuntimeError(
+                "the local backend was built without a dispatcher; it cannot serve completions"
+            )
+        # The base model is served by the same engine: its id (or directory) in place of the adapter's.
+        model_dir = job.model if base else local_state(job).model_dir
+        return request_completion(
+            self.store, self.dispatcher, job, model_dir, request, self.settings.infer_timeout_s
+        )
+
+    def delete_model(self, job: Job) -> bool:
+        """Delete the model directory, only ever inside the data directory."""
+        raw = local_state(job).model_dir
+        if not raw:
+            return False
+        path = Path(raw).resolve()
+        if self.data_dir not in path.parents or not path.exists():
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+
+
+def _metric_row(record: dict[str, str]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for name in METRIC_COLUMNS:
+        raw = (record.get(name) or "").strip()
+        row[name] = None if raw == "" else (int(float(raw)) if name == "step" else float(raw))
+    return row

@@ -1,0 +1,145 @@
+"""Provider name -> backend: the only place that compares provider names (DESIGN §8, §11).
+
+Credentials come only from Settings. Adding a backend is its module plus one entry here (or a
+call to ``register`` for one defined elsewhere, e.g. in tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import openai
+
+from service.core.backends.base import Backend
+from service.core.backends.local import LocalBackend, LocalState
+from service.core.backends.remote import RemoteBackend, RemoteState
+from service.core.dispatch import Dispatcher
+from service.core.errors import Unprocessable
+from service.core.jobs.record import register_extension, register_legacy_kind
+from service.core.store import Store
+from service.settings import Settings
+
+TIMEOUT_S = 60.0
+SANDBOX_EXTENSIONS = ("sandbox",)
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+Factory = Callable[[Settings, Store, Dispatcher | None], Backend]
+
+
+def _openai(settings: Settings, store: Store, dispatcher: Dispatcher | None) -> Backend:
+    # An explicit base URL: the SDK would otherwise read OPENAI_BASE_URL from the environment.
+    base_url = settings.openai_base_url or OPENAI_BASE_URL
+    client = openai.OpenAI(
+        api_key=settings.openai_api_key, base_url=base_url, timeout=TIMEOUT_S, max_retries=2
+    )
+    return RemoteBackend("openai", client, f"openai:{base_url}", store)
+
+
+def _azure(settings: Settings, store: Store, dispatcher: Dispatcher | None) -> Backend:
+    client = openai.AzureOpenAI(
+        api_key=settings.azure_openai_api_key,
+        azure_endpoint=settings.azure_openai_endpoint,
+        api_version=settings.azure_openai_api_version,
+        timeout=TIMEOUT_S,
+        max_retries=2,
+    )
+    return RemoteBackend("azure", client, f"azure:{settings.azure_openai_endpoint}", store)
+
+
+def _sandbox(settings: Settings, store: Store, dispatcher: Dispatcher | None) -> Backend:
+    url = settings.effective_sandbox_url
+    client = openai.OpenAI(api_key=settings.sandbox_api_key, base_url=url, timeout=TIMEOUT_S, max_retries=2)
+    # The sandbox takes fault-injection options with each job: forwarded as the `sandbox` extension.
+    return RemoteBackend("sandbox", client, f"sandbox:{url}", store, extensions=SANDBOX_EXTENSIONS)
+
+
+def _local(settings: Settings, store: Store, dispatcher: Dispatcher | None) -> Backend:
+    return LocalBackend("local", settings, store, dispatcher)
+
+
+def _openai_ready(settings: Settings) -> bool:
+    return bool(settings.openai_api_key)
+
+
+def _azure_ready(settings: Settings) -> bool:
+    return bool(settings.azure_openai_endpoint and settings.azure_openai_api_key)
+
+
+def _always(settings: Settings) -> bool:
+    return True
+
+
+# name -> (factory, configured?, message naming what to configure)
+_BACKENDS: dict[str, tuple[Factory, Callable[[Settings], bool], str]] = {
+    "openai": (_openai, _openai_ready, "TUNELINE_OPENAI_API_KEY"),
+    "azure": (_azure, _azure_ready, "TUNELINE_AZURE_OPENAI_ENDPOINT and _API_KEY"),
+    "sandbox": (_sandbox, _always, ""),
+    "local": (_local, _always, ""),
+}
+
+# Records stored before the typed record were flat; their provider names the state they hold.
+for _name, _kind in (
+    ("openai", RemoteState),
+    ("azure", RemoteState),
+    ("sandbox", RemoteState),
+    ("local", LocalState),
+):
+    register_legacy_kind(_name, _kind.kind)
+for _extension in SANDBOX_EXTENSIONS:
+    register_extension(_extension)
+
+
+def register(
+    name: str,
+    factory: Factory,
+    configured: Callable[[Settings], bool] = _always,
+    extensions: tuple[str, ...] = (),
+) -> None:
+    """Make a backend available under ``name``; ``extensions``: request fields it forwards.
+
+    Its state type registers itself with ``record.state_type``.
+    """
+    _BACKENDS[name] = (factory, configured, "")
+    for extension in extensions:
+        register_extension(extension)
+
+
+def unregister(name: str) -> None:
+    _BACKENDS.pop(name, None)
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_BACKENDS)
+
+
+def ensure_available(name: str, settings: Settings) -> None:
+    """Refuse (422) a provider this deployment cannot use, without building a client."""
+    entry = _BACKENDS.get(name)
+    if entry is None:
+        raise Unprocessable(
+            f"Provider {name!r} is not available in this deployment.",
+            param="provider",
+            code="provider_not_available",
+        )
+    _, configured, needs = entry
+    if not configured(settings):
+        raise Unprocessable(
+            f"The {name} provider is not configured ({needs}).",
+            param="provider",
+            code="provider_not_configured",
+        )
+
+
+class Backends:
+    """The backends of one process, each built once on first use."""
+
+    def __init__(self, settings: Settings, store: Store, dispatcher: Dispatcher | None = None) -> None:
+        self.settings, self.store, self.dispatcher = settings, store, dispatcher
+        self._built: dict[str, Backend] = {}
+
+    def __call__(self, name: str) -> Backend:
+        if name not in self._built:
+            ensure_available(name, self.settings)
+            factory, _, _ = _BACKENDS[name]
+            self._built[name] = factory(self.settings, self.store, self.dispatcher)
+        return self._built[name]

@@ -1,0 +1,8 @@
+"""The fine-tuned model name of a job (DESIGN §9)."""
+
+from __future__ import annotations
+
+
+def fine_tuned_model_name(base: str, tenant: str, suffix: str | None, job_id: str) -> str:
+    """DESIGN §9: ``ft:<base model>:<tenant>:<suffix or empty>:<job id>``."""
+    return f"ft:{base}:{tenant}:{suffix or ''}:{job_id}"

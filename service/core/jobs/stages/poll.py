@@ -1,0 +1,203 @@
+"""The poll schedule: sync a provider-run job's progress, and the pipeline's watchdog.
+
+Every job not yet ended has an entry in the poll schedule. For a job in a worker-driven stage the
+entry is the watchdog: a stage left longer than ``WATCHDOG_S`` (its task lost, e.g. to a broker
+outage between the transition and the enqueue) gets its task enqueued again; every stage task is
+safe to run twice. For a job its provider runs, the entry is the next sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import secrets
+
+from service.core import ids, tasknames
+from service.core.backends.base import BackendError, Progress
+from service.core.backends.remote import remote_state
+from service.core.jobs import lifecycle, metrics, record, retry, states
+from service.core.jobs.record import Job
+from service.core.jobs.stages.common import STAGE_TASKS, WATCHDOG_S, StageContext, fail_job
+from service.core.store import jobs as repo
+from service.core.store import ratelimit
+
+POLL_LEASE_S = 30.0
+POLL_LOCK_S = 90  # longer than one poll's provider calls; bounds recovery after a killed worker
+MAX_POLL_INTERVAL_S = 60.0
+EVENTS_KEPT = 500
+
+PROVIDER_STATES = {
+    "validating_files": (states.VALIDATING, "provider_validating"),
+    "queued": (states.QUEUED, "provider_queued"),
+    "running": (states.RUNNING, "training"),
+}
+
+
+def claim_due(ctx: StageContext, limit: int = 200) -> list[str]:
+    return repo.claim_due_polls(ctx.store, ctx.clock.now(), POLL_LEASE_S, limit)
+
+
+def run_poll(ctx: StageContext, job_id: str) -> str | None:
+    """Sync the job from its provider, or act as its watchdog; the task to enqueue, if any."""
+    job = record.load(ctx.store, job_id)
+    if job is None or job.status in states.TERMINAL:
+        repo.unschedule_poll(ctx.store, job_id)
+        return None
+    if job.stage in STAGE_TASKS:
+        now = ctx.clock.now()
+        repo.schedule_poll(ctx.store, job_id, now + WATCHDOG_S)
+        stalled = now - float(job.stage_changed_at or now) >= WATCHDOG_S
+        return STAGE_TASKS[job.stage] if stalled and ctx.backend(job).wake(job) else None
+    if not job.provider_job_id:
+        # A stage its executor drives (training under a lease): the lease reaper watches it.
+        repo.unschedule_poll(ctx.store, job_id)
+        return None
+    token = secrets.token_hex(8)
+    if not repo.acquire_lock(ctx.store, job_id, POLL_LOCK_S, token):
+        # Another poll holds the lock (or a killed one did): look again soon.
+        repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + ctx.settings.poll_interval_s)
+        return None
+    try:
+        return _poll_locked(ctx, job)
+    finally:
+        repo.release_lock(ctx.store, job_id, token)
+
+
+def _poll_locked(ctx: StageContext, job: Job) -> str | None:
+    job_id = job.id
+    backend = ctx.backend(job)
+    base = ctx.settings.poll_interval_s
+    now = ctx.clock.now()
+    wait = ratelimit.take(
+        ctx.store, backend.account, ctx.settings.poll_rate_per_s, ctx.settings.poll_burst, now
+    )
+    if wait > 0:
+        # Over the account's poll budget: come back when a token frees, spread out so the jobs
+        # that were refused together do not all return in the same instant.
+        repo.schedule_poll(ctx.store, job_id, now + wait + ctx.jitter() * max(wait, 0.5))
+        return None
+    try:
+        progress = backend.sync(job)
+    except BackendError as exc:
+        failures = remote_state(job).poll_failures
+
+        def failed(j: Job) -> None:
+            remote_state(j).poll_failures = failures + 1
+
+        record.modify(ctx.store, job_id, failed)
+        # The poll's own interval is the base of its backoff.
+        policy = dataclasses.replace(retry.POLL, base_s=base)
+        decision = retry.decide(policy, exc, failures, ctx.jitter())
+        if not decision.retry:
+            fail_job(ctx.store, job_id, decision.code, decision.message)
+            return None
+        repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + decision.delay)
+        return None
+    _record_progress(ctx, job, progress)
+    return _follow(ctx, job, progress)
+
+
+def _follow(ctx: StageContext, job: Job, progress: Progress) -> str | None:
+    remote = progress.job
+    job_id = job.id
+    base = ctx.settings.poll_interval_s
+    polled_at = ctx.clock.now()
+
+    def synced(j: Job) -> None:
+        state = remote_state(j)
+        j.provider_status = remote.status
+        state.poll_failures, state.last_polled_at = 0, polled_at
+        if remote.estimated_finish:
+            j.estimated_finish = remote.estimated_finish
+
+    if remote.status in PROVIDER_STATES:
+        status, stage = PROVIDER_STATES[remote.status]
+        if (job.status, job.stage) != (status, stage):
+            message = f"Provider status: {remote.status}"
+            if lifecycle.try_transition(ctx.store, job_id, status, stage, message, apply=synced) is None:
+                return None
+        else:
+            record.modify(ctx.store, job_id, synced)
+        # Poll a little less often while nothing changes, never slower than the cap.
+        quiet_for = ctx.clock.now() - float(job.stage_changed_at or ctx.clock.now())
+        interval = min(base * (1 + quiet_for // 300), MAX_POLL_INTERVAL_S)
+        repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + interval)
+        return None
+    if remote.status == "succeeded":
+
+        def trained(j: Job) -> None:
+            synced(j)
+            state = remote_state(j)
+            state.fine_tuned_model, state.result_files = remote.fine_tuned_model, remote.result_files
+            j.trained_tokens = remote.trained_tokens
+
+        message = "Provider finished training; finalizing"
+        if (
+            lifecycle.try_transition(ctx.store, job_id, states.RUNNING, "finalizing", message, apply=trained)
+            is None
+        ):
+            return None
+        repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + WATCHDOG_S)  # watchdog for finalize
+        return tasknames.JOB_FINALIZE
+    if remote.status == "failed":
+        error = remote.error or {"code": "provider_failed", "message": "the provider reported failure"}
+
+        def failed(j: Job) -> None:
+            synced(j)
+            j.error = {
+                "code": error.get("code") or "provider_failed",
+                "message": error.get("message"),
+                "param": error.get("param"),
+            }
+
+        lifecycle.try_transition(
+            ctx.store,
+            job_id,
+            states.FAILED,
+            "done",
+            f"Job failed at the provider: {error.get('message')}",
+            level="error",
+            apply=failed,
+        )
+        return None
+    if remote.status == "cancelled":
+        message = "Job was cancelled at the provider"
+        lifecycle.try_transition(ctx.store, job_id, states.CANCELLED, "done", message, apply=synced)
+        return None
+    repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + base)
+    return None
+
+
+def _record_progress(ctx: StageContext, job: Job, progress: Progress) -> None:
+    """New provider events (metrics rows among them) and checkpoints, each recorded once."""
+    seen = set(remote_state(job).events_seen)
+    fresh = [e for e in reversed(progress.events) if e.id not in seen]
+    rows = []
+    for event in fresh:
+        if event.type == "metrics" and event.data.get("step") is not None:
+            rows.append(metrics.row(event.data))
+        lifecycle.record_event(
+            ctx.store, job.id, event.message, level=event.level, type_=event.type, data=event.data
+        )
+        seen.add(event.id)
+    if rows:
+        repo.put_metrics(ctx.store, job.id, rows)
+    if fresh:
+        # Keep the set bounded: provider lists are newest first, so old ids never come back.
+        kept = sorted(seen)[-EVENTS_KEPT:]
+
+        def remember(j: Job) -> None:
+            remote_state(j).events_seen = kept
+
+        record.modify(ctx.store, job.id, remember)
+    for cp in progress.checkpoints:
+        checkpoint = {
+            "id": ids.PREFIXES["checkpoint"] + hashlib.sha256(cp.id.encode()).hexdigest()[:24],
+            "object": "fine_tuning.job.checkpoint",
+            "created_at": cp.created_at,
+            "fine_tuned_model_checkpoint": cp.fine_tuned_model_checkpoint,
+            "fine_tuning_job_id": job.id,
+            "step_number": cp.step_number,
+            "metrics": {"step": cp.step_number, **cp.metrics},
+        }
+        lifecycle.record_checkpoint(ctx.store, job.id, checkpoint)

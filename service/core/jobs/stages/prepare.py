@@ -1,0 +1,97 @@
+"""The ``preparing`` stage: check and convert the job's files for its backend's model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.core import files
+from service.core.datasets import PrepareOptions, prepare_file
+from service.core.jobs import lifecycle
+from service.core.jobs.record import Job
+from service.core.jobs.stages.common import StageContext, enter, fail_job, run_stage
+from service.settings import Settings
+
+STAGE = "preparing"
+
+
+def prepared_dir(settings: Settings, job_id: str) -> Path:
+    return settings.data_dir / "prepared" / job_id
+
+
+def run_prepare(ctx: StageContext, job_id: str, attempt: int = 0) -> str | None:
+    """Prepare the job's files; next: what its backend says follows preparation."""
+    job = enter(ctx, job_id, STAGE)
+    if job is None:
+        return None
+    return run_stage(ctx, job, STAGE, lambda j: _prepare(ctx, j), attempt=attempt)
+
+
+def _prepare(ctx: StageContext, job: Job) -> str | None:
+    backend = ctx.backend(job)
+    prep = job.prepare or {}
+    split = prep.get("split") or {}
+    prepare_model = backend.preparation_model(job)
+    options = PrepareOptions(
+        model=prepare_model,
+        system_prompt=prep.get("system_prompt"),
+        skip_invalid_lines=bool(prep.get("skip_invalid_lines", False)),
+        dedupe=prep.get("dedupe", True),
+        split_validation=0.0 if job.validation_file else float(split.get("validation", 0.0)),
+        split_test=0.0 if job.test_file else float(split.get("test", 0.0)),
+        seed=int(split.get("seed", job.seed or 42)),
+    )
+    out = prepared_dir(ctx.settings, job.id)
+    report = prepare_file(files.blob_path(ctx.settings.data_dir, job.training_file), options, out / "train")
+    if not report.usable or "train" not in report.outputs:
+        fail_job(
+            ctx.store,
+            job.id,
+            "invalid_training_file",
+            f"training file {job.training_file} failed validation: {report.status_details}",
+            "training_file",
+        )
+        return None
+    prepared = {"train": str(report.outputs["train"])}
+    for split_name in ("validation", "test"):
+        if split_name in report.outputs:
+            prepared[split_name] = str(report.outputs[split_name])
+    for name, file_id in (("validation", job.validation_file), ("test", job.test_file)):
+        if not file_id:
+            continue
+        side = prepare_file(
+            files.blob_path(ctx.settings.data_dir, file_id),
+            PrepareOptions(
+                model=prepare_model, system_prompt=prep.get("system_prompt"), dedupe=prep.get("dedupe", True)
+            ),
+            out / name,
+        )
+        if not side.usable or "train" not in side.outputs:
+            field = f"{name}_file"
+            fail_job(
+                ctx.store,
+                job.id,
+                f"invalid_{name}_file",
+                f"{field} {file_id} failed validation: {side.status_details}",
+                field,
+            )
+            return None
+        prepared[name] = str(side.outputs["train"])
+    counts = report.to_dict().get("counts", {})
+    # The stop sequence the completion-style rows end with, so evaluation can strip and send it.
+    stop = (report.prepared or {}).get("stop")
+
+    def keep(j: Job) -> None:
+        j.prepared, j.prepared_stop = prepared, stop
+
+    after = backend.after_prepare()
+    lifecycle.transition(
+        ctx.store,
+        job.id,
+        after.status,
+        after.stage,
+        f"Prepared {counts.get('train', counts.get('kept'))} training examples"
+        + (f", {counts.get('validation')} validation" if counts.get("validation") else "")
+        + (f", {counts.get('test')} test" if counts.get("test") else ""),
+        apply=keep,
+    )
+    return backend.start(job)

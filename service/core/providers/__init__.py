@@ -1,1 +1,0 @@
-"""Training providers behind one interface: openai/azure/sandbox (via the openai SDK)."""
