@@ -27,7 +27,7 @@ from service.core.errors import NotFound, TunelineError, Unprocessable
 from service.core.graders import spec
 from service.core.graders.grade import Grade
 from service.core.graders.templates import Where
-from service.core.providers.base import CompletionRequest, ProviderError
+from service.core.backends.base import BackendError, CompletionRequest
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -168,7 +168,7 @@ def completions_judge(ctx: CompletionsContext, principal: Principal) -> Judge:
         )
         try:
             result = run_completion(ctx, job, completion)
-        except ProviderError as exc:
+        except BackendError as exc:
             raise JudgeError(f"the judge model's provider failed: {exc.message}") from exc
         except TunelineError as exc:  # a local model that timed out or cannot load
             raise JudgeError(f"the judge model could not answer: {exc.message}") from exc

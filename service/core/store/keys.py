@@ -180,7 +180,7 @@ def infer_result(request_id: str) -> str:
 # --- the train wait queue (store/train_queue.py) ----------------------------------------------
 
 
-def train_waiting() -> str:
+def train_queue_waiting() -> str:
     """Sorted set: every waiting local job id -> its order score (priority, then arrival)."""
     return f"{PREFIX}:trainq:waiting"
 

@@ -95,7 +95,7 @@ def _push(store: Store, job_id: str, tenant: str, priority: int, front: bool) ->
         store.r.eval(
             _PUSH,
             7,
-            keys.train_waiting(),
+            keys.train_queue_waiting(),
             keys.train_waiting_by_tenant(tenant),
             keys.train_waiting_tenants(),
             keys.train_queue_jobs(),
@@ -125,7 +125,7 @@ def claim(store: Store, max_per_tenant: int = 0) -> str | None:
     job_id = store.r.eval(
         _CLAIM,
         4,
-        keys.train_waiting(),
+        keys.train_queue_waiting(),
         keys.train_waiting_tenants(),
         keys.train_queue_seq(),
         keys.train_queue_served(),
@@ -142,7 +142,7 @@ def release(store: Store, job_id: str) -> bool:
         store.r.eval(
             _FORGET,
             3,
-            keys.train_waiting(),
+            keys.train_queue_waiting(),
             keys.train_queue_jobs(),
             keys.train_waiting_tenants(),
             job_id,
@@ -159,12 +159,12 @@ def is_queued(store: Store, job_id: str) -> bool:
 
 def position(store: Store, job_id: str) -> int | None:
     """1-based place among waiting jobs by priority and arrival (fairness may reorder tenants)."""
-    rank = store.r.zrank(keys.train_waiting(), job_id)
+    rank = store.r.zrank(keys.train_queue_waiting(), job_id)
     return None if rank is None else int(rank) + 1  # type: ignore[arg-type]
 
 
 def waiting_count(store: Store) -> int:
-    return int(store.r.zcard(keys.train_waiting()))  # type: ignore[arg-type]
+    return int(store.r.zcard(keys.train_queue_waiting()))  # type: ignore[arg-type]
 
 
 def running_count(store: Store, tenant: str) -> int:
