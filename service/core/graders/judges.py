@@ -22,12 +22,12 @@ from typing import Any
 
 from service.core import finetuned_models
 from service.core.auth import Principal
+from service.core.backends.base import BackendError, CompletionRequest
 from service.core.completions import CompletionsContext, run_completion
 from service.core.errors import NotFound, TunelineError, Unprocessable
 from service.core.graders import spec
 from service.core.graders.grade import Grade
 from service.core.graders.templates import Where
-from service.core.backends.base import BackendError, CompletionRequest
 
 DEFAULT_MAX_TOKENS = 256
 
