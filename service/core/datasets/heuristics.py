@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -92,6 +93,52 @@ class FieldStats:
                 self.contains[c] = 1
                 pending.remove(c)
 
+    def add_many(self, texts: list[str], candidates: tuple[str, ...]) -> None:
+        """`add` for a batch of rows, the per-row work done by C-level calls over the batch."""
+        if not texts:
+            return
+        start = self.n
+        self.n += len(texts)
+        if self.first is None or self.prefix is None or self.suffix is None:
+            self.prefix = self.suffix = self.first = texts[0]
+        prefix = self.prefix
+        if prefix:
+            self.prefix = os.path.commonprefix([prefix, *texts])
+        suffix = self.suffix
+        if suffix:
+            for text in texts:
+                if not text.endswith(suffix):
+                    suffix = _common_suffix(suffix, text)
+                    if not suffix:
+                        break
+            self.suffix = suffix
+        if self.all_same and texts.count(self.first) != len(texts):
+            self.all_same = False
+        self.ws_start += sum(1 for text in texts if text[:1] == " ")
+        # the same systematic sample as `add`: rows 1..SAMPLE_ALL, then every 16th
+        head = texts[: max(0, SAMPLE_ALL - start)]
+        first_tail = max(SAMPLE_ALL, start) + 1
+        skip = (-first_tail) % 16  # rows whose 1-based number is a multiple of 16
+        tail = texts[first_tail - start - 1 + skip :: 16]
+        sampled = head + tail
+        if sampled:
+            self.sampled += len(sampled)
+            joined = "\x00".join(sampled)  # NUL is no letter and no CJK: counts add up
+            size = len(joined)
+            self.upper += size - len(joined.translate(_UPPER))
+            self.lower += size - len(joined.translate(_LOWER))
+            if _CJK.search(joined) is not None:
+                self.cjk_rows += sum(1 for text in sampled if _CJK.search(text) is not None)
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = list(candidates)
+        if pending:
+            # no candidate holds NUL, so none can match across two joined rows
+            joined = "\x00".join(texts)
+            for c in [c for c in pending if c in joined]:
+                self.contains[c] = 1
+                pending.remove(c)
+
     @property
     def mostly_cjk(self) -> bool:
         return self.sampled > 0 and self.cjk_rows * 2 >= self.sampled
@@ -121,6 +168,25 @@ class Heuristics:
             if len(self.classes) > MAX_TRACKED_CLASSES:
                 self.classes_overflow = True
                 self.classes.clear()
+
+    def add_many(self, prompts: list[str], completions: list[str]) -> None:
+        """`add` for a batch of rows, in order."""
+        self.prompt.add_many(prompts, (*SEPARATOR_OPTIONS, "\n"))
+        self.completion.add_many(completions, (*STOP_OPTIONS, "。"))
+        self.prompt_chars += sum(map(len, prompts))
+        if not self.multi_sentence:
+            for completion in completions:
+                body = completion.rstrip()[:-1]
+                if any(p in body for p in (". ", "。", "! ", "? ", "！", "？")):
+                    self.multi_sentence += 1
+                    break
+        if not self.classes_overflow:
+            for completion in completions:
+                self.classes.add(hash(completion))
+                if len(self.classes) > MAX_TRACKED_CLASSES:
+                    self.classes_overflow = True
+                    self.classes.clear()
+                    break
 
     @property
     def n(self) -> int:
