@@ -344,7 +344,9 @@ class _Tokens:
         self._rows: list[tuple[int, int, bool, int, Meta]] = []
         self._chars = 0
         self._other_texts: list[str] = []
-        self._in_flight: deque[tuple[list[Future[list[int]]], list[tuple[int, int, bool, int, Meta]]]] = deque()
+        self._in_flight: deque[tuple[list[Future[list[int]]], list[tuple[int, int, bool, int, Meta]]]] = (
+            deque()
+        )
         self._other_counts: list[Future[list[int]]] = []
         self.sampled = 0
         self.sample_target = 0
@@ -407,7 +409,9 @@ class _Tokens:
                 for i in range(0, len(texts), size)
             ]
             if self._other_texts and self.other_encoding is not None:
-                self._other_counts.append(self._pool.submit(count_each, self.other_encoding, self._other_texts))
+                self._other_counts.append(
+                    self._pool.submit(count_each, self.other_encoding, self._other_texts)
+                )
             self._in_flight.append((futures, rows))
             self._texts, self._rows, self._chars, self._other_texts = [], [], 0, []
         while len(self._in_flight) >= self.IN_FLIGHT:
@@ -602,7 +606,8 @@ def prepare_file(
         # The common row, {"prompt": str, "completion": str} with text in both, has no finding:
         # take it without building a Checked.
         checked: checks.Checked | None = None
-        prompt = completion = ""
+        prompt: Any = ""
+        completion: Any = ""
         if type(value) is dict and len(value) == 2:
             prompt = value.get("prompt")
             completion = value.get("completion")
@@ -1069,7 +1074,9 @@ def _renderer(plan: _Plan) -> Callable[[Any], str]:
             completion = value["completion"]
             if leading_space and completion[:1] != " " and not is_cjk_start(completion):
                 completion = " " + completion
-            return f'{{"prompt": {enc(value["prompt"] + separator)}, "completion": {enc(completion + stop)}}}\n'
+            return (
+                f'{{"prompt": {enc(value["prompt"] + separator)}, "completion": {enc(completion + stop)}}}\n'
+            )
 
         return completion_line
     allowed = checks.CHAT_KEYS if plan.kind == CHAT else checks.PREFERENCE_KEYS
@@ -1106,8 +1113,8 @@ def _write(
     render = _renderer(plan)
     try:
         if layout == "jsonl" and encoding in ("utf-8", "utf-8-sig"):
-            with path.open("rb") as f:
-                for i, raw in enumerate(reader.read_lines(f)):
+            with path.open("rb") as src:
+                for i, raw in enumerate(reader.read_lines(src)):
                     bucket = dest[i]
                     if bucket == SPLIT_DROP:
                         continue
@@ -1118,7 +1125,12 @@ def _write(
         else:
             i = -1
             for rec in _records(path, layout, encoding, None):
-                if csv_header is not None and rec.line == 1 and rec.value is not None and "__csv_header__" in rec.value:
+                if (
+                    csv_header is not None
+                    and rec.line == 1
+                    and rec.value is not None
+                    and "__csv_header__" in rec.value
+                ):
                     continue
                 i += 1
                 bucket = dest[i]

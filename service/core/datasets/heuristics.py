@@ -103,7 +103,8 @@ class FieldStats:
             self.prefix = self.suffix = self.first = texts[0]
         prefix = self.prefix
         if prefix:
-            self.prefix = os.path.commonprefix([prefix, *texts])
+            # a character-wise common prefix is exactly what is wanted here (texts, not paths)
+            self.prefix = os.path.commonprefix([prefix, *texts])  # noqa: RUF071
         suffix = self.suffix
         if suffix:
             for text in texts:

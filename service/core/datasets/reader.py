@@ -285,7 +285,9 @@ def parse_text(lineno: int, text: str) -> Record:
     if text.count("[") + text.count("{") > MAX_DEPTH:
         code, where = locate(text)
         if code == "too_deep":
-            return Record(lineno, error=code, field=where, message=f"JSON nested deeper than {MAX_DEPTH} levels")
+            return Record(
+                lineno, error=code, field=where, message=f"JSON nested deeper than {MAX_DEPTH} levels"
+            )
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -363,7 +365,11 @@ def value_problem(value: Any) -> tuple[str, str | None, str] | None:
                 )
         elif isinstance(v, float):
             if not math.isfinite(v):
-                return "invalid_number", where or None, "NaN and Infinity are not JSON numbers"
+                return (
+                    "invalid_number",
+                    where or None,
+                    "NaN, Infinity and numbers beyond a double (1e400) are not JSON",
+                )
         elif isinstance(v, dict | list):
             if depth >= MAX_DEPTH:
                 return "too_deep", where or None, f"JSON nested deeper than {MAX_DEPTH} levels"
@@ -416,7 +422,7 @@ def iter_json_array(path: Path, encoding: str, progress: ProgressFn | None = Non
                         index=index,
                         error="too_deep",
                         field=locate(buf[pos : pos + MAX_LINE_BYTES])[1],
-                        message=f"JSON nested deeper than {MAX_DEPTH} levels; the rest of the array is not read",
+                        message=f"JSON nested deeper than {MAX_DEPTH} levels; the array is not read further",
                     )
                     return
             if end < 0 or end == len(buf):

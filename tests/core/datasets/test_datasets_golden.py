@@ -2,7 +2,8 @@
 
 The goldens in `golden/` were written by the two-pass engine that preceded the single-decode,
 batch-tokenising one; any change to a report or a written row on this data is a regression.
-Regenerate them only for an intended change of the report: `python -m tests.core.datasets.test_datasets_golden`.
+Regenerate them only for an intended change of the report:
+`python -m tests.core.datasets.test_datasets_golden`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 DATA = ROOT / "tests" / "data"
 _LISTED = GOLDEN / "files.json"  # the corpus files that existed when the goldens were recorded
-_BAD = json.loads(_LISTED.read_text()) if _LISTED.exists() else sorted(p.name for p in (DATA / "bad").iterdir())
+_BAD = (
+    json.loads(_LISTED.read_text()) if _LISTED.exists() else sorted(p.name for p in (DATA / "bad").iterdir())
+)
 FILES = [*(f"bad/{name}" for name in _BAD), "funds_qa.jsonl", "funds_chat.jsonl"]
 
 # name -> options; each case writes splits so the second pass is compared too
