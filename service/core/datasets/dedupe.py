@@ -20,6 +20,11 @@ class DigestIndex:
         self._lines = array("I", [0]) * capacity
         self._n = 0
 
+    @classmethod
+    def for_rows(cls, rows: int) -> DigestIndex:
+        """A table that holds about `rows` digests without growing (it still grows past them)."""
+        return cls(1 << max(12, (rows * 4 // 3).bit_length()))
+
     def __len__(self) -> int:
         return self._n
 
@@ -34,7 +39,7 @@ class DigestIndex:
                 keys[i] = key
                 self._lines[i] = line
                 self._n += 1
-                if self._n * 2 > self._cap:
+                if self._n * 4 > self._cap * 3:  # linear probing stays short up to 3/4 full
                     self._grow()
                 return 0
             if k == key:

@@ -13,6 +13,8 @@ from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from service.core.datasets import checks, reader
 from service.core.datasets.checks import CHAT, ERROR, INFO, PREFERENCE, PROMPT_COMPLETION, WARNING
 from service.core.datasets.dedupe import DigestIndex, digest
@@ -33,6 +35,7 @@ from service.core.datasets.models import (
 from service.core.datasets.tokens import ENCODINGS, TokenCounter, count_each, get_encoding, pool
 
 MIN_EXAMPLES = 10
+_DIGEST_MASK = (1 << 64) - 1
 RECOMMENDED_EXAMPLES = 100
 RATIO_SAMPLE = 500  # rows tokenised with the other encoding to estimate other models' tokens
 
@@ -282,9 +285,7 @@ def _prompt_key(checked: checks.Checked) -> bytes:
 
 
 def _row_digest(checked: checks.Checked) -> int:
-    if checked.kind == PROMPT_COMPLETION:
-        text = checked.prompt + "\x00" + checked.completion
-        return digest(text.encode("utf-8", "surrogatepass"))
+    """Digest of a chat or preference row, unknown keys left out (prompt/completion rows hash)."""
     value = {k: v for k, v in (checked.value or {}).items() if k not in checked.unknown_keys}
     return digest(json.dumps(value, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
@@ -371,13 +372,17 @@ class _Tokens:
             self.flush()
 
     def prompt_completion(self, prompt: str, completion: str, meta: Meta) -> None:
-        start = len(self._texts)
-        self._texts += (prompt, completion)
+        # the row every file of this format repeats: inlined, no helper calls
+        texts = self._texts
+        texts += (prompt, completion)
         sample = 0
-        if self._sampling():
+        if self.sampled < RATIO_SAMPLE and self._sampling():
             sample = 1
             self._other_texts += (prompt, completion)
-        self._add(0, start, self.plan.to_chat, sample, meta, len(prompt) + len(completion))
+        self._rows.append((0, 2, self.plan.to_chat, sample, meta))
+        self._chars += len(prompt) + len(completion)
+        if len(texts) >= self.BATCH_TEXTS or self._chars >= self.BATCH_CHARS:
+            self.flush()
 
     def chat(self, value: dict[str, Any], meta: Meta) -> None:
         texts = self._texts
@@ -529,7 +534,8 @@ def prepare_file(
     heur = Heuristics()
     heur_prompts: list[str] = []
     heur_completions: list[str] = []
-    index = DigestIndex()
+    # sized for the rows a file of this size likely holds, so the table seldom grows while reading
+    index = DigestIndex.for_rows(path.stat().st_size // 512)
     dest = bytearray()  # one byte per record (blank lines included): where pass 2 sends it
     histogram: dict[int, int] = {}
     counts = report.counts
@@ -661,7 +667,9 @@ def prepare_file(
         else:
             kinds_seen[PROMPT_COMPLETION] = kinds_seen.get(PROMPT_COMPLETION, 0) + 1
         if kind == PROMPT_COMPLETION:
-            row_digest = digest(f"{prompt}\x00{completion}".encode())
+            # Python's (seeded siphash) hash of the pair: a 64-bit digest, no bytes copied, valid for
+            # this pass only, which is all duplicate detection needs
+            row_digest = hash((prompt, completion)) & _DIGEST_MASK or 1
         else:
             assert checked is not None
             row_digest = _row_digest(checked)
@@ -1047,43 +1055,48 @@ def _candidates(
     return result
 
 
-def _renderer(plan: _Plan) -> Callable[[Any], str]:
+def _renderer(plan: _Plan) -> Callable[[Any], bytes]:
     """How pass 2 turns a kept row's value into its output line; the row was checked in pass 1.
 
-    Prompt/completion lines are assembled from JSON-encoded strings, byte for byte what
-    `json.dumps(..., ensure_ascii=False)` writes for the same object, without building it.
+    Prompt/completion lines are assembled from orjson-encoded strings: byte for byte what
+    `json.dumps(..., ensure_ascii=False)` writes for the same object (same escapes; no lone
+    surrogates reach here), without building the object.
     """
-    enc = json.encoder.encode_basestring
+    enc = orjson.dumps
     if plan.kind == PROMPT_COMPLETION:
         if plan.to_chat:
-            head = '{"messages": ['
+            head = b'{"messages": ['
             if plan.system_prompt:
-                head += '{"role": "system", "content": ' + enc(plan.system_prompt) + "}, "
-            head += '{"role": "user", "content": '
+                head += b'{"role": "system", "content": ' + enc(plan.system_prompt) + b"}, "
+            head += b'{"role": "user", "content": '
+            middle = b'}, {"role": "assistant", "content": '
 
-            def chat_line(value: Any) -> str:
-                return (
-                    f'{head}{enc(value["prompt"])}}}, {{"role": "assistant", "content": '
-                    f"{enc(value['completion'])}}}]}}\n"
-                )
+            def chat_line(value: Any) -> bytes:
+                return b"".join((head, enc(value["prompt"]), middle, enc(value["completion"]), b"}]}\n"))
 
             return chat_line
         separator, stop, leading_space = plan.separator, plan.stop, plan.leading_space
 
-        def completion_line(value: Any) -> str:
+        def completion_line(value: Any) -> bytes:
             completion = value["completion"]
             if leading_space and completion[:1] != " " and not is_cjk_start(completion):
                 completion = " " + completion
-            return (
-                f'{{"prompt": {enc(value["prompt"] + separator)}, "completion": {enc(completion + stop)}}}\n'
+            return b"".join(
+                (
+                    b'{"prompt": ',
+                    enc(value["prompt"] + separator),
+                    b', "completion": ',
+                    enc(completion + stop),
+                    b"}\n",
+                )
             )
 
         return completion_line
     allowed = checks.CHAT_KEYS if plan.kind == CHAT else checks.PREFERENCE_KEYS
 
-    def value_line(value: Any) -> str:
+    def value_line(value: Any) -> bytes:
         kept = {k: v for k, v in value.items() if k in allowed}  # unknown keys are dropped
-        return json.dumps(kept, ensure_ascii=False) + "\n"
+        return (json.dumps(kept, ensure_ascii=False) + "\n").encode()
 
     return value_line
 
@@ -1106,9 +1119,7 @@ def _write(
         names.append(SPLIT_VALIDATION)
     if report.counts["test"]:
         names.append(SPLIT_TEST)
-    files = {
-        b: (out_dir / f"{SPLIT_NAMES[b]}.jsonl").open("w", encoding="utf-8", newline="\n") for b in names
-    }
+    files = {b: (out_dir / f"{SPLIT_NAMES[b]}.jsonl").open("wb") for b in names}
     writers = {b: f.write for b, f in files.items()}
     render = _renderer(plan)
     try:

@@ -18,6 +18,7 @@ COMPLETION_PREFIX_MIN = 5
 CLASSIFICATION_RATIO = 3  # at least this many examples per distinct completion on average
 MAX_TRACKED_CLASSES = 4096
 SAMPLE_ALL = 4096
+_SENTENCE_MARKS = (". ", "。", "! ", "? ", "！", "？")  # inside a completion: more than one sentence
 
 _CJK = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\u3000-\u303f]")
 _UPPER = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -93,10 +94,15 @@ class FieldStats:
                 self.contains[c] = 1
                 pending.remove(c)
 
-    def add_many(self, texts: list[str], candidates: tuple[str, ...]) -> None:
-        """`add` for a batch of rows, the per-row work done by C-level calls over the batch."""
+    def add_many(self, texts: list[str], candidates: tuple[str, ...]) -> str:
+        """`add` for a batch of rows, the per-row work done by C-level calls over the batch.
+
+        Returns the batch joined by NUL, for the caller's own searches: no candidate or marker
+        searched for holds NUL, so no match can span two rows.
+        """
+        joined = "\x00".join(texts)
         if not texts:
-            return
+            return joined
         start = self.n
         self.n += len(texts)
         if self.first is None or self.prefix is None or self.suffix is None:
@@ -115,7 +121,10 @@ class FieldStats:
             self.suffix = suffix
         if self.all_same and texts.count(self.first) != len(texts):
             self.all_same = False
-        self.ws_start += sum(1 for text in texts if text[:1] == " ")
+        if joined.count("\x00") == len(texts) - 1:  # NUL only between rows: count row starts
+            self.ws_start += ("\x00" + joined).count("\x00 ")
+        else:
+            self.ws_start += sum(1 for text in texts if text[:1] == " ")
         # the same systematic sample as `add`: rows 1..SAMPLE_ALL, then every 16th
         head = texts[: max(0, SAMPLE_ALL - start)]
         first_tail = max(SAMPLE_ALL, start) + 1
@@ -124,21 +133,20 @@ class FieldStats:
         sampled = head + tail
         if sampled:
             self.sampled += len(sampled)
-            joined = "\x00".join(sampled)  # NUL is no letter and no CJK: counts add up
-            size = len(joined)
-            self.upper += size - len(joined.translate(_UPPER))
-            self.lower += size - len(joined.translate(_LOWER))
-            if _CJK.search(joined) is not None:
+            sample = "\x00".join(sampled)  # NUL is no letter and no CJK: counts add up
+            size = len(sample)
+            self.upper += size - len(sample.translate(_UPPER))
+            self.lower += size - len(sample.translate(_LOWER))
+            if _CJK.search(sample) is not None:
                 self.cjk_rows += sum(1 for text in sampled if _CJK.search(text) is not None)
         pending = self._pending
         if pending is None:
             pending = self._pending = list(candidates)
         if pending:
-            # no candidate holds NUL, so none can match across two joined rows
-            joined = "\x00".join(texts)
             for c in [c for c in pending if c in joined]:
                 self.contains[c] = 1
                 pending.remove(c)
+        return joined
 
     @property
     def mostly_cjk(self) -> bool:
@@ -162,7 +170,7 @@ class Heuristics:
         self.prompt_chars += len(prompt)
         if not self.multi_sentence:
             body = completion.rstrip()[:-1]
-            if any(p in body for p in (". ", "。", "! ", "? ", "！", "？")):
+            if any(p in body for p in _SENTENCE_MARKS):
                 self.multi_sentence += 1
         if not self.classes_overflow:
             self.classes.add(hash(completion))
@@ -173,12 +181,14 @@ class Heuristics:
     def add_many(self, prompts: list[str], completions: list[str]) -> None:
         """`add` for a batch of rows, in order."""
         self.prompt.add_many(prompts, (*SEPARATOR_OPTIONS, "\n"))
-        self.completion.add_many(completions, (*STOP_OPTIONS, "。"))
+        joined = self.completion.add_many(completions, (*STOP_OPTIONS, "。"))
         self.prompt_chars += sum(map(len, prompts))
-        if not self.multi_sentence:
+        # a row's body is its text less trailing space and last character: no marker anywhere in
+        # the batch means none in any body, which spares the per-row look for one-sentence data
+        if not self.multi_sentence and any(p in joined for p in _SENTENCE_MARKS):
             for completion in completions:
                 body = completion.rstrip()[:-1]
-                if any(p in body for p in (". ", "。", "! ", "? ", "！", "？")):
+                if any(p in body for p in _SENTENCE_MARKS):
                     self.multi_sentence += 1
                     break
         if not self.classes_overflow:

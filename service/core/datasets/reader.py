@@ -39,8 +39,17 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 _BINARY_CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
-# orjson turns integers outside 64 bits into floats; such lines go to the exact stdlib parser.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# orjson turns integers outside 64 bits into floats; a line with 19 digits in a row goes to the
+# exact stdlib parser. Digits are mapped to "0" and searched as one substring: a regex such as
+# rb"\d{19}" costs more than the parse itself.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+
+
+def _long_digits(raw: bytes) -> bool:
+    return _LONG_DIGITS in raw.translate(_DIGITS_TO_ZERO)
+
+
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:]|-?\d+')
 
 
@@ -188,20 +197,57 @@ def _open_text(path: Path, encoding: str) -> io.TextIOWrapper:
     return open(path, encoding=encoding, errors="strict", newline="\n")
 
 
+class Lines:
+    """Physical lines of a binary file, read in large chunks and split at LF, without their LF.
+
+    A line over MAX_LINE_BYTES is never held: it is skipped and given as its size (an int).
+    `terminated` says whether the line just given ended with LF (only the last one may not).
+    """
+
+    READ_BYTES = 1 << 20
+
+    def __init__(self, f: BinaryIO, progress: ProgressFn | None = None) -> None:
+        self._f = f
+        self._progress = progress
+        self.terminated = True
+
+    def __iter__(self) -> Iterator[bytes | int]:
+        read, progress = self._f.read, self._progress
+        pending: list[bytes] = []  # pieces of a line that spans chunks
+        size = 0
+        skipping = False
+        while chunk := read(self.READ_BYTES):
+            if progress is not None:
+                progress(len(chunk))
+            lines = chunk.split(b"\n")
+            tail = lines.pop()
+            if lines:
+                if skipping:
+                    lines[0] = size + len(lines[0]) + 1  # type: ignore[call-overload]
+                    skipping = False
+                elif pending:
+                    pending.append(lines[0])
+                    line = b"".join(pending)
+                    lines[0] = line if len(line) < MAX_LINE_BYTES else len(line) + 1  # type: ignore[call-overload]
+                pending, size = [], 0
+                yield from lines
+            if skipping:
+                size += len(tail)
+            elif tail:
+                pending.append(tail)
+                size += len(tail)
+                if size >= MAX_LINE_BYTES:
+                    skipping, pending = True, []
+        if skipping:
+            yield size
+        elif pending:
+            self.terminated = False
+            yield b"".join(pending)
+
+
 def read_lines(f: BinaryIO) -> Iterator[bytes | int]:
-    """Physical lines of a binary file; a line over MAX_LINE_BYTES is skipped and given as its size."""
-    readline = f.readline
-    while raw := readline(MAX_LINE_BYTES + 1):
-        if len(raw) <= MAX_LINE_BYTES:
-            yield raw
-            continue
-        size = len(raw)
-        while not raw.endswith(b"\n"):  # read the rest of the line in chunks, holding none of it
-            raw = readline(CHUNK_CHARS)
-            if not raw:
-                break
-            size += len(raw)
-        yield size
+    """The lines of `Lines`, for a reader that needs no progress and no `terminated`."""
+    return iter(Lines(f))
 
 
 def _too_long(lineno: int, size: int) -> Record:
@@ -214,7 +260,7 @@ def _too_long(lineno: int, size: int) -> Record:
 
 def decode_line(raw: bytes) -> Any:
     """The value of a UTF-8 JSONL line already checked by `iter_jsonl` (pass 2 re-reads kept lines)."""
-    if _LONG_DIGITS.search(raw) is None:
+    if not _long_digits(raw):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -228,18 +274,14 @@ def iter_jsonl(path: Path, encoding: str, progress: ProgressFn | None = None) ->
     utf8 = encoding in ("utf-8", "utf-8-sig")
     codec = "utf-8" if utf8 else encoding
     fast = orjson.loads
-    long_digits = _LONG_DIGITS.search
     if byte_codec:
         # LF is never part of a multi-byte UTF-8 or GB18030 character, so split the bytes.
         with path.open("rb") as f:
-            for lineno, raw in enumerate(read_lines(f), 1):
+            lines = Lines(f, progress)
+            for lineno, raw in enumerate(lines, 1):
                 if isinstance(raw, int):
-                    if progress is not None:
-                        progress(raw)
                     yield _too_long(lineno, raw)
                     continue
-                if progress is not None:
-                    progress(len(raw))
                 if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[3:]
                 if b"\x00" in raw:
@@ -251,12 +293,14 @@ def iter_jsonl(path: Path, encoding: str, progress: ProgressFn | None = None) ->
                     if not raw.strip():
                         yield Record(lineno, blank=True)
                         continue
-                    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH and long_digits(raw) is None:
+                    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH and not _long_digits(raw):
                         try:
                             yield Record(lineno, fast(raw))
                             continue
                         except orjson.JSONDecodeError:
                             pass
+                if lines.terminated:
+                    raw += b"\n"  # the stdlib's messages give columns as they were with the LF
                 try:
                     text = raw.decode(codec)
                 except UnicodeDecodeError:

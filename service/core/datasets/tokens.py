@@ -95,6 +95,9 @@ def get_encoding(name: str) -> tiktoken.Encoding:
                 mergeable_ranks=_load_ranks(name, expected_hash),
                 special_tokens=special,
             )
+            # The Rust core holds its own copy of the ranks; tiktoken keeps the Python dict only to
+            # pickle the Encoding, which Tuneline never does. Dropping it saves 15-25 MB a vocabulary.
+            enc._mergeable_ranks = {}
             _cache[name] = enc
     return enc
 
