@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import math
 import re
@@ -219,18 +220,20 @@ class Lines:
         while chunk := read(self.READ_BYTES):
             if progress is not None:
                 progress(len(chunk))
-            lines = chunk.split(b"\n")
-            tail = lines.pop()
-            if lines:
+            parts = chunk.split(b"\n")
+            tail = parts.pop()  # after the last LF: the start of a line the next chunk ends
+            if parts:
+                first: bytes | int = parts[0]
                 if skipping:
-                    lines[0] = size + len(lines[0]) + 1  # type: ignore[call-overload]
+                    first = size + len(parts[0]) + 1
                     skipping = False
                 elif pending:
-                    pending.append(lines[0])
+                    pending.append(parts[0])
                     line = b"".join(pending)
-                    lines[0] = line if len(line) < MAX_LINE_BYTES else len(line) + 1  # type: ignore[call-overload]
+                    first = line if len(line) < MAX_LINE_BYTES else len(line) + 1
                 pending, size = [], 0
-                yield from lines
+                yield first
+                yield from itertools.islice(parts, 1, None)
             if skipping:
                 size += len(tail)
             elif tail:
