@@ -49,9 +49,10 @@ import json, resource, subprocess, sys, time
 t = time.perf_counter()
 p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 dt = time.perf_counter() - t
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
 out, err = (x.decode(errors="replace")[-400:] for x in (p.stdout, p.stderr))
-print(json.dumps({"s": dt, "rc": p.returncode, "rss": rss, "out": out, "err": err}))
+print(json.dumps({"s": dt, "cpu": u.ru_utime + u.ru_stime, "rc": p.returncode, "rss": u.ru_maxrss,
+                  "out": out, "err": err}))
 """
 
 ENGINE = """
@@ -155,34 +156,59 @@ def main() -> None:
             f"--model {args.model}" + (f" --memory-gb {args.memory_gb}" if args.memory_gb else "") + "`"
         )
         print()
-        print("| what | median s (runs) | ratio | peak RSS MB |")
-        print("|---|---:|---:|---:|")
+        legacy = med("legacy") if runs["legacy"] else 0.0
         print(
-            f"| `tuneline prepare FILE --model {args.model} --out DIR`, whole process | {cli:.2f} "
-            f"({spread('cli')}) | {cli / bare:.2f}× the bare floor | {rss('cli'):.0f} |"
+            "| what | median wall s (runs) | wall ratio | median CPU s (user+sys, all threads) "
+            "| CPU ratio | peak RSS MB |"
         )
-        print(
-            f"| bare floor, whole process (start, vocabulary, read, encode loop) | {bare:.2f} "
-            f"({spread('bare')}) | 1.00× | {rss('bare'):.0f} |"
-        )
-        print(
-            f"| engine in-process: `prepare_file` with `out_dir` (no start-up, no imports) | {engine:.2f} "
-            f"({spread('engine', 'inner')}) | {engine / bare_loop:.2f}× the bare in-process "
-            f"| {rss('engine'):.0f} |"
-        )
-        print(
-            f"| bare in-process (vocabulary load, read, encode loop; no start-up) | {bare_loop:.2f} "
-            f"({spread('bare', 'inner')}) | 1.00× | |"
-        )
+        print("|---|---:|---:|---:|---:|---:|")
+        rows = [
+            (
+                f"`tuneline prepare FILE --model {args.model} --out DIR`, whole process",
+                "cli",
+                "s",
+                cli / bare,
+            ),
+            ("bare floor, whole process (start, vocabulary, read, encode loop)", "bare", "s", 1.0),
+            (
+                "engine in-process: `prepare_file` with `out_dir` (no start-up, no imports)",
+                "engine",
+                "inner",
+                engine / bare_loop,
+            ),
+            ("bare in-process (vocabulary load, read, encode loop; no start-up)", "bare", "inner", 1.0),
+        ]
         if runs["legacy"]:
-            legacy = med("legacy")
-            print(
-                f"| classic `openai tools fine_tunes.prepare_data -f FILE -q` (0.28.1), whole process | "
-                f"{legacy:.2f} ({spread('legacy')}) | {legacy / cli:.2f}× Tuneline's time "
-                f"| {rss('legacy'):.0f} |"
+            rows.append(
+                (
+                    "classic `openai tools fine_tunes.prepare_data -f FILE -q` (0.28.1), whole process",
+                    "legacy",
+                    "s",
+                    legacy / bare,
+                )
             )
-        else:
-            print("| classic tool | not run: `.venv-legacy` missing | | |")
+        for title, name, key, ratio in rows:
+            whole = key == "s"  # CPU and memory are per process: shown on the whole-process rows
+            cpu = f"{med(name, 'cpu'):.2f}" if whole else ""
+            cpu_ratio = f"{med(name, 'cpu') / med('bare', 'cpu'):.2f}×" if whole else ""
+            memory = f"{rss(name):.0f}" if whole else ""
+            print(
+                f"| {title} | {med(name, key):.2f} ({spread(name, key)}) | {ratio:.2f}× | {cpu} "
+                f"| {cpu_ratio} | {memory} |"
+            )
+        if not runs["legacy"]:
+            print("| classic tool | not run: `.venv-legacy` missing | | | | |")
+        print()
+        print(
+            "Wall ratios are to the bare floor of the same kind (whole process, or in-process); CPU "
+            "ratios to the bare floor's whole process."
+            + (
+                f" The classic tool takes {legacy / cli:.2f}× the wall time of `tuneline prepare` and "
+                f"{med('legacy', 'cpu') / med('cli', 'cpu'):.2f}× its CPU time."
+                if runs["legacy"]
+                else ""
+            )
+        )
         if args.memory_gb:
             big = work / "big.jsonl"
             rows = int(args.lines * args.memory_gb * 1e9 / src.stat().st_size)
@@ -193,7 +219,7 @@ def main() -> None:
             print(
                 f"Peak memory on a {big.stat().st_size / 1e9:.2f} GB file ({rows} rows): `tuneline prepare "
                 f"--model {args.model} --out DIR` {int(r['rss']) / 1024:.0f} MB peak RSS "  # type: ignore[call-overload]
-                f"(exit {r['rc']}, {float(r['s']):.0f} s)."  # type: ignore[arg-type]
+                f"(exit {r['rc']}, {float(r['s']):.0f} s wall, {float(r['cpu']):.0f} s CPU)."  # type: ignore[arg-type]
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

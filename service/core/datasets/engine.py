@@ -32,7 +32,14 @@ from service.core.datasets.models import (
     resolve_model,
     training_cost_usd,
 )
-from service.core.datasets.tokens import ENCODINGS, TokenCounter, count_each, get_encoding, pool
+from service.core.datasets.tokens import (
+    ENCODINGS,
+    POOL_SIZE,
+    TokenCounter,
+    count_each,
+    get_encoding,
+    pool,
+)
 
 MIN_EXAMPLES = 10
 _DIGEST_MASK = (1 << 64) - 1
@@ -325,7 +332,7 @@ class _Tokens:
 
     BATCH_TEXTS = 4096
     BATCH_CHARS = 1 << 21
-    IN_FLIGHT = 2
+    IN_FLIGHT = 3
 
     def __init__(self, spec: ModelSpec, plan: _Plan, finish: Callable[[int, Meta], None]) -> None:
         self.encoding = spec.encoding
@@ -334,7 +341,7 @@ class _Tokens:
         self.plan = plan
         self._finish = finish
         self._pool = pool()
-        self._workers = max(1, self._pool._max_workers)
+        self._workers = POOL_SIZE
         # the target vocabulary loads on a pool thread while the first batch is read
         self._pool.submit(get_encoding, self.encoding)
         self._counter: TokenCounter | None = None

@@ -293,7 +293,7 @@ def iter_jsonl(path: Path, encoding: str, progress: ProgressFn | None = None) ->
                 if utf8:
                     # The common case: orjson parses the bytes once (it checks UTF-8 too). Anything
                     # it refuses, or could read differently from the stdlib, takes the exact path.
-                    if not raw.strip():
+                    if not raw or raw.isspace():  # ASCII-blank; other blanks go the exact way
                         yield Record(lineno, blank=True)
                         continue
                     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH and not _long_digits(raw):

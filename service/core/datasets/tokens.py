@@ -102,6 +102,7 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     return enc
 
 
+POOL_SIZE = os.cpu_count() or 1
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()  # not _lock: that one is held while a vocabulary loads
 
@@ -112,7 +113,7 @@ def pool() -> ThreadPoolExecutor:
     if _pool is None:
         with _pool_lock:
             if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="tokens")
+                _pool = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="tokens")
     return _pool
 
 
