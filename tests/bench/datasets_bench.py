@@ -215,11 +215,14 @@ def main() -> None:
             src.unlink()
             generate(big, rows, seed=2)
             r = measure(tuneline, "prepare", str(big), "--model", args.model, "--out", str(work / "big-out"))
+            shutil.rmtree(work / "big-out", ignore_errors=True)
+            e = measure(sys.executable, "-c", ENGINE, str(big), args.model, str(work / "big-out"))
             print()
             print(
-                f"Peak memory on a {big.stat().st_size / 1e9:.2f} GB file ({rows} rows): `tuneline prepare "
-                f"--model {args.model} --out DIR` {int(r['rss']) / 1024:.0f} MB peak RSS "  # type: ignore[call-overload]
-                f"(exit {r['rc']}, {float(r['s']):.0f} s wall, {float(r['cpu']):.0f} s CPU)."  # type: ignore[arg-type]
+                f"Peak memory on a {big.stat().st_size / 1e9:.2f} GB file ({rows} rows, model {args.model}, "
+                f"splits written): `tuneline prepare` {int(r['rss']) / 1024:.0f} MB peak RSS "  # type: ignore[call-overload]
+                f"(exit {r['rc']}, {float(r['s']):.0f} s wall, {float(r['cpu']):.0f} s CPU); the engine "  # type: ignore[arg-type]
+                f"in-process {int(e['rss']) / 1024:.0f} MB ({float(e['s']):.0f} s wall)."  # type: ignore[call-overload, arg-type]
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
