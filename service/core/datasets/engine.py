@@ -42,9 +42,9 @@ from service.core.datasets.tokens import (
 )
 
 MIN_EXAMPLES = 10
-_DIGEST_MASK = (1 << 64) - 1
 RECOMMENDED_EXAMPLES = 100
 RATIO_SAMPLE = 500  # rows tokenised with the other encoding to estimate other models' tokens
+_DIGEST_MASK = (1 << 64) - 1
 
 SPLIT_DROP, SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_TEST = 0, 1, 2, 3
 SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VALIDATION: "validation", SPLIT_TEST: "test"}
