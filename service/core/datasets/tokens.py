@@ -108,6 +108,16 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()  # not _lock: that one is held while a vocabulary loads
 
 
+def _forget_pool() -> None:
+    # A forked child has none of its parent's threads: a pool inherited from the parent would take
+    # work and never run it, so the child starts its own on first use.
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def pool() -> ThreadPoolExecutor:
     """The process's tokenising threads, one per core: tiktoken releases the GIL while it encodes."""
     global _pool
