@@ -11,6 +11,7 @@ import click
 from service.cli.client import echo_json
 from service.core.datasets import MODELS, PrepareOptions, Report, prepare_file
 from service.core.datasets.models import DEFAULT_MODEL
+from service.core.datasets.tokens import VocabularyError
 
 FIXES = ("dedupe", "empty", "completion", "chat")
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -134,6 +135,9 @@ def prepare(
         bar = tqdm(total=size, unit="B", unit_scale=True, desc="prepare", file=sys.stderr)
     try:
         report = prepare_file(file, options, out_dir=out_dir, progress=bar.update if bar else None)
+    except (OSError, VocabularyError) as exc:
+        # the machine's fault, not the file's content (content problems are findings): one line
+        raise click.ClickException(f"cannot prepare {file}: {exc}") from None
     finally:
         if bar is not None:
             bar.close()

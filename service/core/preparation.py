@@ -27,9 +27,13 @@ def prepare_uploaded_file(store: Store, data_dir: Path, file_id: str) -> None:
         return
     try:
         report = prepare_file(files.blob_path(data_dir, file_id), PrepareOptions())
-    except Exception:
+    except Exception as exc:
+        # Bad content is a finding, never an exception: this is a fault of ours or of the
+        # machine. The file ends `error` without a report, and `report_for` says so for good.
         log.exception("preparation crashed", extra={"file_id": file_id})
-        files.update_status(store, file_id, "error", "internal error while preparing the file")
+        files.update_status(
+            store, file_id, "error", f"internal error while preparing the file ({type(exc).__name__})"
+        )
         return
     store.r.set(keys.file_report(file_id), dumps(report.to_dict()))
     status = "processed" if report.usable else "error"
@@ -43,14 +47,25 @@ def get_report(store: Store, file_id: str) -> dict[str, Any] | None:
 
 
 def report_for(store: Store, principal: Principal, file_id: str) -> dict[str, Any]:
-    """The report of a file the caller may see; 409 while it is still being prepared."""
+    """The report of a file the caller may see; 409 only while it is still being prepared.
+
+    A file that ended without a report (its preparation failed) answers a final 422: retrying
+    would never change the answer.
+    """
     record = files.get_file(store, principal, file_id)
     report = get_report(store, record.id)
     if report is None:
-        raise Conflict(
-            f"File {record.id} is still being prepared; retry shortly.",
+        if record.status == "uploaded":
+            raise Conflict(
+                f"File {record.id} is still being prepared; retry shortly.",
+                param="file_id",
+                code="report_not_ready",
+            )
+        raise Unprocessable(
+            f"File {record.id} has no report: {record.status_details or 'its preparation failed'}. "
+            "Upload the file again to prepare it anew.",
             param="file_id",
-            code="report_not_ready",
+            code="report_unavailable",
         )
     return {"object": "file.report", "file_id": record.id, **report, "status": record.status}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import httpx2
 import openai
 import pytest
 from openai import OpenAI
@@ -52,3 +53,26 @@ def test_sdk_sees_auth_and_validation_errors(stack):
     with pytest.raises(openai.BadRequestError) as err:
         client.files.create(file=("x.jsonl", io.BytesIO(b"")), purpose="fine-tune")
     assert err.value.code == "empty_file"
+
+
+def test_deeply_nested_upload_ends_with_a_report_through_the_worker(stack, sample_data):
+    """The real worker prepares a file with a 100,000-level nested line: the file ends `error`
+    with a line-numbered report, never a crash and a report route that says "retry" forever."""
+    token = stack.key()
+    client = sdk(stack, token)
+    with (sample_data / "bad" / "deep_nesting.jsonl").open("rb") as fh:
+        created = client.files.create(file=fh, purpose="fine-tune")
+    final = wait_until(
+        lambda: (f := client.files.retrieve(created.id)).status != "uploaded" and f,
+        30,
+        what="file preparation",
+    )
+    assert final.status == "error" and "too_deep" in (final.status_details or "")
+    r = httpx2.get(
+        f"{stack.base_url}/v1/files/{created.id}/report",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=20,
+    )
+    assert r.status_code == 200, r.text
+    deep = [f for f in r.json()["findings"] if f["code"] == "too_deep"]
+    assert [(f["line"], f["field"]) for f in deep] == [(5, "completion"), (9, "meta")]

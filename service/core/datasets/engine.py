@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from service.core.datasets import checks, reader
 from service.core.datasets.checks import CHAT, ERROR, INFO, PREFERENCE, PROMPT_COMPLETION, WARNING
@@ -27,11 +32,19 @@ from service.core.datasets.models import (
     resolve_model,
     training_cost_usd,
 )
-from service.core.datasets.tokens import ENCODINGS, TokenCounter
+from service.core.datasets.tokens import (
+    ENCODINGS,
+    POOL_SIZE,
+    TokenCounter,
+    count_each,
+    get_encoding,
+    pool,
+)
 
 MIN_EXAMPLES = 10
 RECOMMENDED_EXAMPLES = 100
 RATIO_SAMPLE = 500  # rows tokenised with the other encoding to estimate other models' tokens
+_DIGEST_MASK = (1 << 64) - 1
 
 SPLIT_DROP, SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_TEST = 0, 1, 2, 3
 SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VALIDATION: "validation", SPLIT_TEST: "test"}
@@ -165,12 +178,22 @@ class Report:
 
 
 class _Collector:
-    """Findings: first N per code kept, every one counted."""
+    """Findings: first N per code kept, every one counted, in the order of the rows they are about.
+
+    Token counts arrive a batch after their row was read, so each finding carries the position of
+    its row (`at`, set by the reader loop, or `after` for a finding about an earlier row) and
+    `finalize` puts findings and totals back in row order, as a one-row-at-a-time pass adds them.
+    """
+
+    END = 1 << 62  # position of file-level findings added after the last row
 
     def __init__(self, report: Report, limit: int) -> None:
         self.report = report
         self.limit = limit
         self.per_code: dict[str, int] = {}
+        self.at = 0
+        self._keys: list[tuple[int, int]] = []
+        self._first: dict[str, tuple[int, int]] = {}
 
     def add(
         self,
@@ -180,10 +203,14 @@ class _Collector:
         field_: str | None,
         message: str,
         index: int | None = None,
+        after: int | None = None,
     ) -> None:
+        key = (self.at, 0) if after is None else (after, 1)
         n = self.per_code.get(code, 0) + 1
         self.per_code[code] = n
         r = self.report
+        if n == 1:
+            self._first[code] = key
         r.finding_totals[code] = r.finding_totals.get(code, 0) + 1
         if severity == ERROR:
             if line is None or code in FILE_LEVEL:
@@ -201,6 +228,15 @@ class _Collector:
             if index is not None:
                 finding["index"] = index
             r.findings.append(finding)
+            self._keys.append(key)
+
+    def finalize(self) -> None:
+        r = self.report
+        order = sorted(range(len(r.findings)), key=self._keys.__getitem__)  # stable
+        r.findings = [r.findings[i] for i in order]
+        self._keys = [self._keys[i] for i in order]
+        totals = r.finding_totals
+        r.finding_totals = {c: totals[c] for c in sorted(totals, key=self._first.__getitem__)}
 
 
 @dataclass
@@ -256,50 +292,172 @@ def _prompt_key(checked: checks.Checked) -> bytes:
 
 
 def _row_digest(checked: checks.Checked) -> int:
-    if checked.kind == PROMPT_COMPLETION:
-        text = checked.prompt + "\x00" + checked.completion
-        return digest(text.encode("utf-8", "surrogatepass"))
+    """Digest of a chat or preference row, unknown keys left out (prompt/completion rows hash)."""
     value = {k: v for k, v in (checked.value or {}).items() if k not in checked.unknown_keys}
     return digest(json.dumps(value, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
-class _Tokens:
-    """Token counts for the target model, plus a sample in the other encoding for estimates."""
+Meta = tuple[int, int, int | None, int, int]  # record position, line, element index, bucket, row ordinal
 
-    def __init__(self, spec: ModelSpec) -> None:
-        self.counter = TokenCounter(spec.encoding)
+
+def _value_texts(value: Any, texts: list[str]) -> None:
+    """What `TokenCounter.value` tokenises: a string, nothing for null, else the compact JSON."""
+    if isinstance(value, str):
+        texts.append(value)
+    elif value is not None:
+        texts.append(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def _message_parts(messages: list[dict[str, Any]], texts: list[str], priming: bool = True) -> int:
+    """`TokenCounter.messages` split into its constant tokens (returned) and the texts to count."""
+    const = TokenCounter.REPLY_PRIMING if priming else 0
+    for message in messages:
+        const += TokenCounter.TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            if key == "weight":
+                continue
+            _value_texts(value, texts)  # a role is a short string: its tokens, as `short` counts them
+            if key == "name":
+                const += TokenCounter.TOKENS_PER_NAME
+    return const
+
+
+class _Tokens:
+    """Token counts for the target model, counted in batches on the thread pool while the reader
+    goes on, handed back in row order; plus a sample in the other encoding for estimates.
+
+    Rows wait in a batch of at most BATCH_TEXTS texts or BATCH_CHARS characters, and at most
+    IN_FLIGHT batches are out, so memory stays bounded whatever the file's size.
+    """
+
+    BATCH_TEXTS = 4096
+    BATCH_CHARS = 1 << 21
+    IN_FLIGHT = 3
+
+    def __init__(self, spec: ModelSpec, plan: _Plan, finish: Callable[[int, Meta], None]) -> None:
+        self.encoding = spec.encoding
         other = [e for e in ENCODINGS if e != spec.encoding]
-        self.other = TokenCounter(other[0]) if other else None
+        self.other_encoding = other[0] if other else None
+        self.plan = plan
+        self._finish = finish
+        self._pool = pool()
+        self._workers = POOL_SIZE
+        # the target vocabulary loads on a pool thread while the first batch is read
+        self._pool.submit(get_encoding, self.encoding)
+        self._counter: TokenCounter | None = None
+        self._overhead: int | None = None
+        self._texts: list[str] = []
+        # (constant tokens, number of texts, add chat overhead, sample mode, meta); sample mode:
+        # 0 none, 1 the row's content tokens, 2 all its tokens (as the one-row pass sampled them)
+        self._rows: list[tuple[int, int, bool, int, Meta]] = []
+        self._chars = 0
+        self._other_texts: list[str] = []
+        self._in_flight: deque[tuple[list[Future[list[int]]], list[tuple[int, int, bool, int, Meta]]]] = (
+            deque()
+        )
+        self._other_counts: list[Future[list[int]]] = []
+        self.sampled = 0
         self.sample_target = 0
         self.sample_other = 0
-        self.sampled = 0
 
-    def row(self, checked: checks.Checked, plan: _Plan) -> int:
-        c = self.counter
-        if checked.kind == PROMPT_COMPLETION:
-            content = c.text(checked.prompt) + c.text(checked.completion)
-            if self.other is not None and self.sampled < RATIO_SAMPLE:
-                self.sampled += 1
-                self.sample_target += content
-                self.sample_other += self.other.text(checked.prompt) + self.other.text(checked.completion)
-            if plan.to_chat:
-                return content + chat_overhead(c, plan.system_prompt)
-            return content
-        value = checked.value or {}
-        if checked.kind == CHAT:
-            n = c.messages(value["messages"])
-            if value.get("tools"):
-                n += c.value(value["tools"])
-            if self.other is not None and self.sampled < RATIO_SAMPLE:
-                self.sampled += 1
-                self.sample_target += n
-                self.sample_other += self.other.messages(value["messages"])
-            return n
-        inp = value["input"]
-        n = c.messages(inp["messages"])
-        n += c.messages(value["preferred_output"], priming=False)
-        n += c.messages(value["non_preferred_output"], priming=False)
-        return n
+    @property
+    def counter(self) -> TokenCounter:
+        if self._counter is None:
+            self._counter = TokenCounter(self.encoding)
+        return self._counter
+
+    def _sampling(self) -> bool:
+        if self.other_encoding is None or self.sampled >= RATIO_SAMPLE:
+            return False
+        self.sampled += 1
+        return True
+
+    def _add(self, const: int, start: int, overhead: bool, sample: int, meta: Meta, chars: int) -> None:
+        self._rows.append((const, len(self._texts) - start, overhead, sample, meta))
+        self._chars += chars
+        if len(self._texts) >= self.BATCH_TEXTS or self._chars >= self.BATCH_CHARS:
+            self.flush()
+
+    def prompt_completion(self, prompt: str, completion: str, meta: Meta) -> None:
+        # the row every file of this format repeats: inlined, no helper calls
+        texts = self._texts
+        texts += (prompt, completion)
+        sample = 0
+        if self.sampled < RATIO_SAMPLE and self._sampling():
+            sample = 1
+            self._other_texts += (prompt, completion)
+        self._rows.append((0, 2, self.plan.to_chat, sample, meta))
+        self._chars += len(prompt) + len(completion)
+        if len(texts) >= self.BATCH_TEXTS or self._chars >= self.BATCH_CHARS:
+            self.flush()
+
+    def chat(self, value: dict[str, Any], meta: Meta) -> None:
+        texts = self._texts
+        start = len(texts)
+        const = _message_parts(value["messages"], texts)
+        if value.get("tools"):
+            _value_texts(value["tools"], texts)
+        sample = 0
+        if self._sampling():
+            sample = 2
+            self.sample_other += _message_parts(value["messages"], self._other_texts)
+        self._add(const, start, False, sample, meta, sum(map(len, texts[start:])))
+
+    def preference(self, value: dict[str, Any], meta: Meta) -> None:
+        texts = self._texts
+        start = len(texts)
+        const = _message_parts(value["input"]["messages"], texts)
+        const += _message_parts(value["preferred_output"], texts, priming=False)
+        const += _message_parts(value["non_preferred_output"], texts, priming=False)
+        self._add(const, start, False, 0, meta, sum(map(len, texts[start:])))
+
+    def flush(self) -> None:
+        """Send the waiting rows to the pool; hand back the oldest batch when too many are out."""
+        texts, rows = self._texts, self._rows
+        if rows:
+            size = -(-len(texts) // self._workers) or 1
+            futures = [
+                self._pool.submit(count_each, self.encoding, texts[i : i + size])
+                for i in range(0, len(texts), size)
+            ]
+            if self._other_texts and self.other_encoding is not None:
+                self._other_counts.append(
+                    self._pool.submit(count_each, self.other_encoding, self._other_texts)
+                )
+            self._in_flight.append((futures, rows))
+            self._texts, self._rows, self._chars, self._other_texts = [], [], 0, []
+        while len(self._in_flight) >= self.IN_FLIGHT:
+            self._drain()
+
+    def _drain(self) -> None:
+        futures, rows = self._in_flight.popleft()
+        counts: list[int] = []
+        for f in futures:
+            counts += f.result()
+        pos = 0
+        overhead = 0
+        finish = self._finish
+        for const, k, chat, sample, meta in rows:
+            content = const + sum(counts[pos : pos + k])
+            pos += k
+            n = content
+            if chat:
+                if self._overhead is None:
+                    self._overhead = chat_overhead(self.counter, self.plan.system_prompt)
+                overhead = self._overhead
+                n += overhead
+            if sample:
+                self.sample_target += content if sample == 1 else n
+            finish(n, meta)
+
+    def close(self) -> None:
+        """Count and hand back every row still waiting."""
+        self.flush()
+        while self._in_flight:
+            self._drain()
+        for f in self._other_counts:
+            self.sample_other += sum(f.result())
+        self._other_counts = []
 
     @property
     def ratio(self) -> float:
@@ -381,21 +539,25 @@ def prepare_file(
     plan = _Plan(system_prompt=options.system_prompt)
     to_chat_default = spec.style == "chat" if options.to_chat is None else options.to_chat
     heur = Heuristics()
-    index = DigestIndex()
-    dest = bytearray()  # one byte per record: where pass 2 sends it
+    heur_prompts: list[str] = []
+    heur_completions: list[str] = []
+    # sized for the rows a file of this size likely holds, so the table seldom grows while reading
+    index = DigestIndex.for_rows(path.stat().st_size // 512)
+    dest = bytearray()  # one byte per record (blank lines included): where pass 2 sends it
     histogram: dict[int, int] = {}
-    tokens = _Tokens(spec)
     counts = report.counts
     csv_header: list[str] | None = None
     kinds_seen: dict[str, int] = {}
     blank = 0
     last_line = 0
     splitting = options.split_validation > 0 or options.split_test > 0
+    drop_empty = options.drop_empty
+    dedupe = options.dedupe
 
     limit = spec.max_tokens_per_example
 
-    def finish_row(n_tokens: int, meta: tuple[int, int, int | None, int]) -> None:
-        position, line, element, bucket = meta
+    def finish_row(n_tokens: int, meta: Meta) -> None:
+        position, line, element, bucket, ordinal = meta
         if n_tokens > limit:
             counts["invalid"] += 1
             out.add(
@@ -406,6 +568,7 @@ def prepare_file(
                 f"{n_tokens} tokens; {spec.name} trains on at most {limit} "
                 "tokens per example (the rest would be cut off)",
                 element,
+                after=ordinal,
             )
             return
         histogram[n_tokens] = histogram.get(n_tokens, 0) + 1
@@ -413,6 +576,14 @@ def prepare_file(
         counts["kept"] += 1
         counts[SPLIT_NAMES[bucket]] += 1
 
+    tokens = _Tokens(spec, plan, finish_row)
+
+    def flush_heuristics() -> None:
+        heur.add_many(heur_prompts, heur_completions)
+        heur_prompts.clear()
+        heur_completions.clear()
+
+    ordinal = 0
     for rec in _records(path, layout, encoding, progress):
         last_line = rec.line
         if csv_header is None and layout in ("csv", "tsv") and rec.value is not None:
@@ -429,67 +600,117 @@ def prepare_file(
                 )
                 break
             continue
+        ordinal += 1
+        out.at = ordinal
+        position = len(dest)
+        dest.append(SPLIT_DROP)
         if rec.blank:
             blank += 1
             out.add("blank_line", WARNING, rec.line, None, "blank line skipped")
             continue
         counts["examples"] += 1
-        dest.append(SPLIT_DROP)
         if rec.error is not None:
             counts["invalid"] += 1
-            out.add(rec.error, ERROR, rec.line, None, rec.message, rec.index)
+            out.add(rec.error, ERROR, rec.line, rec.field, rec.message, rec.index)
             continue
         value = rec.value
         if csv_header is not None and isinstance(value, dict):
             value = _csv_value(csv_header, value)
-        checked = checks.check_value(value)
-        if checked.kind is not None and not checked.has_error:
+        # The common row, {"prompt": str, "completion": str} with text in both, has no finding:
+        # take it without building a Checked.
+        checked: checks.Checked | None = None
+        prompt: Any = ""
+        completion: Any = ""
+        if type(value) is dict and len(value) == 2:
+            prompt = value.get("prompt")
+            completion = value.get("completion")
+            if not (
+                type(prompt) is str
+                and type(completion) is str
+                and prompt
+                and completion
+                and not prompt.isspace()
+                and not completion.isspace()
+            ):
+                checked = checks.check_value(value)
+        else:
+            checked = checks.check_value(value)
+        if checked is None:
+            kind: str | None = PROMPT_COMPLETION
             if plan.kind is None:
-                plan.kind = checked.kind
-                plan.to_chat = checked.kind == PROMPT_COMPLETION and to_chat_default
-            elif checked.kind != plan.kind:
-                checked.issues.append(
-                    checks.Issue(
-                        "mixed_format",
-                        ERROR,
-                        None,
-                        f"a {checked.kind} example in a {plan.kind} file: use one format per file",
+                plan.kind = kind
+                plan.to_chat = to_chat_default
+            elif plan.kind != kind:
+                checked = checks.Checked(kind, prompt=prompt, completion=completion)
+        if checked is not None:
+            kind = checked.kind
+            if kind is not None and not checked.has_error:
+                if plan.kind is None:
+                    plan.kind = kind
+                    plan.to_chat = kind == PROMPT_COMPLETION and to_chat_default
+                elif kind != plan.kind:
+                    checked.issues.append(
+                        checks.Issue(
+                            "mixed_format",
+                            ERROR,
+                            None,
+                            f"a {kind} example in a {plan.kind} file: use one format per file",
+                        )
                     )
-                )
-        if checked.kind is not None:
-            kinds_seen[checked.kind] = kinds_seen.get(checked.kind, 0) + 1
-        for issue in checked.issues:
-            severity = issue.severity
-            if issue.code == "empty_field" and not options.drop_empty:
-                severity = ERROR
-            out.add(issue.code, severity, rec.line, issue.field, issue.message, rec.index)
-        if checked.has_error or (checked.empty and not options.drop_empty):
-            counts["invalid"] += 1
-            continue
-        if checked.empty:
-            counts["empty"] += 1
-            continue
-        first = index.setdefault(_row_digest(checked), rec.line)
+            for issue in checked.issues:
+                severity = issue.severity
+                if issue.code == "empty_field" and not drop_empty:
+                    severity = ERROR
+                out.add(issue.code, severity, rec.line, issue.field, issue.message, rec.index)
+            if kind is not None:
+                kinds_seen[kind] = kinds_seen.get(kind, 0) + 1
+            if checked.has_error or (checked.empty and not drop_empty):
+                counts["invalid"] += 1
+                continue
+            if checked.empty:
+                counts["empty"] += 1
+                continue
+            prompt, completion = checked.prompt, checked.completion
+        else:
+            kinds_seen[PROMPT_COMPLETION] = kinds_seen.get(PROMPT_COMPLETION, 0) + 1
+        if kind == PROMPT_COMPLETION:
+            # Python's (seeded siphash) hash of the pair: a 64-bit digest, no bytes copied, valid for
+            # this pass only, which is all duplicate detection needs
+            row_digest = hash((prompt, completion)) & _DIGEST_MASK or 1
+        else:
+            assert checked is not None
+            row_digest = _row_digest(checked)
+        first = index.setdefault(row_digest, rec.line)
         if first:
             counts["duplicates"] += 1
             out.add(
                 "duplicate",
-                WARNING if options.dedupe else INFO,
+                WARNING if dedupe else INFO,
                 rec.line,
                 None,
-                f"duplicate of line {first}" + (" (dropped)" if options.dedupe else ""),
+                f"duplicate of line {first}" + (" (dropped)" if dedupe else ""),
                 rec.index,
             )
-            if options.dedupe:
+            if dedupe:
                 continue
-        if checked.kind == PROMPT_COMPLETION:
-            heur.add(checked.prompt, checked.completion)
         bucket = SPLIT_TRAIN
         if splitting:
-            bucket = _split_bucket(
-                _prompt_key(checked), options.seed, options.split_validation, options.split_test
-            )
-        finish_row(tokens.row(checked, plan), (len(dest) - 1, rec.line, rec.index, bucket))
+            key = prompt.encode() if kind == PROMPT_COMPLETION else _prompt_key(checked)  # type: ignore[arg-type]
+            bucket = _split_bucket(key, options.seed, options.split_validation, options.split_test)
+        meta = (position, rec.line, rec.index, bucket, ordinal)
+        if kind == PROMPT_COMPLETION:
+            heur_prompts.append(prompt)
+            heur_completions.append(completion)
+            if len(heur_prompts) >= _Tokens.BATCH_TEXTS:
+                flush_heuristics()
+            tokens.prompt_completion(prompt, completion, meta)
+        elif kind == CHAT:
+            tokens.chat(checked.value or {}, meta)  # type: ignore[union-attr]
+        else:
+            tokens.preference(checked.value or {}, meta)  # type: ignore[union-attr]
+    tokens.close()
+    flush_heuristics()
+    out.at = _Collector.END
     counts["lines"] = last_line if layout == "jsonl" else reader.count_lines(path)
     counts["valid"] = counts["examples"] - counts["invalid"]
     if blank:
@@ -554,6 +775,7 @@ def prepare_file(
             }
         )
 
+    out.finalize()
     _finish(report, spec, options, plan, tokens, histogram)
     if out_dir is not None and report.usable:
         _write(path, layout, encoding, csv_header, dest, plan, Path(out_dir), report)
@@ -840,21 +1062,50 @@ def _candidates(
     return result
 
 
-def _output_row(checked: checks.Checked, plan: _Plan) -> dict[str, Any]:
-    if checked.kind == PROMPT_COMPLETION:
+def _renderer(plan: _Plan) -> Callable[[Any], bytes]:
+    """How pass 2 turns a kept row's value into its output line; the row was checked in pass 1.
+
+    Prompt/completion lines are assembled from orjson-encoded strings: byte for byte what
+    `json.dumps(..., ensure_ascii=False)` writes for the same object (same escapes; no lone
+    surrogates reach here), without building the object.
+    """
+    enc = orjson.dumps
+    if plan.kind == PROMPT_COMPLETION:
         if plan.to_chat:
-            messages = []
+            head = b'{"messages": ['
             if plan.system_prompt:
-                messages.append({"role": "system", "content": plan.system_prompt})
-            messages.append({"role": "user", "content": checked.prompt})
-            messages.append({"role": "assistant", "content": checked.completion})
-            return {"messages": messages}
-        completion = checked.completion
-        if plan.leading_space and completion[:1] != " " and not is_cjk_start(completion):
-            completion = " " + completion
-        return {"prompt": checked.prompt + plan.separator, "completion": completion + plan.stop}
-    value = checked.value or {}
-    return {k: v for k, v in value.items() if k not in checked.unknown_keys}
+                head += b'{"role": "system", "content": ' + enc(plan.system_prompt) + b"}, "
+            head += b'{"role": "user", "content": '
+            middle = b'}, {"role": "assistant", "content": '
+
+            def chat_line(value: Any) -> bytes:
+                return b"".join((head, enc(value["prompt"]), middle, enc(value["completion"]), b"}]}\n"))
+
+            return chat_line
+        separator, stop, leading_space = plan.separator, plan.stop, plan.leading_space
+
+        def completion_line(value: Any) -> bytes:
+            completion = value["completion"]
+            if leading_space and completion[:1] != " " and not is_cjk_start(completion):
+                completion = " " + completion
+            return b"".join(
+                (
+                    b'{"prompt": ',
+                    enc(value["prompt"] + separator),
+                    b', "completion": ',
+                    enc(completion + stop),
+                    b"}\n",
+                )
+            )
+
+        return completion_line
+    allowed = checks.CHAT_KEYS if plan.kind == CHAT else checks.PREFERENCE_KEYS
+
+    def value_line(value: Any) -> bytes:
+        kept = {k: v for k, v in value.items() if k in allowed}  # unknown keys are dropped
+        return (json.dumps(kept, ensure_ascii=False) + "\n").encode()
+
+    return value_line
 
 
 def _write(
@@ -867,37 +1118,46 @@ def _write(
     out_dir: Path,
     report: Report,
 ) -> None:
-    """Pass 2: re-read the file and write each kept row, fixed, to its split."""
+    """Pass 2: re-read the file and write each kept row, fixed, to its split; dropped rows are not
+    parsed again and kept ones are not checked again."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [SPLIT_TRAIN]
     if report.counts["validation"]:
         names.append(SPLIT_VALIDATION)
     if report.counts["test"]:
         names.append(SPLIT_TEST)
-    files = {
-        b: (out_dir / f"{SPLIT_NAMES[b]}.jsonl").open("w", encoding="utf-8", newline="\n") for b in names
-    }
+    files = {b: (out_dir / f"{SPLIT_NAMES[b]}.jsonl").open("wb") for b in names}
+    writers = {b: f.write for b, f in files.items()}
+    render = _renderer(plan)
     try:
-        i = -1
-        for rec in _records(path, layout, encoding, None):
-            if (
-                layout in ("csv", "tsv")
-                and rec.line == 1
-                and rec.value is not None
-                and "__csv_header__" in rec.value
-            ):
-                continue
-            if rec.blank:
-                continue
-            i += 1
-            bucket = dest[i]
-            if bucket == SPLIT_DROP:
-                continue
-            value = rec.value
-            if csv_header is not None and isinstance(value, dict):
-                value = _csv_value(csv_header, value)
-            checked = checks.check_value(value)
-            files[bucket].write(json.dumps(_output_row(checked, plan), ensure_ascii=False) + "\n")
+        if layout == "jsonl" and encoding in ("utf-8", "utf-8-sig"):
+            with path.open("rb") as src:
+                for i, raw in enumerate(reader.read_lines(src)):
+                    bucket = dest[i]
+                    if bucket == SPLIT_DROP:
+                        continue
+                    assert isinstance(raw, bytes)  # an over-long line is never kept
+                    if i == 0 and raw.startswith(codecs.BOM_UTF8):
+                        raw = raw[3:]
+                    writers[bucket](render(reader.decode_line(raw)))
+        else:
+            i = -1
+            for rec in _records(path, layout, encoding, None):
+                if (
+                    csv_header is not None
+                    and rec.line == 1
+                    and rec.value is not None
+                    and "__csv_header__" in rec.value
+                ):
+                    continue
+                i += 1
+                bucket = dest[i]
+                if bucket == SPLIT_DROP:
+                    continue
+                value = rec.value
+                if csv_header is not None and isinstance(value, dict):
+                    value = _csv_value(csv_header, value)
+                writers[bucket](render(value))
     finally:
         for f in files.values():
             f.close()

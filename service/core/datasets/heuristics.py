@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ COMPLETION_PREFIX_MIN = 5
 CLASSIFICATION_RATIO = 3  # at least this many examples per distinct completion on average
 MAX_TRACKED_CLASSES = 4096
 SAMPLE_ALL = 4096
+_SENTENCE_MARKS = (". ", "。", "! ", "? ", "！", "？")  # inside a completion: more than one sentence
 
 _CJK = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\u3000-\u303f]")
 _UPPER = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -92,6 +94,63 @@ class FieldStats:
                 self.contains[c] = 1
                 pending.remove(c)
 
+    def add_many(self, texts: list[str], candidates: tuple[str, ...]) -> str:
+        """`add` for a batch of rows, the per-row work done by C-level calls over the batch.
+
+        Returns the batch joined by NUL, for the caller's own searches: no candidate or marker
+        searched for holds NUL, so no match can span two rows.
+        """
+        joined = "\x00".join(texts)
+        if not texts:
+            return joined
+        start = self.n
+        self.n += len(texts)
+        if self.first is None or self.prefix is None or self.suffix is None:
+            self.prefix = self.suffix = self.first = texts[0]
+        prefix = self.prefix
+        if prefix:
+            # a character-wise common prefix is exactly what is wanted here (texts, not paths)
+            self.prefix = os.path.commonprefix([prefix, *texts])  # noqa: RUF071
+        suffix = self.suffix
+        if suffix:
+            for text in texts:
+                if not text.endswith(suffix):
+                    suffix = _common_suffix(suffix, text)
+                    if not suffix:
+                        break
+            self.suffix = suffix
+        if self.all_same and texts.count(self.first) != len(texts):
+            self.all_same = False
+        if joined.count("\x00") == len(texts) - 1:  # NUL only between rows: count row starts
+            self.ws_start += joined.count("\x00 ") + (joined[:1] == " ")
+        else:
+            self.ws_start += sum(1 for text in texts if text[:1] == " ")
+        # the same systematic sample as `add`: rows 1..SAMPLE_ALL, then every 16th
+        head = texts[: max(0, SAMPLE_ALL - start)]
+        first_tail = max(SAMPLE_ALL, start) + 1
+        skip = (-first_tail) % 16  # rows whose 1-based number is a multiple of 16
+        tail = texts[first_tail - start - 1 + skip :: 16]
+        sampled = head + tail
+        if sampled:
+            self.sampled += len(sampled)
+            sample = "\x00".join(sampled)  # NUL is no letter and no CJK: counts add up
+            size = len(sample)
+            self.upper += size - len(sample.translate(_UPPER))
+            self.lower += size - len(sample.translate(_LOWER))
+            if _CJK.search(sample) is not None:
+                self.cjk_rows += sum(1 for text in sampled if _CJK.search(text) is not None)
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = list(candidates)
+        if pending:
+            # a one-character search (memchr) rules out every candidate starting with a missing
+            # character: for most data that spares all but one or two full searches per batch
+            starts = {c[0]: c[0] in joined for c in pending}
+            for c in [c for c in pending if starts[c[0]] and c in joined]:
+                self.contains[c] = 1
+                pending.remove(c)
+        return joined
+
     @property
     def mostly_cjk(self) -> bool:
         return self.sampled > 0 and self.cjk_rows * 2 >= self.sampled
@@ -114,13 +173,34 @@ class Heuristics:
         self.prompt_chars += len(prompt)
         if not self.multi_sentence:
             body = completion.rstrip()[:-1]
-            if any(p in body for p in (". ", "。", "! ", "? ", "！", "？")):
+            if any(p in body for p in _SENTENCE_MARKS):
                 self.multi_sentence += 1
         if not self.classes_overflow:
             self.classes.add(hash(completion))
             if len(self.classes) > MAX_TRACKED_CLASSES:
                 self.classes_overflow = True
                 self.classes.clear()
+
+    def add_many(self, prompts: list[str], completions: list[str]) -> None:
+        """`add` for a batch of rows, in order."""
+        self.prompt.add_many(prompts, (*SEPARATOR_OPTIONS, "\n"))
+        joined = self.completion.add_many(completions, (*STOP_OPTIONS, "。"))
+        self.prompt_chars += sum(map(len, prompts))
+        # a row's body is its text less trailing space and last character: no marker anywhere in
+        # the batch means none in any body, which spares the per-row look for one-sentence data
+        if not self.multi_sentence and any(p in joined for p in _SENTENCE_MARKS):
+            for completion in completions:
+                body = completion.rstrip()[:-1]
+                if any(p in body for p in _SENTENCE_MARKS):
+                    self.multi_sentence += 1
+                    break
+        if not self.classes_overflow:
+            for completion in completions:
+                self.classes.add(hash(completion))
+                if len(self.classes) > MAX_TRACKED_CLASSES:
+                    self.classes_overflow = True
+                    self.classes.clear()
+                    break
 
     @property
     def n(self) -> int:

@@ -5,15 +5,24 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
+
 SNIFF_BYTES = 64 * 1024
 CHUNK_CHARS = 1 << 20
+# Limits that keep a pathological line a finding rather than an exception or a memory spike.
+# No training example comes near them: 64k tokens is a few hundred KB of text.
+MAX_LINE_BYTES = 32 * 1024 * 1024
+MAX_DEPTH = 128  # JSON nesting; the stdlib parser overflows its recursion limit near 1000
+MAX_DIGITS = 4300  # Python refuses to convert longer integers (sys.int_info.default_max_str_digits)
 
 ProgressFn = Callable[[int], None]
 
@@ -31,6 +40,18 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 _BINARY_CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
+# orjson turns integers outside 64 bits into floats; a line with 19 digits in a row goes to the
+# exact stdlib parser. Digits are mapped to "0" and searched as one substring: a regex such as
+# rb"\d{19}" costs more than the parse itself.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+
+
+def _long_digits(raw: bytes) -> bool:
+    return _LONG_DIGITS in raw.translate(_DIGITS_TO_ZERO)
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:]|-?\d+')
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +75,7 @@ class Record:
     error: str | None = None  # finding code: not_json, binary_content, invalid_encoding, ...
     message: str = ""
     blank: bool = False
+    field: str | None = None  # where in the record the error is, when known
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -176,23 +198,114 @@ def _open_text(path: Path, encoding: str) -> io.TextIOWrapper:
     return open(path, encoding=encoding, errors="strict", newline="\n")
 
 
+class Lines:
+    """Physical lines of a binary file, read in large chunks and split at LF, without their LF.
+
+    A line over MAX_LINE_BYTES is never held: it is skipped and given as its size (an int).
+    `terminated` says whether the line just given ended with LF (only the last one may not).
+    """
+
+    READ_BYTES = 1 << 20
+
+    def __init__(self, f: BinaryIO, progress: ProgressFn | None = None) -> None:
+        self._f = f
+        self._progress = progress
+        self.terminated = True
+
+    def __iter__(self) -> Iterator[bytes | int]:
+        read, progress = self._f.read, self._progress
+        pending: list[bytes] = []  # pieces of a line that spans chunks
+        size = 0
+        skipping = False
+        while chunk := read(self.READ_BYTES):
+            if progress is not None:
+                progress(len(chunk))
+            parts = chunk.split(b"\n")
+            tail = parts.pop()  # after the last LF: the start of a line the next chunk ends
+            if parts:
+                first: bytes | int = parts[0]
+                if skipping:
+                    first = size + len(parts[0]) + 1
+                    skipping = False
+                elif pending:
+                    pending.append(parts[0])
+                    line = b"".join(pending)
+                    first = line if len(line) < MAX_LINE_BYTES else len(line) + 1
+                pending, size = [], 0
+                yield first
+                yield from itertools.islice(parts, 1, None)
+            if skipping:
+                size += len(tail)
+            elif tail:
+                pending.append(tail)
+                size += len(tail)
+                if size >= MAX_LINE_BYTES:
+                    skipping, pending = True, []
+        if skipping:
+            yield size
+        elif pending:
+            self.terminated = False
+            yield b"".join(pending)
+
+
+def read_lines(f: BinaryIO) -> Iterator[bytes | int]:
+    """The lines of `Lines`, for a reader that needs no progress and no `terminated`."""
+    return iter(Lines(f))
+
+
+def _too_long(lineno: int, size: int) -> Record:
+    return Record(
+        lineno,
+        error="line_too_long",
+        message=f"line is {size} bytes; at most {MAX_LINE_BYTES} bytes per line are read",
+    )
+
+
+def decode_line(raw: bytes) -> Any:
+    """The value of a UTF-8 JSONL line already checked by `iter_jsonl` (pass 2 re-reads kept lines)."""
+    if not _long_digits(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw.decode("utf-8"))
+
+
 def iter_jsonl(path: Path, encoding: str, progress: ProgressFn | None = None) -> Iterator[Record]:
     """One record per physical line; blank lines are reported, never parsed."""
-    loads = json.loads
     byte_codec = encoding in ("utf-8", "utf-8-sig") or encoding.startswith("gb")
+    utf8 = encoding in ("utf-8", "utf-8-sig")
+    codec = "utf-8" if utf8 else encoding
+    fast = orjson.loads
     if byte_codec:
         # LF is never part of a multi-byte UTF-8 or GB18030 character, so split the bytes.
         with path.open("rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                if progress is not None:
-                    progress(len(raw))
+            lines = Lines(f, progress)
+            for lineno, raw in enumerate(lines, 1):
+                if isinstance(raw, int):
+                    yield _too_long(lineno, raw)
+                    continue
                 if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[3:]
                 if b"\x00" in raw:
                     yield Record(lineno, error="binary_content", message="NUL bytes: binary data")
                     continue
+                if utf8:
+                    # The common case: orjson parses the bytes once (it checks UTF-8 too). Anything
+                    # it refuses, or could read differently from the stdlib, takes the exact path.
+                    if not raw or raw.isspace():  # ASCII-blank; other blanks go the exact way
+                        yield Record(lineno, blank=True)
+                        continue
+                    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH and not _long_digits(raw):
+                        try:
+                            yield Record(lineno, fast(raw))
+                            continue
+                        except orjson.JSONDecodeError:
+                            pass
+                if lines.terminated:
+                    raw += b"\n"  # the stdlib's messages give columns as they were with the LF
                 try:
-                    text = raw.decode("utf-8" if encoding == "utf-8-sig" else encoding)
+                    text = raw.decode(codec)
                 except UnicodeDecodeError:
                     guess = guess_legacy_encoding(raw)
                     yield Record(
@@ -201,7 +314,7 @@ def iter_jsonl(path: Path, encoding: str, progress: ProgressFn | None = None) ->
                         message=f"line is not valid {encoding}; it looks {guess}",
                     )
                     continue
-                yield from _jsonl_record(lineno, text, loads)
+                yield parse_text(lineno, text)
         return
     with _open_text(path, encoding) as tf:
         for lineno, text in enumerate(tf, 1):
@@ -209,19 +322,117 @@ def iter_jsonl(path: Path, encoding: str, progress: ProgressFn | None = None) ->
                 progress(len(text.encode("utf-8", "surrogatepass")))
             if lineno == 1 and text.startswith("\ufeff"):
                 text = text[1:]
-            yield from _jsonl_record(lineno, text, loads)
+            yield parse_text(lineno, text)
 
 
-def _jsonl_record(lineno: int, text: str, loads: Callable[[str], Any]) -> Iterator[Record]:
+def parse_text(lineno: int, text: str) -> Record:
+    """One line by the stdlib parser, with its messages; pathological values become findings."""
     if not text.strip():
-        yield Record(lineno, blank=True)
-        return
+        return Record(lineno, blank=True)
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        code, where = locate(text)
+        if code == "too_deep":
+            return Record(
+                lineno, error=code, field=where, message=f"JSON nested deeper than {MAX_DEPTH} levels"
+            )
     try:
-        yield Record(lineno, loads(text))
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        yield Record(lineno, error="not_json", message=f"not valid JSON: {exc.msg} at column {exc.pos + 1}")
+        return Record(lineno, error="not_json", message=f"not valid JSON: {exc.msg} at column {exc.pos + 1}")
+    except RecursionError:
+        return Record(lineno, error="too_deep", message=f"JSON nested deeper than {MAX_DEPTH} levels")
     except ValueError as exc:
-        yield Record(lineno, error="not_json", message=f"not valid JSON: {exc}")
+        if "digits" in str(exc):
+            return Record(
+                lineno,
+                error="invalid_number",
+                field=locate(text)[1],
+                message=f"a number with more than {MAX_DIGITS} digits",
+            )
+        return Record(lineno, error="not_json", message=f"not valid JSON: {exc}")
+    problem = value_problem(value)
+    if problem is not None:
+        code, where, message = problem
+        return Record(lineno, error=code, field=where, message=message)
+    return Record(lineno, value)
+
+
+def locate(text: str) -> tuple[str | None, str | None]:
+    """Which top-level key holds JSON nested too deep or a number too long (for text no parser takes)."""
+    depth = 0
+    key: str | None = None
+    last = ""
+    for m in _JSON_TOKEN.finditer(text):
+        token = m.group()
+        first = token[0]
+        if first in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return "too_deep", key
+        elif first in "]}":
+            depth -= 1
+        elif first == '"':
+            last = token
+        elif first == ":":
+            if depth == 1:
+                key = last[1:-1] or None
+        elif len(token.lstrip("-")) > MAX_DIGITS:
+            return "invalid_number", key
+    return None, None
+
+
+def _path(parent: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else key
+
+
+def _unicode_ok(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def value_problem(value: Any) -> tuple[str, str | None, str] | None:
+    """The first value no strict JSON reader (OpenAI's included) would take: NaN/Infinity, a lone
+    surrogate, nesting over MAX_DEPTH; with its field path. Walked without recursion."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        v, where, depth = stack.pop()
+        if isinstance(v, str):
+            if not _unicode_ok(v):
+                return (
+                    "invalid_unicode",
+                    where or None,
+                    "a lone surrogate (\\ud800-\\udfff escape without its pair) is not valid Unicode text",
+                )
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return (
+                    "invalid_number",
+                    where or None,
+                    "NaN, Infinity and numbers beyond a double (1e400) are not JSON",
+                )
+        elif isinstance(v, dict | list):
+            if depth >= MAX_DEPTH:
+                return "too_deep", where or None, f"JSON nested deeper than {MAX_DEPTH} levels"
+            if isinstance(v, dict):
+                for k in v:
+                    if not _unicode_ok(k):
+                        return (
+                            "invalid_unicode",
+                            where or None,
+                            "a key holds a lone surrogate (\\ud800-\\udfff escape without its pair)",
+                        )
+                items = [(_path(where, k), x) for k, x in v.items()]
+            else:
+                items = [(_path(where, i), x) for i, x in enumerate(v)]
+            stack.extend((x, p, depth + 1) for p, x in reversed(items))
+    return None
 
 
 def iter_json_array(path: Path, encoding: str, progress: ProgressFn | None = None) -> Iterator[Record]:
@@ -251,8 +462,18 @@ def iter_json_array(path: Path, encoding: str, progress: ProgressFn | None = Non
                     value, end = decoder.raw_decode(buf, pos)
                 except ValueError:
                     end = -1
+                except RecursionError:
+                    # the element's end is unknown, so nothing after it can be read
+                    yield Record(
+                        line,
+                        index=index,
+                        error="too_deep",
+                        field=locate(buf[pos : pos + MAX_LINE_BYTES])[1],
+                        message=f"JSON nested deeper than {MAX_DEPTH} levels; the array is not read further",
+                    )
+                    return
             if end < 0 or end == len(buf):
-                more = stream.read(CHUNK_CHARS)
+                more = stream.read(CHUNK_CHARS) if len(buf) - pos <= MAX_LINE_BYTES else ""
                 if more:
                     # an element cut by the buffer edge: read on and decode it again
                     buf = buf[pos:] + more
@@ -262,7 +483,11 @@ def iter_json_array(path: Path, encoding: str, progress: ProgressFn | None = Non
                     msg = "JSON array is not closed" if pos >= len(buf) else "not valid JSON"
                     yield Record(line, index=index, error="not_json", message=msg)
                     return
-            yield Record(line, value, index=index)
+            problem = value_problem(value)
+            if problem is None:
+                yield Record(line, value, index=index)
+            else:
+                yield Record(line, index=index, error=problem[0], field=problem[1], message=problem[2])
             line += buf.count("\n", pos, end)
             pos = end
             index += 1

@@ -20,6 +20,18 @@ EXPECTED_ERRORS: dict[str, set[tuple[str, int | None, str | None]]] = {
     },
     "binary.jsonl": {("binary_content", 1, None)},
     "bom_crlf_blank.jsonl": set(),
+    "control_chars.jsonl": {("not_json", 4, None), ("not_json", 10, None)},
+    "deep_array.json": {("too_deep", 5, "completion"), ("too_few_examples", None, None)},
+    "deep_nesting.jsonl": {("too_deep", 5, "completion"), ("too_deep", 9, "meta")},
+    "huge_numbers.jsonl": {
+        ("invalid_number", 4, "id"),
+        ("invalid_number", 7, "score"),
+        ("invalid_number", 9, "score"),
+    },
+    "lone_surrogates.jsonl": {
+        ("invalid_unicode", 3, "prompt"),
+        ("invalid_unicode", 6, "messages[1].content"),
+    },
     "chat_problems.jsonl": {
         ("missing_assistant_message", 6, "messages"),
         ("unrecognized_role", 7, "messages[1].role"),
@@ -48,6 +60,13 @@ EXPECTED_WARNINGS: dict[str, set[tuple[str, int | None, str | None]]] = {
         ("empty_field", 23, "completion"),
     },
 }
+
+EXPECTED_WARNINGS.update(
+    {
+        "deep_nesting.jsonl": {("unknown_key", 11, "tags")},  # many brackets, shallow: a plain row
+        "huge_numbers.jsonl": {("unknown_key", 11, "id")},  # 30 digits: valid JSON, read exactly
+    }
+)
 
 EXPECTED_FIXES = {
     "array_file.json": "converted_from_json_array",
@@ -192,3 +211,11 @@ def test_preference_checks(tmp_path: Path) -> None:
     babbage = prepare_file(path, PrepareOptions(model="babbage-002", skip_invalid_lines=True))
     assert ("format_not_supported", None, None) in _errors(babbage.to_dict())
     assert not babbage.usable
+
+
+def test_pathological_lines_keep_the_rest_of_the_file(bad_dir: Path) -> None:
+    """A line no parser should take costs that line only: every other row is read and kept."""
+    for name in ("deep_nesting.jsonl", "huge_numbers.jsonl", "lone_surrogates.jsonl", "control_chars.jsonl"):
+        d = prepare_file(bad_dir / name, PrepareOptions(skip_invalid_lines=True)).to_dict()
+        assert d["status"] == "processed", (name, d["status_details"])
+        assert d["counts"]["kept"] == d["counts"]["examples"] - d["counts"]["invalid"] == 13, name

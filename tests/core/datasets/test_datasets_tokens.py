@@ -106,3 +106,22 @@ def test_no_network_or_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(tokens, "_cache", {})
     assert tokens.get_encoding("cl100k_base").encode_ordinary("hello world") == [15339, 1917]
+
+
+def test_a_forked_child_counts_with_its_own_threads() -> None:
+    """A process that prepared a file and then forks: the child must not inherit a dead pool."""
+    import multiprocessing
+
+    from service.core.datasets.tokens import count_each, pool
+
+    assert pool().submit(count_each, "cl100k_base", ["hello world"]).result() == [2]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as children:
+        result = children.apply_async(_count_in_child).get(timeout=60)
+    assert result == [2]
+
+
+def _count_in_child() -> list[int]:
+    from service.core.datasets.tokens import count_each, pool
+
+    return pool().submit(count_each, "cl100k_base", ["hello world"]).result(timeout=30)
