@@ -35,6 +35,24 @@ def subset(source: Path, out: Path, start: int, count: int) -> Path:
     return out
 
 
+def preference_pairs(source: Path, out: Path, start: int, count: int, shift: int = 7) -> Path:
+    """OpenAI preference rows from prompt/completion lines ``start .. start + count``: the row's
+    own answer preferred, the answer of the row ``shift`` further on (cyclically) not."""
+    rows = [
+        json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()[start : start + count]
+    ]
+    with out.open("w", encoding="utf-8") as handle:
+        for index, current in enumerate(rows):
+            other = rows[(index + shift) % len(rows)]
+            record = {
+                "input": {"messages": [{"role": "user", "content": current["prompt"]}]},
+                "preferred_output": [{"role": "assistant", "content": current["completion"]}],
+                "non_preferred_output": [{"role": "assistant", "content": other["completion"]}],
+            }
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return out
+
+
 def write_spec(path: Path, **fields: Any) -> Path:
     path.write_text(json.dumps(fields, default=str), encoding="utf-8")
     return path

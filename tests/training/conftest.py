@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.training import subset
+from tests.support.training import preference_pairs, subset
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,12 +24,14 @@ def _offline_few_threads() -> None:
 
 @pytest.fixture(scope="session")
 def data_dir(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Small train/validation subsets of the sample data."""
+    """Small train/validation subsets of the sample data, and preference pairs made from it."""
     folder = tmp_path_factory.mktemp("train-data")
     subset(sample_data / "funds_qa.jsonl", folder / "qa_train.jsonl", 0, 160)
     subset(sample_data / "funds_qa.jsonl", folder / "qa_valid.jsonl", 2000, 24)
     subset(sample_data / "funds_chat.jsonl", folder / "chat_train.jsonl", 0, 120)
     subset(sample_data / "funds_chat.jsonl", folder / "chat_valid.jsonl", 280, 16)
+    preference_pairs(sample_data / "funds_qa.jsonl", folder / "pref_train.jsonl", 0, 48)
+    preference_pairs(sample_data / "funds_qa.jsonl", folder / "pref_valid.jsonl", 2000, 16)
     return folder
 
 
