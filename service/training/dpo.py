@@ -16,6 +16,7 @@ from service.training.data import EncodedPair, load_pairs
 from service.training.methods import MetricNames
 
 REF_ADAPTER = "ref"  # the name trl gives the frozen copy of a continued adapter
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def to_dataset(pairs: list[EncodedPair]) -> Any:
@@ -41,7 +42,30 @@ def _trainer_class() -> Any:
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
             return dataset
 
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            restore_trained_adapter(model if model is not None else self.model, Path(resume_from_checkpoint))
+
     return PretokenizedDPOTrainer
+
+
+def restore_trained_adapter(model: Any, checkpoint: Path) -> None:
+    """Load the trained adapter of a checkpoint that also holds trl's ``ref`` adapter.
+
+    PEFT saves the active adapter at the checkpoint's top and the others in subfolders; when
+    there are subfolders, ``Trainer._load_from_checkpoint`` (transformers 5.18) loads only them, so
+    the trained adapter would silently restart from its initial weights (the continued one).
+    """
+    weights = checkpoint / ADAPTER_WEIGHTS
+    peft_config = getattr(model, "peft_config", None)
+    if not (isinstance(peft_config, dict) and REF_ADAPTER in peft_config and weights.is_file()):
+        return
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(str(weights)), adapter_name=model.active_adapter)
+    if getattr(result, "unexpected_keys", None):
+        raise RuntimeError(f"checkpoint {checkpoint} does not fit the adapter: {result.unexpected_keys[:3]}")
 
 
 def drop_reference_adapter(model: Any) -> None:

@@ -289,6 +289,11 @@ def train(spec: TrainSpec, emitter: Emitter, pause_event: threading.Event | None
         log.warning("removed incomplete checkpoint %s", path)
     resume_from = checkpoints.newest_complete(spec.checkpoints_dir) if spec.resume else None
 
+    from transformers import set_seed
+
+    # trl creates the LoRA adapter before the Trainer seeds anything: without this its initial
+    # weights differ from run to run and a job cannot be re-run exactly.
+    set_seed(hp.seed)
     callback = _make_callback(
         emitter, checkpoints.step_of(resume_from) if resume_from else None, method.metrics, pause
     )

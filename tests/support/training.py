@@ -58,6 +58,22 @@ def write_spec(path: Path, **fields: Any) -> Path:
     return path
 
 
+def child_spec(folder: Path, name: str, base: Path | str, train: Path, **fields: Any) -> Path:
+    """``folder/name.json`` for a CPU run on one thread with output in ``folder/name``; ``fields``
+    override the defaults (``hyperparameters`` replaces them whole)."""
+    values: dict[str, Any] = {
+        "job_id": f"ftjob-{name}",
+        "base_model": str(base),
+        "train_file": str(train),
+        "output_dir": str(folder / name),
+        "hyperparameters": {"n_epochs": 1, "batch_size": 8, "checkpoint_every": 10, "seed": 1},
+        "device": "cpu",
+        "threads": 1,
+        **fields,
+    }
+    return write_spec(folder / f"{name}.json", **values)
+
+
 @dataclass
 class ChildRun:
     """A finished (or killed) training child: its protocol lines, exit code and log."""
@@ -74,6 +90,24 @@ class ChildRun:
     def error(self) -> dict[str, Any] | None:
         errors = self.of("error")
         return errors[-1] if errors else None
+
+
+@dataclass
+class TrainedRun:
+    """A child run that finished, and where its outputs are."""
+
+    run: ChildRun
+    output_dir: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.output_dir / "model"
+
+
+def train_to_end(spec: Path, log: Path) -> TrainedRun:
+    run = run_child(spec, log)
+    assert run.returncode == 0 and run.of("finished"), run.log
+    return TrainedRun(run, Path(json.loads(spec.read_text(encoding="utf-8"))["output_dir"]))
 
 
 class Child:
