@@ -65,7 +65,7 @@ def test_dpo_continuing_an_sft_adapter(tiny_model: Path, sft_run: TrainedRun, dp
     assert any(m["train_reward_margin"] != 0 for m in metrics[1:])
     assert all(0 <= m["train_preference_accuracy"] <= 1 for m in metrics)
     evaluated = [m for m in metrics if m["valid_loss"] is not None]
-    assert [m["step"] for m in evaluated] == [5, 10]
+    assert [m["step"] for m in evaluated] == [5, 10, 12]  # every checkpoint_every steps and the last
     assert all(
         m["valid_reward_margin"] is not None and m["valid_preference_accuracy"] is not None for m in evaluated
     )
@@ -85,14 +85,16 @@ def test_dpo_continuing_an_sft_adapter(tiny_model: Path, sft_run: TrainedRun, dp
     assert meta["base_model"] == str(tiny_model) and meta["from_model"] == str(sft_run.model_dir)
     assert (meta["method"], meta["training_type"]) == ("dpo", "lora")
     assert not (model_dir / "ref").exists()  # trl's working copy is not part of the model
-    # The trained adapter moved from the SFT adapter, and stayed near it (a new adapter would start
-    # from random A and zero B, far from the SFT weights).
+    # The trained adapter moved away from the SFT adapter but not far: its A matrices stay near the
+    # SFT ones (a new adapter would draw fresh random A matrices, about 1.4x the SFT norm away).
     sft, dpo = _adapter(sft_run.model_dir), _adapter(model_dir)
     assert set(sft) == set(dpo)
     for part in ("lora_A", "lora_B"):
         names = [n for n in sft if part in n]
         moved = _norm([dpo[n] - sft[n] for n in names])  # type: ignore[operator]
-        assert 0 < moved < 0.5 * _norm([sft[n] for n in names]), part
+        assert moved > 0, part
+        if part == "lora_A":
+            assert moved < 0.5 * _norm([sft[n] for n in names])
 
     from service.training.inference import generate
 
