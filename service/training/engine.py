@@ -9,8 +9,8 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,18 +78,18 @@ def method_of(spec: TrainSpec) -> Method:
 
 
 class Pause:
-    """A pause request: SIGUSR1 (``event``, set by the child's signal handler) or the spec's
-    control file. Honoured at the next step boundary, after a checkpoint."""
+    """A pause request: SIGUSR1 (``signalled``, answered by the child's signal handler) or the
+    spec's control file. Honoured at the next step boundary, after a checkpoint."""
 
-    def __init__(self, event: threading.Event | None, control_file: Path) -> None:
-        self.event = event or threading.Event()
+    def __init__(self, signalled: Callable[[], bool], control_file: Path) -> None:
+        self.signalled = signalled
         self.control_file = control_file
 
     def requested(self) -> bool:
-        return self.event.is_set() or self.control_file.is_file()
+        return self.signalled() or self.control_file.is_file()
 
-    def clear(self) -> None:
-        self.event.clear()
+    def consume_file(self) -> None:
+        """The process ends after a pause or a finish: only the file outlives it."""
         self.control_file.unlink(missing_ok=True)
 
 
@@ -262,12 +262,12 @@ def _peft_config(spec: TrainSpec, continues_adapter: bool) -> Any:
     )
 
 
-def train(spec: TrainSpec, emitter: Emitter, pause_event: threading.Event | None = None) -> None:
+def train(spec: TrainSpec, emitter: Emitter, pause_signalled: Callable[[], bool] = lambda: False) -> None:
     """Run one training job to the end (``finished``) or to a pause (``paused``), emitting protocol
     lines; raises ``TrainingError``."""
     hp = spec.hyperparameters
     method = method_of(spec)
-    pause = Pause(pause_event, spec.pause_file)
+    pause = Pause(pause_signalled, spec.pause_file)
     resolve(spec.base_model)  # a missing model fails before the slow imports
     setup_torch(spec.threads)
     device = pick_device(spec.device)
@@ -310,7 +310,7 @@ def train(spec: TrainSpec, emitter: Emitter, pause_event: threading.Event | None
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     runtime = time.monotonic() - started
     if callback.paused_at is not None:
-        pause.clear()
+        pause.consume_file()
         step = callback.paused_at
         emitter.emit(
             "paused",
@@ -319,7 +319,7 @@ def train(spec: TrainSpec, emitter: Emitter, pause_event: threading.Event | None
             metrics=callback.checkpoint_metrics(),
         )
         return
-    pause.clear()  # a request that came after the last step: the run finished instead
+    pause.consume_file()  # a request that came after the last step: the run finished instead
     final_eval = trainer.evaluate(eval_dataset=method.dataset(valid_examples)) if valid_examples else None
     model_dir = _save_final(trainer, tokenizer, spec, start.base_model)
     rows = result_rows(trainer.state.log_history, final_eval, method)

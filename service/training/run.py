@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import traceback
 from types import FrameType
 
@@ -36,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Installed before the slow imports, so that an early request is kept rather than killing the
-    # process (SIGUSR1's default action); the engine honours it at the first step boundary.
-    pause = threading.Event()
-    signal.signal(PAUSE_SIGNAL, lambda signum, frame: pause.set())
+    # process (SIGUSR1's default action); the engine honours it at the first step boundary. A list
+    # append takes no lock, unlike threading.Event, so the handler cannot deadlock the main thread.
+    pause_signals: list[int] = []
+    signal.signal(PAUSE_SIGNAL, lambda signum, frame: pause_signals.append(signum))
     emitter = Emitter.claim_stdout()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(__name__).info(
             "job %s: training %s (%s)", spec.job_id, spec.base_model, spec.method
         )
-        train(spec, emitter, pause)
+        train(spec, emitter, lambda: bool(pause_signals))
     except TrainingError as exc:
         emitter.emit("error", code=exc.code, message=exc.message)
         return 1
