@@ -1,12 +1,14 @@
 """Training examples: chat through the chat template with loss on assistant turns only,
-prompt/completion with loss on the completion only; over-long examples are errors, never truncated."""
+prompt/completion with loss on the completion only, preference pairs (DPO) as prompt and two
+completions; over-long examples are errors, never truncated."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from service.training.errors import EXAMPLE_TOO_LONG, INVALID_TRAINING_FILE, TRAINING_FAILED, TrainingError
 
@@ -116,37 +118,136 @@ def encode_record(tokenizer: Any, record: Any) -> Encoded:
     raise ValueError("each line needs `messages`, or `prompt` and `completion`")
 
 
-def load_examples(path: Path, tokenizer: Any, max_length: int, what: str = "training file") -> list[Encoded]:
-    """Every example of a JSONL file, tokenized; bad or over-long lines are errors naming the line."""
+@dataclass(frozen=True)
+class EncodedPair:
+    """One preference pair: the prompt (up to the generation prompt) and the two completions."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+
+    @property
+    def longest(self) -> int:
+        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of both sequences the trainer runs: prompt + chosen and prompt + rejected."""
+        return 2 * len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
+
+
+def _one_assistant_message(raw: Any, field: str) -> dict[str, str]:
+    if not isinstance(raw, list) or len(raw) != 1 or not isinstance(raw[0], dict):
+        raise ValueError(f"`{field}` must be a list of exactly one assistant message")
+    message = raw[0]
+    if message.get("role") != "assistant":
+        raise ValueError(f"`{field}[0].role` must be `assistant`")
+    content = _text(message.get("content"))
+    if not content.strip():
+        raise ValueError(f"`{field}[0].content` is empty")
+    return {"role": "assistant", "content": content}
+
+
+def _completion_ids(
+    tokenizer: Any, messages: list[dict[str, str]], prompt: str, output: dict[str, str]
+) -> list[int]:
+    """The tokens the chat template adds for ``output`` after the generation prompt: the reply and
+    its end-of-turn token (the trailing newline is not the reply's, as in ``encode_chat``)."""
+    full = _render(tokenizer, [*messages, output])
+    if not full.startswith(prompt):
+        raise TrainingError(
+            TRAINING_FAILED,
+            "the chat template does not render the reply after the generation prompt, "
+            "so the preferred and non-preferred outputs cannot be located",
+        )
+    completion = full[len(prompt) : max(len(full.rstrip()), len(prompt))]
+    return list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+
+
+def encode_preference(tokenizer: Any, record: Any) -> EncodedPair:
+    """OpenAI's preference row (``input.messages``, ``preferred_output``, ``non_preferred_output``)
+    through the chat template: prompt with the generation prompt, then each output's tokens. The
+    prompt and the outputs are tokenized apart, as a model sees them when it generates."""
+    if not isinstance(record, dict):
+        raise ValueError("each line must be a JSON object")
+    if not isinstance(record.get("input"), dict):
+        raise ValueError("`input` must be an object with `messages`")
+    messages, _ = _chat_messages(record["input"].get("messages"))
+    if messages[-1]["role"] == "assistant":
+        raise ValueError("`input.messages` must not end with an assistant message")
+    preferred = _one_assistant_message(record.get("preferred_output"), "preferred_output")
+    rejected = _one_assistant_message(record.get("non_preferred_output"), "non_preferred_output")
+    if preferred["content"] == rejected["content"]:
+        raise ValueError("`preferred_output` and `non_preferred_output` are identical")
+    prompt = _render(tokenizer, messages, add_generation_prompt=True)
+    return EncodedPair(
+        prompt_ids=list(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
+        chosen_ids=_completion_ids(tokenizer, messages, prompt, preferred),
+        rejected_ids=_completion_ids(tokenizer, messages, prompt, rejected),
+    )
+
+
+_Item = TypeVar("_Item")
+
+
+def _load_lines(path: Path, what: str, encode: Callable[[Any], _Item]) -> Iterator[tuple[int, _Item]]:
+    """``(line number, encode(record))`` for every non-blank line; errors name the line."""
     try:
         handle = path.open(encoding="utf-8-sig")
     except OSError as exc:
         raise TrainingError(INVALID_TRAINING_FILE, f"cannot open the {what} {path}: {exc}") from None
-    examples: list[Encoded] = []
+    found = False
     with handle:
         try:
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 try:
-                    encoded = encode_record(tokenizer, json.loads(line))
+                    item = encode(json.loads(line))
                 except (ValueError, TypeError) as exc:
                     raise TrainingError(
                         INVALID_TRAINING_FILE, f"line {line_no} of the {what}: {exc}"
                     ) from None
-                if len(encoded.input_ids) > max_length:
-                    raise TrainingError(
-                        EXAMPLE_TOO_LONG,
-                        f"line {line_no} of the {what} has {len(encoded.input_ids)} tokens, more than the "
-                        f"maximum sequence length {max_length}; shorten or split it (nothing is truncated)",
-                    )
-                if encoded.trained_tokens == 0:
-                    raise TrainingError(
-                        INVALID_TRAINING_FILE, f"line {line_no} of the {what} has nothing to train on"
-                    )
-                examples.append(encoded)
+                found = True
+                yield line_no, item
         except UnicodeDecodeError as exc:
             raise TrainingError(INVALID_TRAINING_FILE, f"the {what} is not UTF-8: {exc}") from None
-    if not examples:
+    if not found:
         raise TrainingError(INVALID_TRAINING_FILE, f"the {what} {path} has no examples")
+
+
+def _too_long(line_no: int, what: str, tokens: int, max_length: int) -> TrainingError:
+    return TrainingError(
+        EXAMPLE_TOO_LONG,
+        f"line {line_no} of the {what} has {tokens} tokens, more than the maximum sequence length "
+        f"{max_length}; shorten or split it (nothing is truncated)",
+    )
+
+
+def _nothing_to_train(line_no: int, what: str) -> TrainingError:
+    return TrainingError(INVALID_TRAINING_FILE, f"line {line_no} of the {what} has nothing to train on")
+
+
+def load_examples(path: Path, tokenizer: Any, max_length: int, what: str = "training file") -> list[Encoded]:
+    """Every example of a JSONL file, tokenized; bad or over-long lines are errors naming the line."""
+    examples: list[Encoded] = []
+    for line_no, encoded in _load_lines(path, what, lambda record: encode_record(tokenizer, record)):
+        if len(encoded.input_ids) > max_length:
+            raise _too_long(line_no, what, len(encoded.input_ids), max_length)
+        if encoded.trained_tokens == 0:
+            raise _nothing_to_train(line_no, what)
+        examples.append(encoded)
     return examples
+
+
+def load_pairs(path: Path, tokenizer: Any, max_length: int, what: str = "training file") -> list[EncodedPair]:
+    """Every preference pair of a JSONL file; a pair whose prompt plus either output is longer than
+    ``max_length`` is an error naming the line (nothing is truncated)."""
+    pairs: list[EncodedPair] = []
+    for line_no, pair in _load_lines(path, what, lambda record: encode_preference(tokenizer, record)):
+        if pair.longest > max_length:
+            raise _too_long(line_no, what, pair.longest, max_length)
+        if not pair.chosen_ids or not pair.rejected_ids:
+            raise _nothing_to_train(line_no, what)
+        pairs.append(pair)
+    return pairs

@@ -1,31 +1,32 @@
-"""One training run: load base model and data, train with trl's SFTTrainer (+ peft LoRA), stream
-protocol lines, checkpoint and resume, save the final model and ``result.csv``."""
+"""One training run: load the starting model and data, train with trl (SFTTrainer or DPOTrainer,
++ peft LoRA), stream protocol lines, checkpoint, pause and resume, save the final model and
+``result.csv``."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.core.jobs.metrics import row, to_csv
+from service.core.jobs.metrics import COLUMNS_BY_METHOD, row, to_csv
 from service.training import checkpoints
-from service.training.data import Encoded, load_examples
+from service.training.dpo import Preference, drop_reference_adapter
 from service.training.errors import TRAINING_FAILED, TrainingError
-from service.training.models import load_base, resolve
+from service.training.methods import Method, MetricNames, rounded
+from service.training.models import MODEL_META, load_start, resolve
 from service.training.protocol import Emitter
+from service.training.sft import Supervised
 from service.training.spec import EVAL_MAX_EXAMPLES, KEEP_CHECKPOINTS, MAX_DEFAULT_SEQ_LENGTH, TrainSpec
 
 log = logging.getLogger(__name__)
 
-MODEL_META = "tuneline-model.json"
 RESULT_FILE = "result.csv"
-METRIC_KEYS = ("train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
 
 def default_threads() -> int:
@@ -70,32 +71,40 @@ def model_context(model: Any, tokenizer: Any) -> int:
     return int(min(ctx, 10**7))
 
 
-def to_dataset(examples: list[Encoded]) -> Any:
-    from datasets import Dataset
-
-    return Dataset.from_dict(
-        {"input_ids": [e.input_ids for e in examples], "labels": [e.labels for e in examples]}
-    )
+def method_of(spec: TrainSpec) -> Method:
+    if spec.method == "dpo":
+        return Preference(beta=spec.hyperparameters.beta)
+    return Supervised()
 
 
-def _round(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return round(value, 6) if math.isfinite(value) else None
+class Pause:
+    """A pause request: SIGUSR1 (``signalled``, answered by the child's signal handler) or the
+    spec's control file. Honoured at the next step boundary, after a checkpoint."""
+
+    def __init__(self, signalled: Callable[[], bool], control_file: Path) -> None:
+        self.signalled = signalled
+        self.control_file = control_file
+
+    def requested(self) -> bool:
+        return self.signalled() or self.control_file.is_file()
+
+    def consume_file(self) -> None:
+        """The process ends after a pause or a finish: only the file outlives it."""
+        self.control_file.unlink(missing_ok=True)
 
 
-def _make_callback(emitter: Emitter, resumed_from: int | None) -> Any:
+def _make_callback(emitter: Emitter, resumed_from: int | None, metrics: MetricNames, pause: Pause) -> Any:
     from transformers import TrainerCallback
 
     class ProtocolCallback(TrainerCallback):  # type: ignore[misc]
-        """Turns the trainer's logs and saves into protocol lines."""
+        """Turns the trainer's logs and saves into protocol lines; stops at a step boundary on pause."""
 
         def __init__(self) -> None:
             self.started = time.monotonic()
             self.start_step = 0
             self.pending: dict[str, Any] | None = None
             self.last: dict[str, Any] = {}
+            self.paused_at: int | None = None
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.started = time.monotonic()
@@ -108,6 +117,14 @@ def _make_callback(emitter: Emitter, resumed_from: int | None) -> Any:
                 train_examples=len(kwargs["train_dataloader"].dataset),
                 trainable_params=sum(p.numel() for p in kwargs["model"].parameters() if p.requires_grad),
             )
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # The step's log, evaluation and this save follow in the same step, then the loop ends;
+            # a request after the last step changes nothing (the run finishes).
+            if pause.requested() and state.global_step < state.max_steps:
+                control.should_save = True
+                control.should_training_stop = True
+                self.paused_at = state.global_step
 
         def _flush(self) -> None:
             if self.pending is not None:
@@ -124,19 +141,16 @@ def _make_callback(emitter: Emitter, resumed_from: int | None) -> Any:
                 per_step = elapsed / done if done else None
                 self.pending = {
                     "step": state.global_step,
-                    "train_loss": _round(logs["loss"]),
-                    "train_mean_token_accuracy": _round(logs.get("mean_token_accuracy")),
-                    "valid_loss": None,
-                    "valid_mean_token_accuracy": None,
-                    "tokens_per_s": _round(logs.get("num_tokens", 0) / elapsed) if elapsed > 0 else None,
-                    "eta_s": _round(per_step * (state.max_steps - state.global_step)) if per_step else None,
-                    "epoch": _round(state.epoch),
+                    **metrics.train(logs),
+                    **metrics.evaluation(None),
+                    "tokens_per_s": rounded(logs.get("num_tokens", 0) / elapsed) if elapsed > 0 else None,
+                    "eta_s": rounded(per_step * (state.max_steps - state.global_step)) if per_step else None,
+                    "epoch": rounded(state.epoch),
                 }
                 if not control.should_evaluate:
                     self._flush()
             elif "eval_loss" in logs and self.pending is not None:
-                self.pending["valid_loss"] = _round(logs["eval_loss"])
-                self.pending["valid_mean_token_accuracy"] = _round(logs.get("eval_mean_token_accuracy"))
+                self.pending.update(metrics.evaluation(logs))
                 self._flush()
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -144,9 +158,12 @@ def _make_callback(emitter: Emitter, resumed_from: int | None) -> Any:
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if not path.is_dir():
                 return
-            metrics = {k: self.last.get(k) for k in ("step", *METRIC_KEYS)}
-            checkpoints.mark_complete(path, metrics)
-            emitter.emit("checkpoint", step=state.global_step, path=str(path), metrics=metrics)
+            saved = self.checkpoint_metrics()
+            checkpoints.mark_complete(path, saved)
+            emitter.emit("checkpoint", step=state.global_step, path=str(path), metrics=saved)
+
+        def checkpoint_metrics(self) -> dict[str, Any]:
+            return {k: self.last.get(k) for k in ("step", *metrics.keys)}
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self._flush()
@@ -154,8 +171,11 @@ def _make_callback(emitter: Emitter, resumed_from: int | None) -> Any:
     return ProtocolCallback()
 
 
-def result_rows(log_history: list[dict[str, Any]], final_eval: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Per-step rows with OpenAI's result-file columns, from the trainer's log history."""
+def result_rows(
+    log_history: list[dict[str, Any]], final_eval: dict[str, Any] | None, method: Method
+) -> list[dict[str, Any]]:
+    """Per-step rows with the method's result-file columns, from the trainer's log history."""
+    columns = COLUMNS_BY_METHOD[method.name]
     rows: dict[int, dict[str, Any]] = {}
     for entry in log_history:
         step = entry.get("step")
@@ -163,50 +183,104 @@ def result_rows(log_history: list[dict[str, Any]], final_eval: dict[str, Any] | 
             continue
         current = rows.setdefault(step, {"step": step})
         if "loss" in entry:
-            current["train_loss"] = _round(entry["loss"])
-            current["train_mean_token_accuracy"] = _round(entry.get("mean_token_accuracy"))
+            current.update(method.metrics.train(entry))
         if "eval_loss" in entry:
-            current["valid_loss"] = _round(entry["eval_loss"])
-            current["valid_mean_token_accuracy"] = _round(entry.get("eval_mean_token_accuracy"))
-    ordered = [row(rows[s]) for s in sorted(rows) if "train_loss" in rows[s]]
+            current.update(method.metrics.evaluation(entry))
+    ordered = [row(rows[s], columns) for s in sorted(rows) if "train_loss" in rows[s]]
     if ordered and final_eval:
-        ordered[-1]["full_valid_loss"] = _round(final_eval.get("eval_loss"))
-        ordered[-1]["full_valid_mean_token_accuracy"] = _round(final_eval.get("eval_mean_token_accuracy"))
+        ordered[-1].update(method.metrics.evaluation(final_eval, "full_valid"))
     return ordered
 
 
-def _save_final(trainer: Any, tokenizer: Any, spec: TrainSpec) -> Path:
+def _save_final(trainer: Any, tokenizer: Any, spec: TrainSpec, base_model: str) -> Path:
     """Write the adapter (or full weights) and tokenizer next to the final dir, then rename."""
     final = spec.model_dir
     tmp = spec.output_dir / f".model.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    drop_reference_adapter(trainer.model)
     trainer.save_model(str(tmp))
     tokenizer.save_pretrained(str(tmp))
-    meta = {"base_model": spec.base_model, "method": spec.method, "job_id": spec.job_id}
+    meta = {
+        "base_model": base_model,
+        "method": spec.method,
+        "training_type": spec.training_type,
+        "from_model": str(spec.from_model) if spec.from_model else None,
+        "job_id": spec.job_id,
+    }
     (tmp / MODEL_META).write_text(json.dumps(meta), encoding="utf-8")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
 
 
-def train(spec: TrainSpec, emitter: Emitter) -> None:
-    """Run one training job to the end, emitting protocol lines; raises ``TrainingError``."""
+def _shared_args(spec: TrainSpec, device: str, max_length: int, evaluate: bool) -> dict[str, Any]:
+    """``TrainingArguments`` every method takes (the documented fixed settings)."""
     hp = spec.hyperparameters
+    return {
+        "output_dir": str(spec.checkpoints_dir),
+        "per_device_train_batch_size": hp.batch_size,
+        "per_device_eval_batch_size": hp.batch_size,
+        "num_train_epochs": hp.n_epochs,
+        "max_steps": hp.max_steps or -1,
+        "learning_rate": hp.effective_learning_rate(spec.training_type, spec.method),
+        "lr_scheduler_type": "linear",
+        "weight_decay": 0.0,
+        "seed": hp.seed,
+        "logging_strategy": "steps",
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": hp.checkpoint_every,
+        "save_total_limit": KEEP_CHECKPOINTS,
+        "eval_strategy": "steps" if evaluate else "no",
+        "eval_steps": hp.checkpoint_every,
+        "max_length": max_length,
+        "gradient_checkpointing": False,
+        "use_cpu": device == "cpu",
+        "dataloader_pin_memory": device == "cuda",
+        "dataloader_num_workers": 0,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "log_level": "warning",
+        **precision(device),
+    }
+
+
+def _peft_config(spec: TrainSpec, continues_adapter: bool) -> Any:
+    """A new LoRA adapter; ``None`` for full fine-tuning or when an adapter is continued (its own
+    configuration applies, so ``lora_*`` hyperparameters have no effect then)."""
+    if spec.training_type != "lora" or continues_adapter:
+        return None
+    from peft import LoraConfig
+
+    hp = spec.hyperparameters
+    return LoraConfig(
+        r=hp.lora_rank,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def train(spec: TrainSpec, emitter: Emitter, pause_signalled: Callable[[], bool] = lambda: False) -> None:
+    """Run one training job to the end (``finished``) or to a pause (``paused``), emitting protocol
+    lines; raises ``TrainingError``."""
+    hp = spec.hyperparameters
+    method = method_of(spec)
+    pause = Pause(pause_signalled, spec.pause_file)
     resolve(spec.base_model)  # a missing model fails before the slow imports
     setup_torch(spec.threads)
     device = pick_device(spec.device)
-    model, tokenizer, _ = load_base(spec.base_model, spec.cache_dir)
-    context = model_context(model, tokenizer)
+    start = load_start(spec.base_model, spec.from_model, spec.cache_dir, spec.training_type == "lora")
+    tokenizer = start.tokenizer
+    context = model_context(start.model, tokenizer)
     max_length = min(hp.max_seq_length or MAX_DEFAULT_SEQ_LENGTH, context)
-    train_examples = load_examples(spec.train_file, tokenizer, max_length, "training file")
+    train_examples = method.load(spec.train_file, tokenizer, max_length, "training file")
     valid_examples = (
-        load_examples(spec.validation_file, tokenizer, max_length, "validation file")
+        method.load(spec.validation_file, tokenizer, max_length, "validation file")
         if spec.validation_file
         else []
     )
-
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
 
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     if not spec.resume:
@@ -215,63 +289,42 @@ def train(spec: TrainSpec, emitter: Emitter) -> None:
         log.warning("removed incomplete checkpoint %s", path)
     resume_from = checkpoints.newest_complete(spec.checkpoints_dir) if spec.resume else None
 
-    config = SFTConfig(
-        output_dir=str(spec.checkpoints_dir),
-        per_device_train_batch_size=hp.batch_size,
-        per_device_eval_batch_size=hp.batch_size,
-        num_train_epochs=hp.n_epochs,
-        max_steps=hp.max_steps or -1,
-        learning_rate=hp.effective_learning_rate(spec.method),
-        lr_scheduler_type="linear",
-        weight_decay=0.0,
-        seed=hp.seed,
-        logging_strategy="steps",
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=hp.checkpoint_every,
-        save_total_limit=KEEP_CHECKPOINTS,
-        eval_strategy="steps" if valid_examples else "no",
-        eval_steps=hp.checkpoint_every,
-        max_length=max_length,
-        packing=False,
-        gradient_checkpointing=False,
-        use_cpu=device == "cpu",
-        dataloader_pin_memory=device == "cuda",
-        dataloader_num_workers=0,
-        report_to="none",
-        disable_tqdm=True,
-        log_level="warning",
-        **precision(device),
+    from transformers import set_seed
+
+    # trl creates the LoRA adapter before the Trainer seeds anything: without this its initial
+    # weights differ from run to run and a job cannot be re-run exactly.
+    set_seed(hp.seed)
+    callback = _make_callback(
+        emitter, checkpoints.step_of(resume_from) if resume_from else None, method.metrics, pause
     )
-    peft_config = (
-        LoraConfig(
-            r=hp.lora_rank,
-            lora_alpha=hp.lora_alpha,
-            lora_dropout=hp.lora_dropout,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
-        if spec.method == "lora"
-        else None
-    )
-    eval_subset = to_dataset(valid_examples[:EVAL_MAX_EXAMPLES]) if valid_examples else None
-    trainer = SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=to_dataset(train_examples),
-        eval_dataset=eval_subset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[_make_callback(emitter, checkpoints.step_of(resume_from) if resume_from else None)],
+    trainer = method.trainer(
+        model=start.model,
+        tokenizer=tokenizer,
+        args=_shared_args(spec, device, max_length, evaluate=bool(valid_examples)),
+        train=train_examples,
+        valid=valid_examples[:EVAL_MAX_EXAMPLES] or None,
+        peft_config=_peft_config(spec, start.continues_adapter),
+        callbacks=[callback],
     )
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     runtime = time.monotonic() - started
-    final_eval = trainer.evaluate(eval_dataset=to_dataset(valid_examples)) if valid_examples else None
-    model_dir = _save_final(trainer, tokenizer, spec)
-    rows = result_rows(trainer.state.log_history, final_eval)
-    (spec.output_dir / RESULT_FILE).write_text(to_csv(rows), encoding="utf-8")
-    tokens_per_epoch = sum(len(e.input_ids) for e in train_examples)
+    if callback.paused_at is not None:
+        pause.consume_file()
+        step = callback.paused_at
+        emitter.emit(
+            "paused",
+            step=step,
+            path=str(spec.checkpoints_dir / f"checkpoint-{step}"),
+            metrics=callback.checkpoint_metrics(),
+        )
+        return
+    pause.consume_file()  # a request that came after the last step: the run finished instead
+    final_eval = trainer.evaluate(eval_dataset=method.dataset(valid_examples)) if valid_examples else None
+    model_dir = _save_final(trainer, tokenizer, spec, start.base_model)
+    rows = result_rows(trainer.state.log_history, final_eval, method)
+    columns = COLUMNS_BY_METHOD[method.name]
+    (spec.output_dir / RESULT_FILE).write_text(to_csv(rows, columns), encoding="utf-8")
     peak = None
     if device == "cuda":
         import torch
@@ -281,12 +334,9 @@ def train(spec: TrainSpec, emitter: Emitter) -> None:
         "finished",
         model_dir=str(model_dir),
         steps=int(output.global_step),
-        trained_tokens=int(tokens_per_epoch * (trainer.state.epoch or 0)),
+        trained_tokens=int(method.tokens(train_examples) * (trainer.state.epoch or 0)),
         train_runtime_s=round(runtime, 3),
         result_file=str(spec.output_dir / RESULT_FILE),
-        full_valid_loss=_round(final_eval.get("eval_loss")) if final_eval else None,
-        full_valid_mean_token_accuracy=_round(final_eval.get("eval_mean_token_accuracy"))
-        if final_eval
-        else None,
+        **method.metrics.evaluation(final_eval, "full_valid"),
         peak_gpu_memory_bytes=peak,
     )

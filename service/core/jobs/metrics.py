@@ -16,17 +16,32 @@ METRIC_COLUMNS = (
     "full_valid_loss",
     "full_valid_mean_token_accuracy",
 )
+# DPO: loss plus trl's reward margin (chosen minus rejected reward) and preference accuracy (share
+# of pairs whose chosen reward is higher), per step and on the validation file.
+DPO_METRIC_COLUMNS = (
+    "step",
+    "train_loss",
+    "train_reward_margin",
+    "train_preference_accuracy",
+    "valid_loss",
+    "valid_reward_margin",
+    "valid_preference_accuracy",
+    "full_valid_loss",
+    "full_valid_reward_margin",
+    "full_valid_preference_accuracy",
+)
+COLUMNS_BY_METHOD = {"supervised": METRIC_COLUMNS, "dpo": DPO_METRIC_COLUMNS}
 
 
-def row(data: Mapping[str, Any]) -> dict[str, Any]:
+def row(data: Mapping[str, Any], columns: tuple[str, ...] = METRIC_COLUMNS) -> dict[str, Any]:
     """A metrics row from any mapping that carries (some of) the columns."""
-    return {name: data.get(name) for name in METRIC_COLUMNS}
+    return {name: data.get(name) for name in columns}
 
 
-def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
-    """Rows as CSV with OpenAI's result-file columns; missing values are empty cells."""
+def to_csv(rows: Iterable[Mapping[str, Any]], columns: tuple[str, ...] = METRIC_COLUMNS) -> str:
+    """Rows as CSV with OpenAI's result-file columns (or a method's); missing values are empty cells."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
