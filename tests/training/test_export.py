@@ -17,9 +17,11 @@ import pytest
 from tests.support.training import TORCH_MISSING, run_child, write_spec
 
 pytest.importorskip("torch", reason=TORCH_MISSING)
-
 from service.training.errors import TrainingError
 from service.training.export import CardFacts, archive_size, export_model, main, write_archive
+
+# A real LoRA run through the training child process first (about a minute here), like test_run.
+pytestmark = pytest.mark.slow
 
 MAX_TOKENS = 24
 HYPER = {"max_steps": 30, "batch_size": 8, "learning_rate": 3e-3, "checkpoint_every": 10, "seed": 1}
