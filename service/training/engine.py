@@ -10,6 +10,8 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +177,22 @@ def result_rows(log_history: list[dict[str, Any]], final_eval: dict[str, Any] | 
     return ordered
 
 
+@dataclass(frozen=True)
+class RunHooks:
+    """How a launcher other than the child process (Ray Train, ``service.training.ray_train``)
+    runs this engine in one of several data-parallel workers.
+
+    ``checkpoints_dir`` is this worker's own (the launcher persists checkpoints itself),
+    ``resume_from`` the checkpoint the launcher restored, ``wrap_trainer`` gets the built trainer
+    (to add callbacks, or wrap it) and returns the one to train. Only the world's rank-0 process
+    writes the final model and ``result.csv``.
+    """
+
+    checkpoints_dir: Path
+    resume_from: Path | None = None
+    wrap_trainer: Callable[[Any], Any] = lambda trainer: trainer
+
+
 def _save_final(trainer: Any, tokenizer: Any, spec: TrainSpec) -> Path:
     """Write the adapter (or full weights) and tokenizer next to the final dir, then rename."""
     final = spec.model_dir
@@ -189,7 +207,7 @@ def _save_final(trainer: Any, tokenizer: Any, spec: TrainSpec) -> Path:
     return final
 
 
-def train(spec: TrainSpec, emitter: Emitter) -> None:
+def train(spec: TrainSpec, emitter: Emitter, hooks: RunHooks | None = None) -> None:
     """Run one training job to the end, emitting protocol lines; raises ``TrainingError``."""
     hp = spec.hyperparameters
     resolve(spec.base_model)  # a missing model fails before the slow imports
@@ -209,14 +227,18 @@ def train(spec: TrainSpec, emitter: Emitter) -> None:
     from trl import SFTConfig, SFTTrainer
 
     spec.output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints_dir = hooks.checkpoints_dir if hooks else spec.checkpoints_dir
     if not spec.resume:
-        checkpoints.remove_all(spec.checkpoints_dir)
-    for path in checkpoints.remove_incomplete(spec.checkpoints_dir):
+        checkpoints.remove_all(checkpoints_dir)
+    for path in checkpoints.remove_incomplete(checkpoints_dir):
         log.warning("removed incomplete checkpoint %s", path)
-    resume_from = checkpoints.newest_complete(spec.checkpoints_dir) if spec.resume else None
+    if hooks:
+        resume_from = hooks.resume_from
+    else:
+        resume_from = checkpoints.newest_complete(checkpoints_dir) if spec.resume else None
 
     config = SFTConfig(
-        output_dir=str(spec.checkpoints_dir),
+        output_dir=str(checkpoints_dir),
         per_device_train_batch_size=hp.batch_size,
         per_device_eval_batch_size=hp.batch_size,
         num_train_epochs=hp.n_epochs,
@@ -264,10 +286,14 @@ def train(spec: TrainSpec, emitter: Emitter) -> None:
         peft_config=peft_config,
         callbacks=[_make_callback(emitter, checkpoints.step_of(resume_from) if resume_from else None)],
     )
+    if hooks:
+        trainer = hooks.wrap_trainer(trainer)
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     runtime = time.monotonic() - started
     final_eval = trainer.evaluate(eval_dataset=to_dataset(valid_examples)) if valid_examples else None
+    if not trainer.is_world_process_zero():
+        return  # the other data-parallel workers took part in training and evaluation only
     model_dir = _save_final(trainer, tokenizer, spec)
     rows = result_rows(trainer.state.log_history, final_eval)
     (spec.output_dir / RESULT_FILE).write_text(to_csv(rows), encoding="utf-8")
