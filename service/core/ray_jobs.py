@@ -266,7 +266,7 @@ class RayRun:
             self.offset += consumed
         for message in messages:
             self._note(message)
-        status, reason = self._status(job)
+        status, reason = self.status_for(job)
         return Progress(job.ray_status, status, reason, messages, self.error if status == FAILED else None)
 
     def _note(self, message: dict[str, Any]) -> None:
@@ -283,7 +283,9 @@ class RayRun:
                 "message": str(message.get("message") or "training failed"),
             }
 
-    def _status(self, job: RayJob) -> tuple[str, str]:
+    def status_for(self, job: RayJob) -> tuple[str, str]:
+        """Tuneline's status for the submission's Ray state, given what the run has said so far,
+        and the reason (Ray's message, the driver's ``waiting`` reason, or the error)."""
         status = STATUS_OF_RAY.get(job.ray_status)
         if status is None:
             return QUEUED, f"Ray reports an unknown job state {job.ray_status!r}"

@@ -114,3 +114,19 @@ class RayHead:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def ray_processes(head: RayHead, title: str) -> list[psutil.Process]:
+    """The head's descendants whose command line contains ``title`` (Ray names its actor
+    processes ``ray::<Class>...``, e.g. ``ray::RayTrainWorker``)."""
+    assert head.proc is not None
+    try:
+        tree = psutil.Process(head.proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for proc in tree:
+        with contextlib.suppress(psutil.Error):
+            if title in " ".join(proc.cmdline()):
+                found.append(proc)
+    return found
