@@ -117,6 +117,16 @@ def follow(run: RayRun, until: Callable[[Progress], bool], timeout: float = RUN_
     raise AssertionError(f"run {run.submission_id} did not get there in {timeout}s; log tail:\n{log}")
 
 
+def wait_registered(tmp_path: Path, job_id: str) -> None:
+    """Wait until Ray Train has registered a checkpoint of the run: the workers' upload is done
+    when ray.train.report returns, and it counts once the controller has recorded it in its
+    snapshot on the storage (a worker lost before that resumes from the checkpoint before)."""
+    snapshot = tmp_path / "ray-storage" / f"tuneline-{job_id}" / "checkpoint_manager_snapshot.json"
+    wait_until(
+        lambda: json.loads(snapshot.read_text()).get("latest_checkpoint_result"), 60, 0.2, what="a checkpoint"
+    )
+
+
 def messages(seen: list[Progress], kind: str) -> list[dict[str, Any]]:
     return [m for p in seen for m in p.messages if m["type"] == kind]
 
@@ -163,10 +173,10 @@ def test_two_workers_match_one_process_of_the_same_global_batch(
     assert all((p / "checkpoint" / "trainer_state.json").is_file() for p in persisted)
 
 
-def test_a_duplicate_submit_attaches_and_stop_ends_the_run(
+def test_a_duplicate_submit_attaches_stop_ends_the_run_and_the_next_attempt_resumes(
     jobs: RayJobs, ray_head: RayHead, tiny_model: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    spec = job_spec(tmp_path, "stop", tiny_model, data_dir / "qa_train.jsonl", n_epochs=200)
+    spec = job_spec(tmp_path, "stop", tiny_model, data_dir / "qa_train.jsonl", n_epochs=2)  # 40 steps
     sid, created = submit(jobs, spec, tmp_path)
     again, created_again = submit(jobs, spec, tmp_path)  # a retried Celery task does the same
     assert created and not created_again and again == sid
@@ -180,17 +190,33 @@ def test_a_duplicate_submit_attaches_and_stop_ends_the_run(
     assert [j.submission_id for j in runs] == [sid]
 
     run = RayRun(jobs, sid)
-    seen = follow(run, lambda p: any(m["type"] == "metrics" and m["step"] >= 2 for m in p.messages))
+    seen = follow(run, lambda p: any(m["type"] == "metrics" and m["step"] >= 12 for m in p.messages))
     assert seen[-1].status == RUNNING, seen[-1]
+    wait_registered(tmp_path, "ftjob-stop")
     assert ray_processes(ray_head, "RayTrainWorker")
 
     assert jobs.stop(sid) is True
-    seen = follow(run, lambda p: False, timeout=60)
+    seen += follow(run, lambda p: False, timeout=60)
     assert seen[-1].ray_status == "STOPPED" and seen[-1].status == CANCELLED, seen[-1]
     # No further steps: the training workers are gone, not merely unheard of.
     wait_until(lambda: not ray_processes(ray_head, "RayTrainWorker"), 30, 0.5, what="the Ray workers to exit")
     assert not messages(seen, "finished") and not (tmp_path / "stop" / "model").exists()
     assert jobs.stop(sid) is False  # stopping again is harmless
+
+    # The next attempt (a resumed pause, a re-queued job) is a new submission of the same run name:
+    # Ray Train hands it the run's newest registered checkpoint.
+    sid_1, created = submit(jobs, spec, tmp_path, attempt=1)
+    assert created and sid_1 != sid
+    resumed = follow(RayRun(jobs, sid_1), lambda p: False)
+    assert resumed[-1].status == SUCCEEDED, (resumed[-1], jobs.logs(sid_1)[-3000:])
+    # From the newest checkpoint of the stopped attempt (10, or 20 when stop came after it).
+    [started] = messages(resumed, "started")
+    assert started["resumed_from_step"] in [c["step"] for c in messages(seen, "checkpoint")]
+    assert [m["step"] for m in messages(resumed, "metrics")] == list(
+        range(started["resumed_from_step"] + 1, 41)
+    )
+    with (tmp_path / "stop" / "result.csv").open(encoding="utf-8") as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 41))
 
 
 def test_a_cluster_too_small_for_the_run_fails_it_with_the_reason(
@@ -214,15 +240,7 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint(
     run = RayRun(jobs, sid)
     before = follow(run, lambda p: any(m["type"] == "metrics" and m["step"] >= 12 for m in p.messages))
     assert [c["step"] for c in messages(before, "checkpoint")] == [10]
-    # The workers have uploaded checkpoint 10 (ray.train.report returned); it counts once Ray
-    # Train's controller has registered it, which it records in its snapshot on the storage.
-    snapshot = tmp_path / "ray-storage" / "tuneline-ftjob-lost" / "checkpoint_manager_snapshot.json"
-    wait_until(
-        lambda: json.loads(snapshot.read_text()).get("latest_checkpoint_result"),
-        60,
-        0.2,
-        what="checkpoint 10",
-    )
+    wait_registered(tmp_path, "ftjob-lost")
     workers = ray_processes(ray_head, "RayTrainWorker")
     assert len(workers) == 2
     workers[-1].kill()
