@@ -105,7 +105,7 @@ class RayHead:
         for proc in tree:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGTERM)
-        _, alive = psutil.wait_procs(tree, timeout=15)
+        _, alive = psutil.wait_procs(tree, timeout=5)
         for proc in alive:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
