@@ -98,10 +98,13 @@ def train_worker(config: dict[str, Any]) -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rank = ray.train.get_context().get_world_rank()
+    local = Path(tempfile.gettempdir()) / "tuneline-ray" / config["run_name"] / f"rank-{rank}"
     emitter: Emitter = QueueEmitter(config["queue"]) if rank == 0 else SilentEmitter()
     try:
         spec = TrainSpec.from_dict(config["spec"])
-        local = Path(tempfile.gettempdir()) / "tuneline-ray" / config["run_name"] / f"rank-{rank}"
+        # RayTrainReportCallback reports the highest-numbered checkpoint in the directory: one
+        # a previous attempt left there must not be reported as this attempt's.
+        shutil.rmtree(local, ignore_errors=True)
         checkpoint = ray.train.get_checkpoint()
         resume_from = _restore(checkpoint, local / RESTORED) if checkpoint else None
         hooks = RunHooks(
@@ -111,6 +114,8 @@ def train_worker(config: dict[str, Any]) -> None:
     except TrainingError as exc:
         # A refusal of the data or model is not a lost worker: report it and end, no restart.
         emitter.emit("error", code=exc.code, message=exc.message)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)  # Ray Train's storage holds the checkpoints
 
 
 # --- the driver ---------------------------------------------------------------------------------
