@@ -41,7 +41,7 @@ log = logging.getLogger("tuneline.ray_train")
 INSUFFICIENT_RESOURCES = "insufficient_resources"
 RESTORED = "restored"  # under a worker's local directory: the checkpoint Ray Train handed back
 RAY_CHECKPOINT_NAME = "checkpoint"  # RayTrainReportCallback's subdirectory in a Ray checkpoint
-RELAY_POLL_S = 0.5
+RELAY_POLL_S = 0.2
 RESOURCE_POLL_S = 2.0
 
 
@@ -167,7 +167,11 @@ def wait_for_resources(args: argparse.Namespace, emitter: Emitter) -> None:
 
 
 class Relay:
-    """Moves the rank-0 worker's messages from the Ray queue to the driver's stdout."""
+    """Moves the rank-0 worker's messages from the Ray queue to the driver's stdout.
+
+    It takes what is queued without waiting inside the queue actor: a timed ``get`` there is an
+    ``asyncio.wait_for``, which on Python 3.11 can drop an item that arrives as it times out.
+    """
 
     def __init__(self, queue: Any, emitter: Emitter) -> None:
         self.queue = queue
@@ -178,25 +182,22 @@ class Relay:
         self._thread.start()
 
     def _run(self) -> None:
-        from ray.util.queue import Empty
-
         while not self._stop.is_set():
-            try:
-                message = self.queue.get(block=True, timeout=RELAY_POLL_S)
-            except Empty:
-                continue
-            self._forward(message)
+            if not self._drain():
+                self._stop.wait(RELAY_POLL_S)
 
-    def _forward(self, message: dict[str, Any]) -> None:
-        kind = message.pop("type")
-        self.kinds.add(kind)
-        self.emitter.emit(kind, **message)
+    def _drain(self) -> int:
+        count = self.queue.qsize()  # this thread is the only consumer: that many are there
+        for message in self.queue.get_nowait_batch(count) if count else []:
+            kind = message.pop("type")
+            self.kinds.add(kind)
+            self.emitter.emit(kind, **message)
+        return int(count)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-        while not self.queue.empty():
-            self._forward(self.queue.get())
+        self._drain()
 
 
 def run(args: argparse.Namespace, emitter: Emitter) -> int:

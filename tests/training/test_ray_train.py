@@ -250,6 +250,7 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint(
     started = messages(before + after, "started")
     assert [s["resumed_from_step"] for s in started] == [None, 10]
     first = {m["step"]: m["train_loss"] for m in messages(before, "metrics")}
+    assert sorted(first) == list(range(1, max(first) + 1))  # every step's line came through
     resumed = [m for m in messages(after, "metrics") if m["step"] > 10]
     resumed_losses = {m["step"]: m["train_loss"] for m in resumed}
     assert sorted(resumed_losses) == list(range(11, 41))
