@@ -98,13 +98,12 @@ def train_worker(config: dict[str, Any]) -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rank = ray.train.get_context().get_world_rank()
-    local = Path(tempfile.gettempdir()) / "tuneline-ray" / config["run_name"] / f"rank-{rank}"
+    # A fresh directory per worker process: RayTrainReportCallback reports the highest-numbered
+    # checkpoint in it, so one that a previous attempt left must never be there.
+    local = Path(tempfile.mkdtemp(prefix=f"{config['run_name']}-rank{rank}-"))
     emitter: Emitter = QueueEmitter(config["queue"]) if rank == 0 else SilentEmitter()
     try:
         spec = TrainSpec.from_dict(config["spec"])
-        # RayTrainReportCallback reports the highest-numbered checkpoint in the directory: one
-        # a previous attempt left there must not be reported as this attempt's.
-        shutil.rmtree(local, ignore_errors=True)
         checkpoint = ray.train.get_checkpoint()
         resume_from = _restore(checkpoint, local / RESTORED) if checkpoint else None
         hooks = RunHooks(
