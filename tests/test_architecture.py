@@ -64,6 +64,32 @@ def test_docker_compose_defines_the_stack():
     assert "beat" in " ".join(map(str, services["beat"]["command"]))
 
 
+def test_docker_compose_ray_profile_is_a_head_and_a_worker_on_the_trainer_image():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    head, worker, trainer = services["ray-head"], services["ray-worker"], services["trainer"]
+    assert head["profiles"] == worker["profiles"] == ["ray"]
+    assert head["image"] == worker["image"] == trainer["image"]
+    assert 'pip install ".[train,ray]"' in trainer["build"]["dockerfile_inline"]
+    head_cmd = " ".join(map(str, head["command"]))
+    assert head_cmd.startswith("ray start --head --block") and "--dashboard-host=0.0.0.0" in head_cmd
+    assert "--include-dashboard=true" in head_cmd  # the Jobs API is served by the dashboard
+    port = head_cmd.split("--port=")[1].split()[0]
+    dashboard = head_cmd.split("--dashboard-port=")[1].split()[0]
+    assert " ".join(map(str, worker["command"])).startswith(f"ray start --address=ray-head:{port} --block")
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert dashboard in " ".join(head["healthcheck"]["test"])
+    # Every Ray node reads and writes the same data volume as the trainer (SPEC.json, data, outputs).
+    assert (
+        "data:/data" in head["volumes"]
+        and "data:/data" in worker["volumes"]
+        and "data:/data" in trainer["volumes"]
+    )
+    env = trainer["environment"]
+    assert env["TUNELINE_RAY_ADDRESS"].endswith(f"http://ray-head:{dashboard}}}")
+    assert env["TUNELINE_RAY_STORAGE"].endswith("/data/ray}")
+
+
 def test_every_example_in_the_spec_matches_its_schema():
     from openapi_schema_validator import OAS30Validator
 

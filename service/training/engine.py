@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,22 @@ def result_rows(
     return ordered
 
 
+@dataclass(frozen=True)
+class RunHooks:
+    """How a launcher other than the child process (Ray Train, ``service.training.ray_train``)
+    runs this engine in one of several data-parallel workers.
+
+    ``checkpoints_dir`` is this worker's own (the launcher persists checkpoints itself),
+    ``resume_from`` the checkpoint the launcher restored, ``wrap_trainer`` gets the built trainer
+    (to add callbacks, or wrap it) and returns the one to train. Only the world's rank-0 process
+    writes the final model and ``result.csv``.
+    """
+
+    checkpoints_dir: Path
+    resume_from: Path | None = None
+    wrap_trainer: Callable[[Any], Any] = lambda trainer: trainer
+
+
 def _save_final(trainer: Any, tokenizer: Any, spec: TrainSpec, base_model: str) -> Path:
     """Write the adapter (or full weights) and tokenizer next to the final dir, then rename."""
     final = spec.model_dir
@@ -213,11 +230,13 @@ def _save_final(trainer: Any, tokenizer: Any, spec: TrainSpec, base_model: str) 
     return final
 
 
-def _shared_args(spec: TrainSpec, device: str, max_length: int, evaluate: bool) -> dict[str, Any]:
+def _shared_args(
+    spec: TrainSpec, checkpoints_dir: Path, device: str, max_length: int, evaluate: bool
+) -> dict[str, Any]:
     """``TrainingArguments`` every method takes (the documented fixed settings)."""
     hp = spec.hyperparameters
     return {
-        "output_dir": str(spec.checkpoints_dir),
+        "output_dir": str(checkpoints_dir),
         "per_device_train_batch_size": hp.batch_size,
         "per_device_eval_batch_size": hp.batch_size,
         "num_train_epochs": hp.n_epochs,
@@ -262,7 +281,12 @@ def _peft_config(spec: TrainSpec, continues_adapter: bool) -> Any:
     )
 
 
-def train(spec: TrainSpec, emitter: Emitter, pause_signalled: Callable[[], bool] = lambda: False) -> None:
+def train(
+    spec: TrainSpec,
+    emitter: Emitter,
+    pause_signalled: Callable[[], bool] = lambda: False,
+    hooks: RunHooks | None = None,
+) -> None:
     """Run one training job to the end (``finished``) or to a pause (``paused``), emitting protocol
     lines; raises ``TrainingError``."""
     hp = spec.hyperparameters
@@ -283,11 +307,15 @@ def train(spec: TrainSpec, emitter: Emitter, pause_signalled: Callable[[], bool]
     )
 
     spec.output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints_dir = hooks.checkpoints_dir if hooks else spec.checkpoints_dir
     if not spec.resume:
-        checkpoints.remove_all(spec.checkpoints_dir)
-    for path in checkpoints.remove_incomplete(spec.checkpoints_dir):
+        checkpoints.remove_all(checkpoints_dir)
+    for path in checkpoints.remove_incomplete(checkpoints_dir):
         log.warning("removed incomplete checkpoint %s", path)
-    resume_from = checkpoints.newest_complete(spec.checkpoints_dir) if spec.resume else None
+    if hooks:
+        resume_from = hooks.resume_from
+    else:
+        resume_from = checkpoints.newest_complete(checkpoints_dir) if spec.resume else None
 
     from transformers import set_seed
 
@@ -300,12 +328,14 @@ def train(spec: TrainSpec, emitter: Emitter, pause_signalled: Callable[[], bool]
     trainer = method.trainer(
         model=start.model,
         tokenizer=tokenizer,
-        args=_shared_args(spec, device, max_length, evaluate=bool(valid_examples)),
+        args=_shared_args(spec, checkpoints_dir, device, max_length, evaluate=bool(valid_examples)),
         train=train_examples,
         valid=valid_examples[:EVAL_MAX_EXAMPLES] or None,
         peft_config=_peft_config(spec, start.continues_adapter),
         callbacks=[callback],
     )
+    if hooks:
+        trainer = hooks.wrap_trainer(trainer)
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     runtime = time.monotonic() - started
@@ -315,12 +345,14 @@ def train(spec: TrainSpec, emitter: Emitter, pause_signalled: Callable[[], bool]
         emitter.emit(
             "paused",
             step=step,
-            path=str(spec.checkpoints_dir / f"checkpoint-{step}"),
+            path=str(checkpoints_dir / f"checkpoint-{step}"),
             metrics=callback.checkpoint_metrics(),
         )
         return
     pause.consume_file()  # a request that came after the last step: the run finished instead
     final_eval = trainer.evaluate(eval_dataset=method.dataset(valid_examples)) if valid_examples else None
+    if not trainer.is_world_process_zero():
+        return  # the other data-parallel workers took part in training and evaluation only
     model_dir = _save_final(trainer, tokenizer, spec, start.base_model)
     rows = result_rows(trainer.state.log_history, final_eval, method)
     columns = COLUMNS_BY_METHOD[method.name]

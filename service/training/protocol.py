@@ -25,8 +25,9 @@ class Emitter:
     warnings, C extensions) lands in the log and never corrupts the protocol stream.
     """
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], prefix: str = "") -> None:
         self._stream = stream
+        self._prefix = prefix  # set where the stream is shared with other output (a Ray job's log)
         self._lock = threading.Lock()
 
     @classmethod
@@ -40,5 +41,5 @@ class Emitter:
     def emit(self, kind: str, **fields: Any) -> None:
         line = json.dumps({"type": kind, **_clean(fields)}, ensure_ascii=False, allow_nan=False)
         with self._lock:
-            self._stream.write(line + "\n")
+            self._stream.write(self._prefix + line + "\n")
             self._stream.flush()
