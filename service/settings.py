@@ -132,6 +132,7 @@ class Settings:
     # Local trainer (DESIGN §6): the training worker's lease, restarts and device.
     train_lease_s: int = setting(60, minimum=2)
     train_max_restarts: int = setting(3, minimum=0)
+    train_max_per_tenant: int = setting(0, minimum=0)  # concurrent trainings per tenant (0: no limit)
     train_device: str = setting("auto", parse=_word)
     train_threads: int = setting(0, minimum=0)  # 0: the library's default
     train_python: str = setting("")  # interpreter for the training child; default: the worker's own

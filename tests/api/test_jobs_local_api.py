@@ -153,3 +153,20 @@ def test_local_model_roots_setting_allows_a_directory(make_key, store, settings,
     assert create(client, token, file_id, model=str(allowed / "tiny")).status_code == 200
     r = create(client, token, file_id, model=str(settings.data_dir.resolve() / "models" / "tiny"))
     assert r.status_code == 422 and r.json["error"]["code"] == "model_path_not_allowed"
+
+
+def test_priority_is_accepted_and_echoed(client, ready):
+    token, file_id = ready
+    urgent = create(client, token, file_id, model="smollm2-135m", priority=7)
+    assert urgent.status_code == 200, urgent.json
+    assert urgent.json["priority"] == 7
+    assert client.get(f"/v1/fine_tuning/jobs/{urgent.json['id']}", headers=auth(token)).json["priority"] == 7
+    plain = create(client, token, file_id, model="smollm2-135m")
+    assert plain.status_code == 200 and plain.json["priority"] == 0
+
+
+@pytest.mark.parametrize("priority", [1001, -1001, "high", 1.5, True])
+def test_a_bad_priority_is_a_400_naming_it(client, ready, priority):
+    token, file_id = ready
+    r = create(client, token, file_id, model="smollm2-135m", priority=priority)
+    assert_error(r, 400, "invalid_request_error", param="priority")

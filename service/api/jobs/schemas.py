@@ -9,6 +9,7 @@ import marshmallow as ma
 from service.api.base import CursorArgsSchema, MetadataFilterArgsSchema, StrictSchema, list_schema
 from service.api.openai_objects import CheckpointSchema, EventSchema, MetricRowSchema
 from service.core.jobs.states import STATUSES
+from service.core.store.train_queue import PRIORITY_MAX, PRIORITY_MIN
 from service.core.webhooks.signing import EVENT_TYPES
 from service.sandbox.faults import SandboxFaultsSchema
 from service.settings import PROVIDERS
@@ -126,6 +127,13 @@ class JobCreateSchema(StrictSchema):
     test_file = ma.fields.String(validate=ma.validate.Length(min=1, max=128))
     prepare = ma.fields.Nested(PrepareSchema)
     sandbox = ma.fields.Nested(SandboxFaultsSchema)
+    priority = Int(
+        validate=ma.validate.Range(PRIORITY_MIN, PRIORITY_MAX),
+        metadata={
+            "description": "Place in the local trainer's wait queue: higher trains first (Tuneline "
+            "extension; default 0)."
+        },
+    )
 
 
 class JobErrorSchema(ma.Schema):
@@ -173,6 +181,9 @@ class JobSchema(ma.Schema):
     experiment_id = ma.fields.String(allow_none=True)
     updated_at = ma.fields.Integer(allow_none=True)
     tenant = ma.fields.String(metadata={"description": "The tenant that owns the job (Tuneline extension)."})
+    priority = ma.fields.Integer(
+        metadata={"description": "Wait-queue priority for local training (Tuneline extension)."}
+    )
 
 
 JobListSchema = list_schema(JobSchema, "JobList")

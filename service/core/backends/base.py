@@ -211,7 +211,10 @@ class Backend:
 
     # --- train stage (an executor Tuneline runs) -------------------------------------------
     def start(self, job: Job) -> str | None:
-        """Hand a job that reached ``after_prepare().stage`` to its executor; the task to enqueue."""
+        """Hand a job that reached ``after_prepare().stage`` to its executor; the task to enqueue.
+
+        The watchdog calls it once more for a job it finds in that stage: it must be idempotent.
+        """
         return self.after_prepare().task
 
     def train(self, job: Job) -> Trained | None:
@@ -224,8 +227,8 @@ class Backend:
     def wake(self, job: Job) -> bool:
         """The watchdog found the job in its stage for too long: True to enqueue its task again.
 
-        Stage tasks are safe to run twice, so the default is yes; a backend whose executor holds
-        jobs for long (a device queue) says no while someone is known to work on the job.
+        Stage tasks are safe to run twice, so the default is yes; a backend says no for a stage
+        where a second run would cost more than the wait (none does today).
         """
         return True
 

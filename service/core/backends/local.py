@@ -23,21 +23,18 @@ from service.core.backends.base import (
     CompletionResult,
     Finalized,
     Next,
-    Trained,
     Validated,
 )
 from service.core.datasets.models import DEFAULT_MODEL
 from service.core.dispatch import Dispatcher
 from service.core.errors import InvalidRequest, Unprocessable
-from service.core.jobs import states
+from service.core.jobs import lifecycle, states
 from service.core.jobs.metrics import METRIC_COLUMNS
 from service.core.jobs.record import BackendState, Job, state_of, state_type
-from service.core.store import Store
-from service.core.store import training as leases
+from service.core.store import Store, train_queue
 from service.settings import Settings
 
 log = logging.getLogger("tuneline.local")
-REWAKE_S = 600.0  # after the watchdog re-enqueued a waiting job's train task, wait this long to again
 ALIASES = ("smollm2-135m",)  # resolved by the training engine (service.training)
 # Knobs only the local trainer understands; OpenAI-style providers refuse them at create.
 LOCAL_KNOBS = (
@@ -203,7 +200,7 @@ class LocalBackend(Backend):
         self.dispatcher = dispatcher
         self.data_dir = settings.data_dir.resolve()
         self.account = f"local:{self.data_dir}"
-        self.device_id = f"{socket.gethostname()}:{settings.train_device}"
+        self.device_id = device_id(settings)
 
     def validate(
         self, model: str, hyperparameters: dict[str, Any], method: dict[str, Any] | None
@@ -223,33 +220,26 @@ class LocalBackend(Backend):
         return Next(states.QUEUED, "train_queued", tasknames.TRAIN_RUN)
 
     def start(self, job: Job) -> str | None:
-        """The job waits in train_queued; the train task takes it (the watchdog re-wakes it).
+        """Put the job in the train wait queue; the train task it returns only wakes a trainer.
 
-        With Tuneline's own train wait queue (store/train_queue), this pushes the job there and
-        returns the task as a wake-up; the train task then claims the next job itself.
+        Idempotent: a job already queued or training is left as it is (None: no wake-up). The
+        watchdog calls it for a ``train_queued`` record from before the queue, which joins it here.
         """
+        if not train_queue.push(self.store, job.id, job.tenant, job.priority):
+            return None
+        place = train_queue.position(self.store, job.id)
+        lifecycle.record_event(
+            self.store,
+            job.id,
+            f"Waiting for a training device: position {place}",
+            data={"position": place, "priority": job.priority},
+        )
         return tasknames.TRAIN_RUN
 
-    def train(self, job: Job) -> Trained | None:
-        from service.core.backends.local_run import LocalRunner
-
-        return LocalRunner(self.settings, self.store, self.device_id).run(job.id)
-
-    def wake(self, job: Job) -> bool:
-        """A train_queued job nobody leases or waits for has lost its train message: wake it.
-
-        Other stages (finalize, evaluate) are woken as on every backend.
-
-        Its message may also just be waiting behind a long training in the broker, where nothing
-        can see it; so after a wake the job counts as attended for ``REWAKE_S``, which bounds the
-        duplicates (each returns at once when served) to one per interval.
-        """
-        if job.stage != self.after_prepare().stage:
-            return True  # finalize, evaluate: safe to run twice, as for every backend
-        if leases.attended(self.store, job.id):
-            return False
-        leases.note_waiting(self.store, job.id, REWAKE_S)
-        return True
+    def cancel(self, job: Job) -> str | None:
+        """A cancelled job leaves the train queue (a training one is stopped by its supervisor)."""
+        train_queue.release(self.store, job.id)
+        return None
 
     def finalize(self, job: Job) -> Finalized:
         return Finalized([self._result_metrics(path) for path in local_state(job).result_files or []])
@@ -296,6 +286,11 @@ class LocalBackend(Backend):
             return False
         shutil.rmtree(path, ignore_errors=True)
         return True
+
+
+def device_id(settings: Settings) -> str:
+    """Names the device this host's trainer uses, e.g. ``<host>:cuda:0`` (one lock per device)."""
+    return f"{socket.gethostname()}:{settings.train_device}"
 
 
 def _metric_row(record: dict[str, str]) -> dict[str, Any]:

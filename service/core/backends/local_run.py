@@ -1,9 +1,13 @@
-"""One local training run (DESIGN §5, §6): lease, child process, progress into the job, reaping.
+"""Local training runs (DESIGN §5, §6): the wait queue's trainer, lease, child process, reaping.
 
-A train task acknowledges early (training outlives any visibility timeout), so the job is held by
-a lease in Tuneline's own keys that a heartbeat refreshes while the child runs. When the worker
-dies the lease expires; beat's reaper re-enqueues the job, and the next run resumes from the last
-checkpoint. A job whose runs keep dying fails after ``train_max_restarts`` restarts.
+A train message only wakes a trainer: it takes this worker's device, then claims jobs from the
+train wait queue (``store.train_queue``) one after another until none is eligible. A train task
+acknowledges early (training outlives any visibility timeout), so the job is held by a lease in
+Tuneline's own keys that a heartbeat refreshes while the child runs. When the worker dies the
+lease expires; beat's reaper puts the job back in front of the queue and wakes a trainer, and the
+next run resumes from the last checkpoint. A job whose runs keep dying fails after
+``train_max_restarts`` restarts. While jobs wait, beat sends a wake-up at most every
+``WAKE_EVERY_S``, so a lost or deleted broker message delays a job, never strands it.
 """
 
 from __future__ import annotations
@@ -15,19 +19,20 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from service.core import ids
 from service.core.backends.base import Trained
-from service.core.backends.local import LocalState, local_state
+from service.core.backends.local import LocalState, device_id, local_state
 from service.core.jobs import lifecycle, metrics, record, retry, states
 from service.core.jobs.naming import fine_tuned_model_name
 from service.core.jobs.record import Job
 from service.core.jobs.stages.common import fail_job
 from service.core.jobs.supervisor import Child
-from service.core.store import Store
+from service.core.store import Store, train_queue
 from service.core.store import jobs as repo
 from service.core.store import training as leases
 from service.settings import Settings
@@ -53,12 +58,9 @@ SPEC_KNOBS = (
     "seed",
     "max_steps",
 )
-WAITING_TTL_S = 60.0  # longer than the train task's device-busy countdown (workers/training.py)
 RESTARTS_STAGE = "train_restarts"  # the delivery counter of restarts (service.core.jobs.retry)
-
-
-class DeviceBusy(Exception):
-    """Another job holds this worker's device; the task should come back later."""
+# While jobs wait, beat sends a trainer a wake-up at most this often: a lost message costs this long.
+WAKE_EVERY_S = 30.0
 
 
 @dataclass
@@ -122,38 +124,59 @@ def _write_spec(settings: Settings, spec: dict[str, Any]) -> Path:
 # --- one run ----------------------------------------------------------------------------------
 
 
+Conclude = Callable[[str, Trained], None]
+
+
 class LocalRunner:
-    """Runs one local job on this worker's device under a lease (``LocalBackend.train``)."""
+    """This worker's trainer: claims queued local jobs and runs each under a lease on its device."""
 
-    def __init__(self, settings: Settings, store: Store, device_id: str) -> None:
-        self.ctx = TrainingContext(settings, store, device_id)
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.ctx = TrainingContext(settings, store, device_id(settings))
 
-    def run(self, job_id: str) -> Trained | None:
-        """Train the job to the end; None when this run leaves it (cancelled, leased elsewhere).
+    def serve(self, conclude: Conclude) -> list[str]:
+        """One wake-up: train the queue's next jobs until none is eligible; the ids claimed.
 
-        Safe to run twice: a job that is not waiting for training, or whose lease a live worker
-        holds, is left alone. Raises DeviceBusy when this worker's device is taken.
+        ``conclude`` records how a run ended (the train stage's transition and hand-off) before
+        the job gives its tenant's slot back. A device another run holds ends the wake-up at once:
+        its jobs stay queued, and the run holding the device claims them when it finishes.
         """
+        ctx = self.ctx
+        ttl = float(ctx.settings.train_lease_s)
+        token = secrets.token_hex(12)
+        if not leases.acquire_device(ctx.store, ctx.device_id, token, ttl):
+            log.info("device busy; the wake-up is dropped", extra={"device": ctx.device_id})
+            return []
+        claimed: list[str] = []
+        try:
+            while (job_id := train_queue.claim(ctx.store, ctx.settings.train_max_per_tenant)) is not None:
+                claimed.append(job_id)
+                try:
+                    outcome = self._run(job_id, token)
+                    if outcome is not None:
+                        conclude(job_id, outcome)
+                finally:
+                    # However the run ended (finished, failed, cancelled, crashed): its slot is free.
+                    train_queue.release(ctx.store, job_id)
+                if not leases.refresh_device(ctx.store, ctx.device_id, token, ttl):
+                    break  # our hold on the device expired: leave the rest to whoever holds it
+        finally:
+            leases.release_device(ctx.store, ctx.device_id, token)
+        return claimed
+
+    def _run(self, job_id: str, token: str) -> Trained | None:
+        """Train a claimed job to the end; None when this run leaves it (cancelled, leased elsewhere)."""
         ctx = self.ctx
         job = record.load(ctx.store, job_id)
         if job is None or job.status in states.TERMINAL or job.stage not in STAGES:
             return None
         ttl = float(ctx.settings.train_lease_s)
-        token = secrets.token_hex(12)
-        if not leases.acquire_device(ctx.store, ctx.device_id, token, ttl):
-            # The task comes back after a short countdown; until then the watchdog leaves it be.
-            leases.note_waiting(ctx.store, job_id, WAITING_TTL_S)
-            raise DeviceBusy(ctx.device_id)
-        try:
-            if not leases.acquire_lease(ctx.store, job_id, token, ttl, time.time()):
-                log.info("job is leased by another worker", extra={"job_id": job_id})
-                return None
-            # On an exception the lease is left to expire: beat re-enqueues the job and it resumes.
-            outcome = _train(ctx, job_id, token)
-            leases.release_lease(ctx.store, job_id, token)
-            return outcome
-        finally:
-            leases.release_device(ctx.store, ctx.device_id, token)
+        if not leases.acquire_lease(ctx.store, job_id, token, ttl, time.time()):
+            log.info("job is leased by another worker", extra={"job_id": job_id})
+            return None
+        # On an exception the lease is left to expire: beat re-queues the job and it resumes.
+        outcome = _train(ctx, job_id, token)
+        leases.release_lease(ctx.store, job_id, token)
+        return outcome
 
 
 def _train(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
@@ -389,11 +412,15 @@ def _crash_message(run: _Run, code: int) -> str:
 
 
 def reap_leases(settings: Settings, store: Store) -> list[str]:
-    """Jobs whose training worker died: re-enqueue them (bounded), returning their ids."""
-    requeue = []
+    """Jobs whose training worker died: back in front of the train queue (bounded); their ids.
+
+    The caller wakes a trainer when any came back.
+    """
+    requeued = []
     for job_id in leases.reap_expired_leases(store, time.time()):
-        job = repo.load(store, job_id)
-        if job is None or job["status"] in states.TERMINAL or job["stage"] not in STAGES:
+        job = record.load(store, job_id)
+        if job is None or job.status in states.TERMINAL or job.stage not in STAGES:
+            train_queue.release(store, job_id)  # ended meanwhile: its slot, if it still held one
             continue
         restarts = retry.count_delivery(store, job_id, RESTARTS_STAGE)
         if restarts > settings.train_max_restarts:
@@ -404,13 +431,26 @@ def reap_leases(settings: Settings, store: Store) -> list[str]:
                 f"training was interrupted {restarts} times (its worker died or stopped answering); "
                 "giving up",
             )
+            train_queue.release(store, job_id)
             continue
+        train_queue.requeue(store, job_id, job.tenant, job.priority)
         lifecycle.record_event(
             store,
             job_id,
             f"The training worker stopped answering; re-queued to resume (restart {restarts} of "
-            f"{settings.train_max_restarts})",
+            f"{settings.train_max_restarts}); waiting for a training device: position "
+            f"{train_queue.position(store, job_id)}",
             level="warn",
         )
-        requeue.append(job_id)
-    return requeue
+        requeued.append(job_id)
+    return requeued
+
+
+def wake_needed(store: Store) -> bool:
+    """Beat's safety net: True (at most once per ``WAKE_EVERY_S``) while jobs wait in the queue."""
+    return train_queue.waiting_count(store) > 0 and train_queue.wake_due(store, WAKE_EVERY_S)
+
+
+def tend_queue(settings: Settings, store: Store) -> bool:
+    """Beat's look at the train queue: reap dead workers' jobs; True when a trainer should wake."""
+    return bool(reap_leases(settings, store)) or wake_needed(store)

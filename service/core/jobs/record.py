@@ -129,6 +129,7 @@ class Job:
     evaluate_base: bool = False
     model_deleted: bool = False
     integrations: list[Any] = field(default_factory=list)
+    priority: int = 0  # order in the train wait queue (store.train_queue); older records: 0
     state: BackendState = field(default_factory=BackendState)
     # Keys this code does not know (written by a newer version): kept as they are.
     extra: dict[str, Any] = field(default_factory=dict)

@@ -175,6 +175,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         provider=provider,
         webhook=webhook,
         max_cost_usd=max_cost,
+        priority=int(params.get("priority") or 0),
         estimate=estimate,
         prepare=params.get("prepare"),
         extensions={k: params[k] for k in record.extensions() if params.get(k) is not None},

@@ -38,6 +38,7 @@ PUBLIC_FIELDS = (
     "experiment_id",
     "updated_at",
     "tenant",
+    "priority",
 )
 
 
@@ -47,6 +48,7 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
     out["organization_id"] = job["tenant"]
     out["result_files"] = job.get("result_files") or []
     out["integrations"] = job.get("integrations") or []
+    out["priority"] = job.get("priority") or 0  # records from before the field load as 0
     if out["webhook"]:
         out["webhook"] = {"url": out["webhook"]["url"], "events": out["webhook"]["events"]}
     return out

@@ -152,11 +152,6 @@ def train_lease(job_id: str) -> str:
     return f"{PREFIX}:train:lease:{job_id}"
 
 
-def train_waiting(job_id: str) -> str:
-    """Set (with a TTL) while a train task for the job waits for a busy device."""
-    return f"{PREFIX}:train:waiting:{job_id}"
-
-
 def train_leases() -> str:
     """Sorted set: local job id -> lease expiry (epoch seconds), scanned by beat's reaper."""
     return f"{PREFIX}:train:leases"
@@ -216,5 +211,5 @@ def train_queue_served() -> str:
 
 
 def train_wake() -> str:
-    """Set while a wake-up message for the trainers is in the broker (expires if it was lost)."""
+    """Set (with a TTL) when beat last sent the trainers a wake-up: at most one per interval."""
     return f"{PREFIX}:trainq:wake"

@@ -76,16 +76,6 @@ def lease_holder(store: Store, job_id: str) -> str | None:
     return None if value is None else str(value)
 
 
-def note_waiting(store: Store, job_id: str, ttl_s: float) -> None:
-    """A train task for the job is alive and waiting for the device (the watchdog leaves it be)."""
-    store.r.set(keys.train_waiting(job_id), "1", px=int(ttl_s * 1000))
-
-
-def attended(store: Store, job_id: str) -> bool:
-    """Whether a worker holds the job's lease or a train task for it is waiting for a device."""
-    return bool(store.r.exists(keys.train_lease(job_id), keys.train_waiting(job_id)))
-
-
 # --- device locks: one training job per device --------------------------------------------------
 
 _REFRESH_LOCK = """

@@ -227,10 +227,14 @@ def processed_file(settings: Settings, store: Store, tenant: str) -> str:
 
 
 def new_job(
-    settings: Settings, store: Store, backends: dict[str, Backend], provider: str, **params: Any
+    settings: Settings,
+    store: Store,
+    backends: dict[str, Backend],
+    provider: str,
+    tenant: str = "acme",
+    **params: Any,
 ) -> str:
     """Create a job through the create use case (validation included); its id."""
-    tenant = "acme"
     ctx = JobsContext(settings, store, RecordingDispatcher(), backends=backends.__getitem__)
     body = {"model": "gpt-4o-mini-2024-07-18", "training_file": processed_file(settings, store, tenant)}
     job = create_job(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.core import tasknames
-from service.core.backends import local, registry
+from service.core.backends import registry
 from service.core.backends.base import Backend, BackendError, NotSupported
 from service.core.backends.remote import remote_state
 from service.core.clock import ManualClock
@@ -17,8 +17,6 @@ from service.core.jobs import lifecycle, record, retry, states
 from service.core.jobs.stages import poll, submit
 from service.core.jobs.stages.common import WATCHDOG_S
 from service.core.store import jobs as repo
-from service.core.store import keys
-from service.core.store import training as leases
 from tests.core.jobs.fakes import (
     RESULT_ROWS,
     FakeProvider,
@@ -215,45 +213,18 @@ def test_the_watchdog_re_enqueues_a_lost_stage_task(settings, store, backends, c
     assert poll.run_poll(ctx, job_id) == tasknames.JOB_UPLOAD
 
 
-def test_a_train_queued_job_whose_message_was_lost_is_re_enqueued(settings, store, backends, clock):
+def test_a_job_waiting_for_its_executor_is_handed_over_once_then_left_to_it(settings, store, backends, clock):
+    """train_queued is not a watchdog stage: the backend's executor holds the job (start, again)."""
     ctx = stage_context(settings, store, backends, clock)
     job_id = new_job(settings, store, backends, "inline")
     assert run_task(ctx, tasknames.JOB_PREPARE, job_id) == tasknames.TRAIN_RUN  # ... and lost
-    job = record.load(store, job_id)
-    assert job is not None and job.stage == "train_queued"
-    at_stage_change(clock, store, job_id)
-    clock.advance(WATCHDOG_S / 2)
-    assert poll.run_poll(ctx, job_id) is None
-    clock.advance(WATCHDOG_S / 2)
-    assert poll.run_poll(ctx, job_id) == tasknames.TRAIN_RUN
+    clock.advance(WATCHDOG_S + 1)
+    assert poll.claim_due(ctx) == [job_id]
+    assert poll.run_poll(ctx, job_id) == tasknames.TRAIN_RUN  # the inline backend's start
+    assert repo.poll_due_at(store, job_id) is None  # from here on, its executor's business
     drive(ctx, tasknames.TRAIN_RUN, job_id)
     job = record.load(store, job_id)
     assert job is not None and job.status == states.SUCCEEDED
-
-
-def test_a_waiting_local_job_is_left_to_its_train_task(settings, store, clock):
-    """A local job whose train task is alive (leased, or waiting for the device) is not re-enqueued."""
-    backends = {"local": registry.Backends(settings, store)("local")}
-    ctx = stage_context(settings, store, backends, clock)
-    job_id = new_job(settings, store, backends, "local", model="smollm2-135m")
-    assert run_task(ctx, tasknames.JOB_PREPARE, job_id) == tasknames.TRAIN_RUN
-    at_stage_change(clock, store, job_id)
-    clock.advance(WATCHDOG_S)
-    leases.note_waiting(store, job_id, 30)  # its train task waits for a busy device
-    assert poll.run_poll(ctx, job_id) is None
-    store.r.delete(keys.train_waiting(job_id))
-    assert leases.acquire_lease(store, job_id, "worker", 30, time.time())  # a worker starts it
-    assert poll.run_poll(ctx, job_id) is None
-    leases.release_lease(store, job_id, "worker")
-    assert poll.run_poll(ctx, job_id) == tasknames.TRAIN_RUN  # nobody holds it: the message was lost
-    # Its new message may wait behind a long training: not woken again for a while.
-    assert poll.run_poll(ctx, job_id) is None
-    assert 0 < (store.r.pttl(keys.train_waiting(job_id)) / 1000) <= local.REWAKE_S
-    # That note is about the train queue only: a later stage that stalls is woken as usual.
-    lifecycle.transition(store, job_id, states.RUNNING, "evaluating", "trained (by hand)")
-    at_stage_change(clock, store, job_id)
-    clock.advance(WATCHDOG_S)
-    assert poll.run_poll(ctx, job_id) == tasknames.JOB_EVALUATE
 
 
 def test_cancel_before_the_answer_of_a_create_cancels_the_orphan(settings, store, backends, provider, clock):

@@ -18,11 +18,12 @@ from service.settings import Settings
 WATCHDOG_S = 60.0  # a worker-driven stage older than this gets its task enqueued again
 
 # Stages a worker task drives, and the task that serves each (the watchdog re-enqueues it).
+# Not ``train_queued``: a job waiting for its executor is held by the backend (the local train
+# queue, which beat keeps awake); the watchdog only hands it over once (``stages.poll``).
 STAGE_TASKS = {
     "preparing": tasknames.JOB_PREPARE,
     "uploading": tasknames.JOB_UPLOAD,
     "submitting": tasknames.JOB_SUBMIT,
-    "train_queued": tasknames.TRAIN_RUN,
     "finalizing": tasknames.JOB_FINALIZE,
     "evaluating": tasknames.JOB_EVALUATE,
 }

@@ -48,6 +48,12 @@ def run_poll(ctx: StageContext, job_id: str) -> str | None:
         repo.schedule_poll(ctx.store, job_id, now + WATCHDOG_S)
         stalled = now - float(job.stage_changed_at or now) >= WATCHDOG_S
         return STAGE_TASKS[job.stage] if stalled and ctx.backend(job).wake(job) else None
+    backend = ctx.backend(job)
+    if job.stage == backend.after_prepare().stage:
+        # Waiting for its executor, which holds it from here (start is idempotent); a record from
+        # before the executor had a queue of its own joins it now.
+        repo.unschedule_poll(ctx.store, job_id)
+        return backend.start(job)
     if not job.provider_job_id:
         # A stage its executor drives (training under a lease): the lease reaper watches it.
         repo.unschedule_poll(ctx.store, job_id)

@@ -19,10 +19,11 @@ def run_train(ctx: StageContext, job_id: str) -> str | None:
     outcome = ctx.backend(job).train(job)
     if outcome is None:
         return None
-    return _conclude(ctx, job_id, outcome)
+    return conclude(ctx, job_id, outcome)
 
 
-def _conclude(ctx: StageContext, job_id: str, outcome: Trained) -> str | None:
+def conclude(ctx: StageContext, job_id: str, outcome: Trained) -> str | None:
+    """Record how a training run ended: failed, or on to finalize (the task returned)."""
     # The restart counter (bumped by the backend's lease reaper) needs no reset: the job leaves
     # the training stage for good here, and the counter expires on its own.
     if outcome.error is not None:
