@@ -148,14 +148,15 @@ class LocalRunner:
             return []
         claimed: list[str] = []
         try:
-            while (job_id := train_queue.claim(ctx.store, ctx.settings.train_max_per_tenant)) is not None:
+            while (job_id := self._claim(token, ttl)) is not None:
                 claimed.append(job_id)
                 try:
                     outcome = self._run(job_id, token)
                     if outcome is not None:
                         conclude(job_id, outcome)
                 finally:
-                    # However the run ended (finished, failed, cancelled, crashed): its slot is free.
+                    # However the run ended (finished, failed, cancelled): its slot is free. An
+                    # exception leaves the lease to expire, so beat's reaper re-queues the job.
                     train_queue.release(ctx.store, job_id)
                 if not leases.refresh_device(ctx.store, ctx.device_id, token, ttl):
                     break  # our hold on the device expired: leave the rest to whoever holds it
@@ -163,11 +164,19 @@ class LocalRunner:
             leases.release_device(ctx.store, ctx.device_id, token)
         return claimed
 
+    def _claim(self, token: str, ttl: float) -> str | None:
+        """The next job, its lease already ours (taken in the same step as the claim)."""
+        ctx = self.ctx
+        return train_queue.claim(
+            ctx.store, ctx.settings.train_max_per_tenant, lease_token=token, lease_ttl_s=ttl, now=time.time()
+        )
+
     def _run(self, job_id: str, token: str) -> Trained | None:
         """Train a claimed job to the end; None when this run leaves it (cancelled, leased elsewhere)."""
         ctx = self.ctx
         job = record.load(ctx.store, job_id)
         if job is None or job.status in states.TERMINAL or job.stage not in STAGES:
+            leases.release_lease(ctx.store, job_id, token)
             return None
         ttl = float(ctx.settings.train_lease_s)
         if not leases.acquire_lease(ctx.store, job_id, token, ttl, time.time()):

@@ -34,8 +34,9 @@ end
 return 1
 """
 
-# KEYS: waiting, tenants, seq, served
-# ARGV: max per tenant (0: no limit), waiting_by_tenant prefix, running prefix
+# KEYS: waiting, tenants, seq, served, lease index
+# ARGV: max per tenant (0: no limit), waiting_by_tenant prefix, running prefix,
+#       lease token ('' for none), lease ttl ms, lease key prefix, lease expiry (epoch s)
 _CLAIM = """
 local limit = tonumber(ARGV[1])
 local tenants = redis.call('zrange', KEYS[2], 0, -1, 'WITHSCORES')
@@ -61,6 +62,11 @@ if best == nil then return false end
 redis.call('zrem', ARGV[2] .. best, best_job)
 redis.call('zrem', KEYS[1], best_job)
 redis.call('sadd', ARGV[3] .. best, best_job)
+if ARGV[4] ~= '' then
+  -- The claimer's lease starts with the claim: a worker that dies before training is reaped.
+  redis.call('set', ARGV[6] .. best_job, ARGV[4], 'PX', ARGV[5], 'NX')
+  redis.call('zadd', KEYS[5], ARGV[7], best_job)
+end
 local ticket = redis.call('incr', KEYS[3])
 redis.call('hset', KEYS[4], best, ticket)
 if redis.call('zcard', ARGV[2] .. best) == 0 then
@@ -120,18 +126,34 @@ def requeue(store: Store, job_id: str, tenant: str, priority: int = 0) -> None:
     _push(store, job_id, tenant, priority, front=True)
 
 
-def claim(store: Store, max_per_tenant: int = 0) -> str | None:
-    """Take the next job to train and give its tenant a slot; None when nothing is eligible."""
+def claim(
+    store: Store,
+    max_per_tenant: int = 0,
+    lease_token: str = "",
+    lease_ttl_s: float = 0.0,
+    now: float = 0.0,
+) -> str | None:
+    """Take the next job to train and give its tenant a slot; None when nothing is eligible.
+
+    With ``lease_token`` the job's training lease (store/training.py) is taken in the same step,
+    so a worker that dies between the claim and the training leaves a lease that expires and
+    beat's reaper puts the job back, instead of a claimed job nobody watches.
+    """
     job_id = store.r.eval(
         _CLAIM,
-        4,
+        5,
         keys.train_queue_waiting(),
         keys.train_waiting_tenants(),
         keys.train_queue_seq(),
         keys.train_queue_served(),
+        keys.train_leases(),
         max(0, max_per_tenant),
         keys.train_waiting_by_tenant(""),
         keys.train_running(""),
+        lease_token,
+        max(1, int(lease_ttl_s * 1000)),
+        keys.train_lease(""),
+        now + lease_ttl_s,
     )
     return None if job_id is None else str(job_id)
 

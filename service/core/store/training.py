@@ -12,7 +12,8 @@ from service.core.store.base import Store, dumps, loads
 # beat can find the ones whose key has gone.
 
 _ACQUIRE = """
-if redis.call('exists', KEYS[1]) == 1 then return 0 end
+local holder = redis.call('get', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
 redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('zadd', KEYS[2], ARGV[3], ARGV[4])
 return 1
@@ -48,7 +49,7 @@ def _lease(script: str, store: Store, job_id: str, token: str, ttl_s: float, now
 
 
 def acquire_lease(store: Store, job_id: str, token: str, ttl_s: float, now: float) -> bool:
-    """Take the job's lease unless a live worker holds it."""
+    """Take the job's lease unless another live worker holds it (ours, taken at the claim, is kept)."""
     return _lease(_ACQUIRE, store, job_id, token, ttl_s, now)
 
 

@@ -137,6 +137,30 @@ def test_the_reaper_puts_an_interrupted_job_back_in_front_and_wakes_a_trainer(
     assert queue.claim(store) == interrupted
 
 
+def test_a_worker_that_dies_between_claim_and_training_does_not_strand_the_job(
+    settings, store, backends, clock
+):
+    """The claim takes the lease in the same step: a claimer killed before it trains leaves a lease
+    that expires, and the reaper puts the job back in front of the queue."""
+    job_id = queued_job(settings, store, backends, clock)
+    later = queued_job(settings, store, backends, clock)
+    assert queue.claim(store, lease_token="dying-worker", lease_ttl_s=0.05, now=time.time()) == job_id
+    assert leases.lease_holder(store, job_id) == "dying-worker"
+    time.sleep(0.1)  # the worker was killed here: nothing releases the slot or the lease
+    assert local_run.reap_leases(settings, store) == [job_id]
+    assert queue.position(store, job_id) == 1 and queue.position(store, later) == 2
+    assert queue.running_count(store, "acme") == 0
+
+
+def test_a_claim_never_takes_over_a_live_lease(settings, store, backends, clock):
+    job_id = queued_job(settings, store, backends, clock)
+    assert leases.acquire_lease(store, job_id, "live-worker", 30, time.time())
+    assert queue.claim(store, lease_token="newcomer", lease_ttl_s=30, now=time.time()) == job_id
+    assert leases.lease_holder(store, job_id) == "live-worker"
+    assert not leases.acquire_lease(store, job_id, "newcomer", 30, time.time())
+    assert leases.acquire_lease(store, job_id, "live-worker", 30, time.time())  # its own: kept
+
+
 def test_the_reaper_releases_a_job_that_ended_meanwhile(settings, store, backends, clock):
     job_id = queued_job(settings, store, backends, clock)
     assert queue.claim(store) == job_id
