@@ -24,6 +24,8 @@ def test_schemathesis_finds_no_failures(stack, tmp_path):
             stack.base_url,
             "-H",
             f"Authorization: Bearer {token}",
+            "--checks",
+            "all",
             # Streaming responses (SSE) are out of scope for schemathesis; the sandbox takes its own key.
             "--exclude-path-regex",
             r"(/events$|^/sandbox/)",
