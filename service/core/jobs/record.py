@@ -129,6 +129,8 @@ class Job:
     evaluate_base: bool = False
     model_deleted: bool = False
     integrations: list[Any] = field(default_factory=list)
+    # Set on a job copied from a provider account by an import (DESIGN §15): read-only history.
+    import_id: str | None = None
     state: BackendState = field(default_factory=BackendState)
     # Keys this code does not know (written by a newer version): kept as they are.
     extra: dict[str, Any] = field(default_factory=dict)

@@ -38,6 +38,7 @@ PUBLIC_FIELDS = (
     "experiment_id",
     "updated_at",
     "tenant",
+    "import_id",
 )
 
 
