@@ -142,6 +142,12 @@ def account_reader(
         endpoint = base_url or settings.azure_openai_endpoint
         if not api_key:
             ensure_available("azure", settings)
+        if not endpoint:  # the SDK would read AZURE_OPENAI_ENDPOINT from the environment instead
+            raise Unprocessable(
+                "An azure import needs base_url (the Azure OpenAI endpoint) or a configured endpoint.",
+                param="base_url",
+                code="base_url_required",
+            )
         client: openai.OpenAI = openai.AzureOpenAI(
             api_key=api_key or settings.azure_openai_api_key,
             azure_endpoint=endpoint,

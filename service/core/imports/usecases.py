@@ -83,12 +83,6 @@ def create_import(ctx: ImportsContext, principal: Principal, params: dict[str, A
     source = params["source"]
     api_key = params.get("api_key")
     base_url = _check_base_url(ctx.settings, params["base_url"]) if params.get("base_url") else None
-    if source == "azure" and not (base_url or ctx.settings.azure_openai_endpoint):
-        raise Unprocessable(
-            "An azure import needs base_url (the Azure OpenAI endpoint) or a configured endpoint.",
-            param="base_url",
-            code="base_url_required",
-        )
     # Build the client now: an unconfigured provider is refused here, not in a worker.
     registry.account_reader(ctx.settings, source, api_key, base_url)
     now = time.time()

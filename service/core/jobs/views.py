@@ -38,7 +38,6 @@ PUBLIC_FIELDS = (
     "experiment_id",
     "updated_at",
     "tenant",
-    "import_id",
 )
 
 
@@ -46,6 +45,8 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
     out = {name: job.get(name) for name in PUBLIC_FIELDS}
     out["object"] = "fine_tuning.job"
     out["organization_id"] = job["tenant"]
+    if job.get("import_id"):  # only on imported jobs: other jobs' JSON stays as it was
+        out["import_id"] = job["import_id"]
     out["result_files"] = job.get("result_files") or []
     out["integrations"] = job.get("integrations") or []
     if out["webhook"]:
