@@ -138,6 +138,14 @@ def account_reader(
     Without ``api_key`` the configured provider's credentials are used (refused when there are
     none); the account name is the one its backend uses, so both share one rate budget.
     """
+    configured = settings.azure_openai_endpoint if source == "azure" else settings.openai_base_url
+    if not api_key and base_url and base_url.rstrip("/") != (configured or OPENAI_BASE_URL).rstrip("/"):
+        # The configured key goes only where it was configured to go, never to a caller's URL.
+        raise Unprocessable(
+            "api_key is required when base_url is not the configured provider URL.",
+            param="api_key",
+            code="api_key_required",
+        )
     if source == "azure":
         endpoint = base_url or settings.azure_openai_endpoint
         if not api_key:

@@ -106,17 +106,22 @@ class _Step:
     def _jobs(self) -> Any:
         """The provider jobs still to look at, from where the last commit left off."""
         wanted = self.doc.get("jobs")
+        since = self.doc.get("since")
         if wanted:
             for provider_job_id in wanted[int(self.doc.get("position") or 0) :]:
                 self._throttle()
                 try:
-                    yield self.reader.job(provider_job_id)
+                    raw = self.reader.job(provider_job_id)
                 except BackendError as exc:
                     if exc.status != 404:
                         raise
                     self._skip({"id": provider_job_id}, "job_not_found", "the account has no such job")
+                    continue
+                if since is not None and int(raw.get("created_at") or 0) < int(since):
+                    self._skip(raw, "before_since", "the job was created before `since`")
+                    continue
+                yield raw
             return
-        since = self.doc.get("since")
         while True:
             self._throttle()
             page, has_more = self.reader.jobs_page(self.doc.get("cursor"), PAGE_SIZE)
