@@ -276,10 +276,21 @@ def test_an_account_is_imported_once_with_files_deduplicated(stack: Stack):
     ).json()
     assert [d["id"] for d in mine["data"]] == [again["id"], first["id"]]
 
+    # Chosen jobs only, into a third tenant: an unknown id is skipped and says why.
+    picker = stack.key("picker")
+    chosen = start_import(stack, picker, {**body, "jobs": [provider_ids[0], "ftjob-nosuchjob"]}).json()
+    picked = wait_import(stack, picker, chosen["id"])
+    assert picked["status"] == "succeeded"
+    assert picked["progress"]["jobs_imported"] == 1 and picked["progress"]["jobs_skipped"] == 1, picked
+    assert [(s["job"], s["code"]) for s in picked["skipped"]] == [("ftjob-nosuchjob", "job_not_found")]
+    assert [j.provider_job_id for j in tuneline(stack, picker).fine_tuning.jobs.list().data] == [
+        provider_ids[0]
+    ]  # type: ignore[attr-defined]
+
     # The key: in no response, nowhere in Redis, in no log.
     for response in (created, replay, listed):
         assert SANDBOX_KEY not in response.text
-    assert SANDBOX_KEY not in str(done) + str(rerun) + str(mine)
+    assert SANDBOX_KEY not in str(done) + str(rerun) + str(mine) + str(picked)
     assert SANDBOX_KEY not in redis_dump(stack)
     for log in stack.workdir.glob("*.log"):
         assert SANDBOX_KEY not in log.read_text(errors="replace"), log.name
