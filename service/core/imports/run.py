@@ -76,7 +76,9 @@ class _Step:
         if self.doc["status"] == QUEUED:
             self._commit(lambda d: d.update(status=RUNNING))
             log.info("import started", extra={"import_id": self.id})
-        deadline = self.ctx.clock.now() + STEP_BUDGET_S
+        # Well inside the visibility timeout, so the broker never hands a live step to a twin.
+        budget = min(STEP_BUDGET_S, self.ctx.settings.visibility_timeout_s / 2)
+        deadline = self.ctx.clock.now() + budget
         try:
             for raw in self._jobs():
                 self._import_one(raw)
