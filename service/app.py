@@ -108,6 +108,7 @@ def _register_blueprints(api: Api) -> None:
     from service.api.files.resources import blp as files_blp
     from service.api.graders.resources import blp as graders_blp
     from service.api.health.resources import blp as health_blp
+    from service.api.imports.resources import blp as imports_blp
     from service.api.jobs.resources import blp as jobs_blp
     from service.api.models.resources import blp as models_blp
     from service.api.ops.resources import blp as ops_blp
@@ -122,6 +123,7 @@ def _register_blueprints(api: Api) -> None:
         models_blp,
         completions_blp,
         experiments_blp,
+        imports_blp,
         ops_blp,
         webhooks_blp,
         sandbox_blp,

@@ -7,6 +7,7 @@ from kombu import Queue
 
 # Task names live in the framework-free core (which enqueues them); re-exported for workers.
 from service.core.tasknames import (
+    IMPORT_RUN,
     INFER_COMPLETE,
     JOB_CANCEL,
     JOB_EVALUATE,
@@ -45,6 +46,8 @@ ROUTES = {
     TRAIN_RUN: "train",
     TRAIN_REAP: "poll",
     INFER_COMPLETE: "infer",
+    # An import reads a provider account: short steps that wait on the provider, like uploads.
+    IMPORT_RUN: "provider",
 }
 
 SCAN_EVERY_S = 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from service import logs
 from service.settings import Settings
 from service.taskqueue import CeleryDispatcher, make_celery
-from workers import context, datasets, inference, jobs, maintenance, training, webhooks
+from workers import context, datasets, imports, inference, jobs, maintenance, training, webhooks
 
 settings = Settings.from_env()
 logs.configure(settings.log_level)
@@ -17,3 +17,4 @@ jobs.register(app)
 webhooks.register(app)
 training.register(app)
 inference.register(app)
+imports.register(app)

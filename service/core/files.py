@@ -32,10 +32,13 @@ class FileRecord:
     status: str = "uploaded"
     status_details: str | None = None
     expires_at: int | None = None
+    import_id: str | None = None  # set on a file copied from a provider account (DESIGN §15)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
+        imported = {"import_id": self.import_id} if self.import_id else {}
         return {
+            **imported,
             "id": self.id,
             "object": "file",
             "bytes": self.bytes,
@@ -73,6 +76,18 @@ def save_record(store: Store, record: FileRecord) -> None:
     pipe.zadd(keys.files_by_tenant(record.tenant), {record.id: now_ms}, nx=True)
     pipe.zadd(keys.files_all(), {record.id: now_ms}, nx=True)
     pipe.execute()
+
+
+def ids_by_sha256(store: Store, tenant: str) -> dict[str, str]:
+    """sha256 -> id of one of the tenant's files with those bytes (reuse by content, DESIGN §15)."""
+    file_ids: list[str] = store.r.zrange(keys.files_by_tenant(tenant), 0, -1)  # type: ignore[assignment]
+    found: dict[str, str] = {}
+    for start in range(0, len(file_ids), 500):
+        batch = file_ids[start : start + 500]
+        for raw in store.load_many([keys.file(f) for f in batch]):
+            if raw is not None and raw.get("status") != "error":
+                found.setdefault(raw["sha256"], raw["id"])
+    return found
 
 
 def create_file(

@@ -12,6 +12,7 @@ PREFIXES = {
     "experiment": "exp-",
     "delivery": "dlv-",
     "key": "key-",
+    "import": "imp-",
 }
 
 

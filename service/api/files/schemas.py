@@ -11,6 +11,9 @@ from service.api.openai_objects import OpenAIFileSchema
 
 class FileSchema(OpenAIFileSchema):
     sha256 = ma.fields.String(metadata={"description": "Tuneline extension: sha256 of the bytes."})
+    import_id = ma.fields.String(
+        metadata={"description": "Tuneline extension: the import that copied this file from a provider."}
+    )
 
 
 FileListSchema = list_schema(FileSchema, "FileList")

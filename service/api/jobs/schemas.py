@@ -179,6 +179,10 @@ class JobSchema(ma.Schema):
         allow_none=True, metadata={"description": "Held-out evaluation summary, once evaluated."}
     )
     experiment_id = ma.fields.String(allow_none=True)
+    import_id = ma.fields.String(
+        allow_none=True,
+        metadata={"description": "Set on a job copied from a provider account by an import (read-only)."},
+    )
     updated_at = ma.fields.Integer(allow_none=True)
     tenant = ma.fields.String(metadata={"description": "The tenant that owns the job (Tuneline extension)."})
     priority = ma.fields.Integer(

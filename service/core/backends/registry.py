@@ -12,7 +12,7 @@ import openai
 
 from service.core.backends.base import Backend
 from service.core.backends.local import LocalBackend, LocalState
-from service.core.backends.remote import RemoteBackend, RemoteState
+from service.core.backends.remote import RemoteBackend, RemoteState, SDKClient
 from service.core.dispatch import Dispatcher
 from service.core.errors import Unprocessable
 from service.core.jobs.record import register_extension, register_legacy_kind
@@ -128,6 +128,57 @@ def ensure_available(name: str, settings: Settings) -> None:
             param="provider",
             code="provider_not_configured",
         )
+
+
+def account_reader(
+    settings: Settings, source: str, api_key: str | None, base_url: str | None
+) -> tuple[SDKClient, str]:
+    """An SDK client for reading ``source``'s account (an import), and the account's name.
+
+    Without ``api_key`` the configured provider's credentials are used (refused when there are
+    none); the account name is the one its backend uses, so both share one rate budget.
+    """
+    configured = settings.azure_openai_endpoint if source == "azure" else settings.openai_base_url
+    if not api_key and base_url and base_url.rstrip("/") != (configured or OPENAI_BASE_URL).rstrip("/"):
+        # The configured key goes only where it was configured to go, never to a caller's URL.
+        raise Unprocessable(
+            "api_key is required when base_url is not the configured provider URL.",
+            param="api_key",
+            code="api_key_required",
+        )
+    if source == "azure":
+        endpoint = base_url or settings.azure_openai_endpoint
+        if not api_key:
+            ensure_available("azure", settings)
+        if not endpoint:  # the SDK would read AZURE_OPENAI_ENDPOINT from the environment instead
+            raise Unprocessable(
+                "An azure import needs base_url (the Azure OpenAI endpoint) or a configured endpoint.",
+                param="base_url",
+                code="base_url_required",
+            )
+        client: openai.OpenAI = openai.AzureOpenAI(
+            api_key=api_key or settings.azure_openai_api_key,
+            azure_endpoint=endpoint,
+            api_version=settings.azure_openai_api_version,
+            timeout=TIMEOUT_S,
+            max_retries=2,
+        )
+        return SDKClient(client), f"azure:{endpoint}"
+    if source != "openai":
+        raise Unprocessable(f"Imports read openai or azure accounts, not {source!r}.", param="source")
+    if not api_key:
+        ensure_available("openai", settings)
+    url = base_url or settings.openai_base_url or OPENAI_BASE_URL
+    client = openai.OpenAI(
+        api_key=api_key or settings.openai_api_key, base_url=url, timeout=TIMEOUT_S, max_retries=2
+    )
+    return SDKClient(client), f"openai:{url}"
+
+
+def configured_urls(settings: Settings) -> frozenset[str]:
+    """Provider URLs the operator configured (trusted as they are: no SSRF check for these)."""
+    urls = (settings.effective_sandbox_url, settings.openai_base_url, settings.azure_openai_endpoint)
+    return frozenset(u.rstrip("/") for u in urls if u)
 
 
 class Backends:

@@ -12,6 +12,7 @@ import binascii
 import csv
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -193,6 +194,56 @@ class SDKClient:
     def result_metrics(self, file_id: str) -> list[dict[str, Any]]:
         content = self._call(self._client.files.content, file_id)
         return parse_result_csv(content.content)
+
+    # --- reading an account's history (imports, DESIGN §15): plain dicts in OpenAI's shapes ---
+
+    def jobs_page(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """One page of the account's fine-tuning jobs, newest first, after the job ``after``."""
+        kwargs: dict[str, Any] = {"limit": limit}
+        if after:
+            kwargs["after"] = after
+        page = self._call(self._client.fine_tuning.jobs.list, **kwargs)
+        return [j.model_dump(mode="json") for j in page.data], bool(getattr(page, "has_more", False))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        raw = self._call(self._client.fine_tuning.jobs.retrieve, job_id)
+        return dict(raw.model_dump(mode="json"))
+
+    def all_events(self, job_id: str, page_size: int = 100) -> list[dict[str, Any]]:
+        """Every event of a job, oldest first (the API pages them newest first)."""
+        out: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page_size, **({"after": after} if after else {})}
+            page = self._call(self._client.fine_tuning.jobs.list_events, job_id, **kwargs)
+            out.extend(e.model_dump(mode="json") for e in page.data)
+            if not page.data or not getattr(page, "has_more", False):
+                return out[::-1]
+            after = page.data[-1].id
+
+    def all_checkpoints(self, job_id: str, page_size: int = 100) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page_size, **({"after": after} if after else {})}
+            page = self._call(self._client.fine_tuning.jobs.checkpoints.list, job_id, **kwargs)
+            out.extend(c.model_dump(mode="json") for c in page.data)
+            if not page.data or not getattr(page, "has_more", False):
+                return out
+            after = page.data[-1].id
+
+    def file_name(self, file_id: str) -> str:
+        return str(self._call(self._client.files.retrieve, file_id).filename or f"{file_id}.jsonl")
+
+    def download(self, file_id: str, write: Callable[[bytes], object]) -> None:
+        """Stream a file's bytes into ``write`` (never the whole file in memory)."""
+
+        def stream() -> None:
+            with self._client.files.with_streaming_response.content(file_id) as response:
+                for chunk in response.iter_bytes(1 << 20):
+                    write(chunk)
+
+        self._call(stream)
 
     def complete(self, request: CompletionRequest) -> CompletionResult:
         """One chat or text completion; the same SDK calls work for OpenAI, Azure and the sandbox."""

@@ -130,6 +130,8 @@ class Job:
     model_deleted: bool = False
     integrations: list[Any] = field(default_factory=list)
     priority: int = 0  # order in the train wait queue (store.train_queue); older records: 0
+    # Set on a job copied from a provider account by an import (DESIGN §15): read-only history.
+    import_id: str | None = None
     state: BackendState = field(default_factory=BackendState)
     # Keys this code does not know (written by a newer version): kept as they are.
     extra: dict[str, Any] = field(default_factory=dict)

@@ -233,6 +233,14 @@ def _not_cancellable(job: dict[str, Any]) -> Conflict:
 
 def cancel_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
     job = get_job(ctx.store, principal, job_id)
+    if job.get("import_id"):
+        # History copied from a provider account: Tuneline never acts on that job at the provider.
+        raise Conflict(
+            f"Job {job['id']} was imported ({job['import_id']}) from {job['provider']} job "
+            f"{job.get('provider_job_id')}; imported jobs are read-only and cannot be cancelled.",
+            code="job_imported",
+            headers={"x-should-retry": "false"},
+        )
     # A repeat of the current state is a no-op for `transition`, so a second cancel is refused here.
     if job["status"] in states.TERMINAL:
         raise _not_cancellable(job)

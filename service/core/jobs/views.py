@@ -46,6 +46,8 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
     out = {name: job.get(name) for name in PUBLIC_FIELDS}
     out["object"] = "fine_tuning.job"
     out["organization_id"] = job["tenant"]
+    if job.get("import_id"):  # only on imported jobs: other jobs' JSON stays as it was
+        out["import_id"] = job["import_id"]
     out["result_files"] = job.get("result_files") or []
     out["integrations"] = job.get("integrations") or []
     out["priority"] = job.get("priority") or 0  # records from before the field load as 0

@@ -136,6 +136,34 @@ def job_eval_rows(job_id: str, target: str) -> str:
     return f"{PREFIX}:job:{job_id}:eval:{target}"
 
 
+def import_(import_id: str) -> str:
+    """An import of a provider account's history (DESIGN §15): its record, progress and cursor."""
+    return f"{PREFIX}:import:{import_id}"
+
+
+def imports_by_tenant(tenant: str) -> str:
+    return f"{PREFIX}:imports:{tenant}"
+
+
+def imports_all() -> str:
+    return f"{PREFIX}:imports:{ALL_TENANTS}"
+
+
+def import_secret(import_id: str) -> str:
+    """The account key sent with an import, Fernet-encrypted; deleted when the import ends."""
+    return f"{PREFIX}:import:{import_id}:secret"
+
+
+def import_lock(import_id: str) -> str:
+    """The token of the worker running an import's step (a redelivered twin waits for it)."""
+    return f"{PREFIX}:import:{import_id}:lock"
+
+
+def imported_files(tenant: str) -> str:
+    """Hash: ``<account>|<provider file id>`` -> the tenant's file holding those bytes."""
+    return f"{PREFIX}:imported_files:{tenant}"
+
+
 def experiment(experiment_id: str) -> str:
     return f"{PREFIX}:experiment:{experiment_id}"
 

@@ -38,7 +38,8 @@ def count_new(pipe: Pipeline, job: dict[str, Any]) -> None:
         pipe.hincrby(counts, f"status:{job['status']}", 1)
         pipe.hincrby(counts, f"stage:{job['stage']}", 1)
         pipe.hincrby(counts, f"provider:{job['provider']}", 1)
-        pipe.zadd(keys.stats_active(scope, job["stage"]), {job["id"]: float(job["created_at"])})
+        if job["stage"] != TERMINAL_STAGE:  # an imported job arrives already ended
+            pipe.zadd(keys.stats_active(scope, job["stage"]), {job["id"]: float(job["created_at"])})
 
 
 def count_move(pipe: Pipeline, job: dict[str, Any], old_status: str, old_stage: str) -> None:

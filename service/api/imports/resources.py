@@ -1,0 +1,57 @@
+"""``/v1/imports``: copy an OpenAI-shaped account's fine-tuning history into Tuneline (DESIGN §15)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from service.api.base import Blueprint, CursorArgsSchema, list_body, principal, services
+from service.api.idempotent import idempotent
+from service.api.imports.schemas import ImportCreateSchema, ImportListSchema, ImportSchema
+from service.api.jobs.resources import IDEMPOTENCY_HEADER
+from service.core.imports import usecases as imports
+from service.core.imports.usecases import ImportsContext
+
+blp = Blueprint(
+    "imports",
+    __name__,
+    url_prefix="/v1/imports",
+    description="Import an OpenAI (or Azure, or OpenAI-shaped) account's fine-tuning history: "
+    "files, jobs, events, checkpoints and metrics, recorded read-only.",
+)
+
+
+def imports_context() -> ImportsContext:
+    svc = services()
+    return ImportsContext(settings=svc.settings, store=svc.store, dispatcher=svc.dispatcher, box=svc.box)
+
+
+@blp.route("")
+class Imports(MethodView):
+    @blp.arguments(ImportCreateSchema)
+    @blp.response(202, ImportSchema)
+    @blp.doc(parameters=IDEMPOTENCY_HEADER)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Start an import; it runs in the background (follow `status` and `progress`)."""
+        return idempotent(
+            {"route": "imports.create", **body},
+            lambda: imports.create_import(imports_context(), principal(), body),
+            status=202,
+        )
+
+    @blp.arguments(CursorArgsSchema, location="query")
+    @blp.response(200, ImportListSchema)
+    def get(self, args: dict[str, Any]) -> Any:
+        """List your imports, newest first."""
+        return list_body(
+            *imports.list_imports(services().store, principal(), args.get("after"), args["limit"])
+        )
+
+
+@blp.route("/<string:import_id>")
+class ImportById(MethodView):
+    @blp.response(200, ImportSchema)
+    def get(self, import_id: str) -> Any:
+        """Retrieve an import: its status, progress, and what was skipped and why."""
+        return imports.get_import(services().store, principal(), import_id)

@@ -1,0 +1,38 @@
+"""Import tasks: one bounded step of an account import per delivery, the next enqueued by name."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, Task
+
+from service import taskqueue
+from service.core.imports import run
+from service.core.imports.usecases import ImportsContext
+from service.core.jobs.retry import RetryLater
+from service.core.secrets_box import box_for
+from workers.context import context
+
+log = logging.getLogger("tuneline.worker.imports")
+
+
+def imports_context() -> ImportsContext:
+    ctx = context()
+    return ImportsContext(
+        settings=ctx.settings,
+        store=ctx.store,
+        dispatcher=ctx.dispatcher,
+        box=box_for(ctx.settings.secret_key, ctx.settings.env),
+    )
+
+
+def register(app: Celery) -> None:
+    @app.task(name=taskqueue.IMPORT_RUN, bind=True)
+    def run_(self: Task, import_id: str) -> None:
+        try:
+            more = run.run_import(imports_context(), import_id, self.request.retries)
+        except RetryLater as exc:
+            log.info("import step will retry", extra={"import_id": import_id, "delay": exc.delay})
+            raise self.retry(countdown=exc.delay, max_retries=None) from None
+        if more:
+            context().dispatcher.enqueue(taskqueue.IMPORT_RUN, import_id)
