@@ -149,3 +149,32 @@ def test_unknown_route_and_method(client, make_key):
     assert_error(
         client.get("/v1/files?limit=abc", headers=auth(token)), 400, "invalid_request_error", "limit"
     )
+
+
+def test_expires_after_is_accepted_as_the_sdk_sends_it(client, make_key):
+    """The SDK flattens ``expires_after`` into ``expires_after[anchor]`` / ``[seconds]`` form fields."""
+    token = make_key()
+    r = client.post(
+        "/v1/files",
+        headers=auth(token),
+        data={
+            "purpose": "fine-tune",
+            "expires_after[anchor]": "created_at",
+            "expires_after[seconds]": "3600",
+            "file": (io.BytesIO(b'{"prompt": "a", "completion": "b"}\n'), "train.jsonl"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert r.status_code == 200, r.json
+    bad = client.post(
+        "/v1/files",
+        headers=auth(token),
+        data={
+            "purpose": "fine-tune",
+            "expires_after[seconds]": "12",
+            "file": (io.BytesIO(b'{"prompt": "a", "completion": "b"}\n'), "train.jsonl"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert bad.status_code == 400
+    assert bad.json["error"]["param"] == "expires_after[seconds]"

@@ -22,7 +22,18 @@ FileListSchema = list_schema(FileSchema, "FileList")
 class FileUploadSchema(StrictSchema):
     file = Upload(required=True, metadata={"description": "The JSONL/JSON/CSV dataset."})
     purpose = ma.fields.String(required=True, metadata={"description": "Must be `fine-tune`."})
-    expires_after = ma.fields.Dict(metadata={"description": "Accepted for SDK compatibility; ignored."})
+    # The SDK flattens ``expires_after={"anchor", "seconds"}`` into these two form fields
+    # (multipart has no objects); documented the same way so the spec says what is accepted.
+    expires_after_anchor = ma.fields.String(
+        data_key="expires_after[anchor]",
+        validate=ma.validate.OneOf(["created_at"]),
+        metadata={"description": "OpenAI's expiry anchor; accepted for SDK compatibility, ignored."},
+    )
+    expires_after_seconds = ma.fields.Integer(
+        data_key="expires_after[seconds]",
+        validate=ma.validate.Range(min=3600, max=2592000),
+        metadata={"description": "OpenAI's expiry (1 hour to 30 days); accepted for compatibility, ignored."},
+    )
 
 
 class FileListArgsSchema(CursorArgsSchema):
