@@ -8,6 +8,7 @@ from kombu import Queue
 # Task names live in the framework-free core (which enqueues them); re-exported for workers.
 from service.core.tasknames import (
     INFER_COMPLETE,
+    INFER_EXPORT,
     JOB_CANCEL,
     JOB_EVALUATE,
     JOB_FINALIZE,
@@ -45,6 +46,8 @@ ROUTES = {
     TRAIN_RUN: "train",
     TRAIN_REAP: "poll",
     INFER_COMPLETE: "infer",
+    # Exports load the model like inference does: workers with the train extra, beside completions.
+    INFER_EXPORT: "infer",
 }
 
 SCAN_EVERY_S = 1.0

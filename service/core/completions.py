@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,3 +104,64 @@ def text_completion(ctx: CompletionsContext, principal: Principal, body: dict[st
         used[0] += result.prompt_tokens
         used[1] += result.completion_tokens
     return openai_shapes.text_completion(body["model"], answers, (used[0], used[1]), int(time.time()))
+
+
+@dataclass
+class LiveCompletion:
+    """A completion streamed while it is generated: OpenAI's chunks, and who generates them."""
+
+    provider: str
+    chunks: Iterator[dict[str, Any]]
+
+
+def _pull(items: Iterator[str | CompletionResult], model: str) -> str | CompletionResult:
+    try:
+        return next(items)
+    except BackendError as exc:
+        raise api_error(exc, model) from exc
+
+
+def _live(
+    ctx: CompletionsContext, job: Job, request: CompletionRequest, body: dict[str, Any], chat: bool
+) -> LiveCompletion:
+    """Start the answer and wait for its first piece here, so that a refusal (model not ready, no
+    worker) is an ordinary error answer rather than a broken stream."""
+    items = ctx.backends(job.provider).stream(job, request)
+    first = _pull(items, request.model)
+    ended: list[CompletionResult] = []
+
+    def pieces() -> Iterator[str]:
+        item = first
+        while not isinstance(item, CompletionResult):
+            yield item
+            item = _pull(items, request.model)
+        ended.append(item)
+
+    def ending() -> tuple[str, tuple[int, int]]:
+        result = ended[0]
+        return result.finish_reason, (result.prompt_tokens, result.completion_tokens)
+
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    chunks = openai_shapes.live_chunks(chat, body["model"], int(time.time()), pieces(), ending, include_usage)
+    return LiveCompletion(job.provider, chunks)
+
+
+def stream_chat_completion(
+    ctx: CompletionsContext, principal: Principal, body: dict[str, Any]
+) -> LiveCompletion:
+    """``POST /v1/chat/completions`` with ``stream: true``: chunks as the model produces them."""
+    job = finetuned_models.resolve(ctx.store, principal, body["model"])
+    return _live(ctx, job, _request(body, body["messages"], None), body, chat=True)
+
+
+def stream_text_completion(
+    ctx: CompletionsContext, principal: Principal, body: dict[str, Any]
+) -> LiveCompletion | None:
+    """``POST /v1/completions`` with ``stream: true`` for one prompt; None for a list of several
+    (answered whole, then sent as chunks, one choice after another)."""
+    raw = body["prompt"]
+    prompt = raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
+    if not isinstance(prompt, str):
+        return None
+    job = finetuned_models.resolve(ctx.store, principal, body["model"])
+    return _live(ctx, job, _request(body, None, prompt), body, chat=False)

@@ -18,7 +18,7 @@ from service.core.store import jobs as repo
 log = logging.getLogger("tuneline.models")
 
 
-def _not_found(model: str) -> NotFound:
+def not_found(model: str) -> NotFound:
     # OpenAI's wording; the same answer for another tenant's model and for one that never existed.
     return NotFound(
         f"The model '{model}' does not exist or you do not have access to it.",
@@ -40,7 +40,7 @@ def resolve(store: Store, principal: Principal, model: str) -> Job:
     job_id = job_id_of(model)
     job = record.load(store, job_id) if job_id else None
     if job is None or job.tenant != principal.tenant or job.fine_tuned_model != model or job.model_deleted:
-        raise _not_found(model)
+        raise not_found(model)
     return job
 
 

@@ -8,6 +8,7 @@ import json
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,11 @@ class Loaded:
     lock: threading.Lock
 
 
-_cache: dict[tuple[str, str], Loaded] = {}
+# Loaded models by (name, device), least recently used first; a new model directory (a job that
+# just finished) is loaded on its first request, so a worker serves it without a restart.
+_cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
 _cache_lock = threading.Lock()
+DEFAULT_MAX_MODELS = 2
 
 
 def _device(requested: str) -> str:
@@ -71,14 +75,23 @@ def _load(name: str, device: str, cache_dir: Path | None) -> Loaded:
     return Loaded(model, tokenizer, device, threading.Lock())
 
 
-def get_model(name: str, device: str = "auto", cache_dir: Path | None = None) -> Loaded:
-    """The cached model for ``name`` (a trained model directory, a base model dir, id or alias)."""
+def get_model(
+    name: str, device: str = "auto", cache_dir: Path | None = None, max_models: int = DEFAULT_MAX_MODELS
+) -> Loaded:
+    """The cached model for ``name`` (a trained model directory, a base model dir, id or alias).
+
+    At most ``max_models`` stay loaded: the least recently used one is dropped (a generation still
+    using it keeps its own reference until it ends).
+    """
     device = _device(device)
     key = (str(Path(name).resolve()) if Path(name).exists() else name, device)
     with _cache_lock:
         loaded = _cache.get(key)
         if loaded is None:
             loaded = _cache[key] = _load(name, device, cache_dir)
+        _cache.move_to_end(key)
+        while len(_cache) > max(1, max_models):
+            _cache.popitem(last=False)
         return loaded
 
 
@@ -117,10 +130,11 @@ def _prepare(
     device: str,
     cache_dir: Path | None,
     seed: int | None,
+    max_models: int = DEFAULT_MAX_MODELS,
 ) -> _Request:
     if (messages is None) == (prompt is None):
         raise ValueError("pass exactly one of messages or prompt")
-    loaded = get_model(model_dir_or_base, device, cache_dir)
+    loaded = get_model(model_dir_or_base, device, cache_dir, max_models)
     tokenizer, model = loaded.tokenizer, loaded.model
     if messages is not None:
         chat = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
@@ -189,6 +203,7 @@ def generate(
     device: str = "auto",
     cache_dir: Path | None = None,
     seed: int | None = None,
+    max_models: int = DEFAULT_MAX_MODELS,
 ) -> tuple[str, str, int, int]:
     """Complete ``messages`` (chat template + generation prompt) or a raw ``prompt``.
 
@@ -196,7 +211,16 @@ def generate(
     ``finish_reason`` is ``stop`` (end of turn or a stop string, which is cut off) or ``length``.
     """
     request = _prepare(
-        model_dir_or_base, messages, prompt, max_tokens, temperature, stop, device, cache_dir, seed
+        model_dir_or_base,
+        messages,
+        prompt,
+        max_tokens,
+        temperature,
+        stop,
+        device,
+        cache_dir,
+        seed,
+        max_models,
     )
     output = _run(request)
     new_tokens = output[0][request.prompt_tokens :].tolist()
@@ -333,10 +357,20 @@ def generate_stream(
     device: str = "auto",
     cache_dir: Path | None = None,
     seed: int | None = None,
+    max_models: int = DEFAULT_MAX_MODELS,
 ) -> CompletionStream:
     """``generate`` token by token: the model is loaded and the prompt checked now (errors raise
     here, as in ``generate``); iterating the returned stream yields text chunks as they come."""
     request = _prepare(
-        model_dir_or_base, messages, prompt, max_tokens, temperature, stop, device, cache_dir, seed
+        model_dir_or_base,
+        messages,
+        prompt,
+        max_tokens,
+        temperature,
+        stop,
+        device,
+        cache_dir,
+        seed,
+        max_models,
     )
     return CompletionStream(request)
