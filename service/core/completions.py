@@ -53,7 +53,7 @@ def _stop(raw: Any) -> list[str] | None:
 
 
 def _request(
-    body: dict[str, Any], messages: list[dict[str, Any]] | None, prompt: str | None
+    body: dict[str, Any], messages: list[dict[str, Any]] | None, prompt: str | None, step: int | None
 ) -> CompletionRequest:
     if int(body.get("n") or 1) != 1:
         raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
@@ -66,6 +66,7 @@ def _request(
         max_tokens=int(max_tokens),
         temperature=1.0 if temperature is None else float(temperature),  # OpenAI's default
         stop=_stop(body.get("stop")),
+        step=step,
     )
 
 
@@ -78,8 +79,8 @@ def _ask(ctx: CompletionsContext, job: Job, request: CompletionRequest) -> Compl
 
 def chat_completion(ctx: CompletionsContext, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
     """``POST /v1/chat/completions`` for one of the tenant's fine-tuned models."""
-    job = finetuned_models.resolve(ctx.store, principal, body["model"])
-    result = _ask(ctx, job, _request(body, body["messages"], None))
+    job, step = finetuned_models.resolve_checkpoint(ctx.store, principal, body["model"])
+    result = _ask(ctx, job, _request(body, body["messages"], None, step))
     return openai_shapes.chat_completion(
         body["model"],
         result.text,
@@ -91,7 +92,7 @@ def chat_completion(ctx: CompletionsContext, principal: Principal, body: dict[st
 
 def text_completion(ctx: CompletionsContext, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
     """``POST /v1/completions``: one choice per prompt (a string or a list of strings)."""
-    job = finetuned_models.resolve(ctx.store, principal, body["model"])
+    job, step = finetuned_models.resolve_checkpoint(ctx.store, principal, body["model"])
     raw = body["prompt"]
     prompts = [raw] if isinstance(raw, str) else raw
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
@@ -99,7 +100,7 @@ def text_completion(ctx: CompletionsContext, principal: Principal, body: dict[st
     answers: list[tuple[str, str]] = []
     used = [0, 0]
     for prompt in prompts:
-        result = _ask(ctx, job, _request(body, None, prompt))
+        result = _ask(ctx, job, _request(body, None, prompt, step))
         answers.append((result.text, result.finish_reason))
         used[0] += result.prompt_tokens
         used[1] += result.completion_tokens
@@ -150,8 +151,8 @@ def stream_chat_completion(
     ctx: CompletionsContext, principal: Principal, body: dict[str, Any]
 ) -> LiveCompletion:
     """``POST /v1/chat/completions`` with ``stream: true``: chunks as the model produces them."""
-    job = finetuned_models.resolve(ctx.store, principal, body["model"])
-    return _live(ctx, job, _request(body, body["messages"], None), body, chat=True)
+    job, step = finetuned_models.resolve_checkpoint(ctx.store, principal, body["model"])
+    return _live(ctx, job, _request(body, body["messages"], None, step), body, chat=True)
 
 
 def stream_text_completion(
@@ -163,5 +164,5 @@ def stream_text_completion(
     prompt = raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
     if not isinstance(prompt, str):
         return None
-    job = finetuned_models.resolve(ctx.store, principal, body["model"])
-    return _live(ctx, job, _request(body, None, prompt), body, chat=False)
+    job, step = finetuned_models.resolve_checkpoint(ctx.store, principal, body["model"])
+    return _live(ctx, job, _request(body, None, prompt, step), body, chat=False)

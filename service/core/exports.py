@@ -6,7 +6,6 @@ the model builds the export (the local one in the background, once) or refuses (
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -14,27 +13,11 @@ from service.core import finetuned_models
 from service.core.auth import Principal
 from service.core.backends.base import Backend, ExportRequest, ExportState
 from service.core.errors import InvalidRequest
-from service.core.jobs.record import Job
 from service.core.store import Store
-from service.core.store import jobs as repo
 
 FORMATS = ("adapter", "merged", "gguf")
 QUANTIZATIONS = ("f16", "q8_0")
 RETRY_AFTER_S = 5  # how soon a client polling a building export asks again
-_CHECKPOINT = re.compile(r"^(?P<model>.+):ckpt-step-(?P<step>[1-9][0-9]{0,8})$")
-
-
-def resolve_checkpoint(store: Store, principal: Principal, model: str) -> tuple[Job, int | None]:
-    """The job behind ``model`` and the checkpoint step it names (``ft:...:ckpt-step-N``, as
-    OpenAI names checkpoint models), None for the final model. 404 for an unknown checkpoint."""
-    match = _CHECKPOINT.match(model)
-    if match is None:
-        return finetuned_models.resolve(store, principal, model), None
-    job = finetuned_models.resolve(store, principal, match.group("model"))
-    step = int(match.group("step"))
-    if not any(c.get("fine_tuned_model_checkpoint") == model for c in repo.list_checkpoints(store, job.id)):
-        raise finetuned_models.not_found(model)
-    return job, step
 
 
 def export_request(model: str, fmt: str, quantization: str | None, step: int | None) -> ExportRequest:
@@ -62,7 +45,7 @@ def export(
 ) -> ExportState:
     """The export of ``model`` in ``fmt``: built (its file) or building (started by this call or an
     earlier one). Another tenant's model is 404; a backend that cannot export answers 409."""
-    job, step = resolve_checkpoint(store, principal, model)
+    job, step = finetuned_models.resolve_checkpoint(store, principal, model)
     request = export_request(model, fmt, quantization, step)
     return backends(job.provider).export(job, request)
 

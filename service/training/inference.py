@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.training import checkpoints
 from service.training.errors import MODEL_NOT_FOUND, TrainingError
 from service.training.models import ModelSource, load_base, load_tokenizer
 
@@ -54,6 +55,10 @@ def _load(name: str, device: str, cache_dir: Path | None) -> Loaded:
     dtype = torch.bfloat16 if device == "cuda" else None
     folder = Path(name)
     meta_file = folder / MODEL_META
+    if checkpoints.step_of(folder) is not None and not meta_file.is_file():
+        # A checkpoint (output_dir/checkpoints/checkpoint-N): its base and tokenizer are the
+        # finished run's, next to it.
+        meta_file = folder.parent.parent / "model" / MODEL_META
     if folder.is_dir() and meta_file.is_file():
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         if (folder / ADAPTER_CONFIG).is_file():
@@ -61,7 +66,8 @@ def _load(name: str, device: str, cache_dir: Path | None) -> Loaded:
 
             base, _, _ = load_base(meta["base_model"], cache_dir, dtype)
             model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
-            tokenizer = load_tokenizer(ModelSource(str(folder), str(folder)))
+            home = str(meta_file.parent)
+            tokenizer = load_tokenizer(ModelSource(home, home))
         else:
             model, tokenizer, _ = load_base(str(folder), cache_dir, dtype)
     elif folder.is_dir() and (folder / ADAPTER_CONFIG).is_file():

@@ -135,6 +135,16 @@ def greedy(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]]) -> l
     return answers
 
 
+def adapter_answers(base_model: Path, adapter: Path, prompts: list[list[dict[str, str]]]) -> list[str]:
+    """An exported adapter on its base, with nothing but peft and transformers."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(base_model)
+    model = PeftModel.from_pretrained(base, adapter).merge_and_unload().eval()
+    return greedy(model, AutoTokenizer.from_pretrained(adapter), prompts)
+
+
 def test_exports_load_in_other_readers_and_answer_as_served(
     local: Stack,
     local_base_model: Path,
@@ -142,7 +152,6 @@ def test_exports_load_in_other_readers_and_answer_as_served(
     prompts: list[list[dict[str, str]]],
     tmp_path: Path,
 ) -> None:
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     token, job = trained
@@ -174,9 +183,7 @@ def test_exports_load_in_other_readers_and_answer_as_served(
     assert greedy(reader, AutoTokenizer.from_pretrained(merged), prompts) == ours
 
     adapter = untar(download(local, token, model, "adapter", tmp_path))
-    base = AutoModelForCausalLM.from_pretrained(local_base_model)
-    peft = PeftModel.from_pretrained(base, adapter).merge_and_unload().eval()
-    assert greedy(peft, AutoTokenizer.from_pretrained(adapter), prompts) == ours
+    assert adapter_answers(local_base_model, adapter, prompts) == ours
 
     gguf = download(local, token, model, "gguf", tmp_path, "f16")
     assert gguf.suffix == ".gguf"
@@ -190,7 +197,13 @@ def test_exports_load_in_other_readers_and_answer_as_served(
     assert len(ready) == 1, events  # built once for the three concurrent requests and the downloads
 
 
-def test_checkpoint_export_and_refusals(local: Stack, trained: tuple[str, Any], tmp_path: Path) -> None:
+def test_checkpoint_export_and_refusals(
+    local: Stack,
+    local_base_model: Path,
+    trained: tuple[str, Any],
+    prompts: list[list[dict[str, str]]],
+    tmp_path: Path,
+) -> None:
     token, job = trained
     model = job.fine_tuned_model
     client = sdk(local, token)
@@ -201,6 +214,9 @@ def test_checkpoint_export_and_refusals(local: Stack, trained: tuple[str, Any], 
     folder = untar(download(local, token, name, "adapter", tmp_path))
     assert "adapter_config.json" in {p.name for p in folder.iterdir()}
     card = (folder / "README.md").read_text("utf-8")
+    # The checkpoint is a model of its own for completions too, as on OpenAI; its exported adapter
+    # on the base answers as it does.
+    assert adapter_answers(local_base_model, folder, prompts) == served(client, name, prompts)
     assert f"step {checkpoints[-1].step_number}" in card.lower() or str(checkpoints[-1].step_number) in card
 
     auth = {"Authorization": f"Bearer {token}"}

@@ -119,6 +119,7 @@ class CompletionRequest:
     max_tokens: int = 256
     temperature: float = 0.0
     stop: list[str] | None = None
+    step: int | None = None  # a checkpoint of the model (``ft:...:ckpt-step-N``); None: the final one
 
 
 @dataclass

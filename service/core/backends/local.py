@@ -284,7 +284,7 @@ class LocalBackend(Backend):
                 "the local backend was built without a dispatcher; it cannot serve completions"
             )
         # The base model is served by the same engine: its id (or directory) in place of the adapter's.
-        model_dir = job.model if base else local_state(job).model_dir
+        model_dir = job.model if base else self._served_dir(job, request)
         return request_completion(
             self.store, self.dispatcher, job, model_dir, request, self.settings.infer_timeout_s
         )
@@ -301,10 +301,17 @@ class LocalBackend(Backend):
             self.store,
             self.dispatcher,
             job,
-            local_state(job).model_dir,
+            self._served_dir(job, request),
             request,
             self.settings.infer_timeout_s,
         )
+
+    def _served_dir(self, job: Job, request: CompletionRequest) -> str | None:
+        """The final model, or the checkpoint the request names (``ft:...:ckpt-step-N``)."""
+        from service.core.backends.local_export import source_dir
+
+        found = source_dir(self.settings, job, local_state(job).model_dir, request.step)
+        return None if found is None else str(found)
 
     def export(self, job: Job, request: ExportRequest) -> ExportState:
         from service.core.backends import local_export
