@@ -110,6 +110,10 @@ def build(settings: Settings, store: Store, job_id: str, fmt: str, quantization:
                 store, job_id, f"Export of {model} as {name} failed: {exc.message[:300]}", level="error"
             )
             return
+        latest = record.load(store, job_id)
+        if latest is None or latest.model_deleted:  # deleted while it was being built
+            delete(settings, job_id)
+            return
         lifecycle.record_event(
             store,
             job_id,
