@@ -137,6 +137,8 @@ class Settings:
     train_threads: int = setting(0, minimum=0)  # 0: the library's default
     train_python: str = setting("")  # interpreter for the training child; default: the worker's own
     infer_timeout_s: int = setting(120, minimum=1)
+    infer_cache_models: int = setting(2, minimum=1)  # models an infer worker keeps loaded (LRU)
+    export_timeout_s: int = setting(3600, minimum=10)  # one export build (merged or GGUF)
     # Directories a local job may name as its base model; empty means ``<data_dir>/models``.
     local_model_roots: tuple[Path, ...] = setting(())
     # Python graders run the caller's code (sandboxed, docs/graders.md): off unless the operator says so.

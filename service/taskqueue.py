@@ -9,6 +9,7 @@ from kombu import Queue
 from service.core.tasknames import (
     IMPORT_RUN,
     INFER_COMPLETE,
+    INFER_EXPORT,
     JOB_CANCEL,
     JOB_EVALUATE,
     JOB_FINALIZE,
@@ -48,6 +49,8 @@ ROUTES = {
     INFER_COMPLETE: "infer",
     # An import reads a provider account: short steps that wait on the provider, like uploads.
     IMPORT_RUN: "provider",
+    # Exports load the model like inference does: workers with the train extra, beside completions.
+    INFER_EXPORT: "infer",
 }
 
 SCAN_EVERY_S = 1.0

@@ -256,6 +256,14 @@ MODEL = {
 }
 
 MODEL_DELETED = {"id": FINE_TUNED_MODEL, "object": "model", "deleted": True}
+MODEL_EXPORT = {
+    "object": "model.export",
+    "model": FINE_TUNED_MODEL,
+    "format": "gguf",
+    "quantization": "q8_0",
+    "status": "building",
+    "retry_after": 5,
+}
 
 CHAT_COMPLETION_CREATE = {
     "model": FINE_TUNED_MODEL,

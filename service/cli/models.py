@@ -1,13 +1,20 @@
-"""``tuneline models build-demo``: a tiny local base model for the ``local`` provider, built offline."""
+"""``tuneline models build-demo`` (a tiny local base model, built offline) and ``tuneline models
+export`` (download a trained model as adapter, merged weights or GGUF)."""
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
-from service.cli.client import echo_json
+from service.cli.client import ApiError, connect, echo_json
+
+POLL_MAX_S = 30.0  # a Retry-After larger than this is capped: the CLI looks at least this often
+CHUNK = 1 << 20
 
 # Chinese fund Q&A shipped with the package (service/demo), used when --data is not given.
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "demo" / "funds_qa.jsonl"
@@ -15,7 +22,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / "demo" / "funds_qa.jsonl"
 
 @click.group()
 def models() -> None:
-    """Base models for the local trainer (needs the `train` extra)."""
+    """Your fine-tuned models' files, and base models for the local trainer."""
 
 
 @models.command("build-demo")
@@ -56,3 +63,102 @@ def build_demo_command(out: Path, data: Path | None, pretrain_steps: int, as_jso
         ) from None
     summary = build_demo(out, data, pretrain_steps=pretrain_steps)
     echo_json(summary)
+
+
+@models.command("export")
+@click.argument("model")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["adapter", "merged", "gguf"]),
+    help="adapter (PEFT), merged (safetensors, .tar) or gguf (llama.cpp, Ollama)",
+)
+@click.option("--quantization", type=click.Choice(["f16", "q8_0"]), help="gguf only [default: f16]")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="file to write, or an existing directory (the server's file name is kept)",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    show_default=True,
+    help="seconds to wait for the export to be built",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no progress bar).")
+def export_command(
+    model: str, fmt: str, quantization: str | None, out: Path, timeout: float, as_json: bool
+) -> None:
+    """Download MODEL (or a ``...:ckpt-step-N`` checkpoint): waits while the server builds the
+    export (the first request starts it), then streams it to --out with a progress bar."""
+    conn = connect()
+    params = {"format": fmt, **({"quantization": quantization} if quantization else {})}
+    path = f"/v1/models/{model}/content"
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        with conn.stream("GET", path, params=params) as response:
+            if response.status_code == 202:
+                response.read()
+                status = response.json()
+                wait = min(float(response.headers.get("retry-after") or 5), POLL_MAX_S)
+                if time.monotonic() + wait > deadline:
+                    raise ApiError(0, "timeout", None, f"the export was not built within {timeout:g}s")
+                if not announced and not as_json:
+                    click.echo(f"building {fmt} export of {model} ({status.get('status')})...", err=True)
+                    announced = True
+                time.sleep(wait)
+                continue
+            target = _target(out, response.headers.get("content-disposition") or "")
+            written = _save(response, target, int(response.headers.get("content-length") or 0), as_json)
+            break
+    summary = {
+        "model": model,
+        "format": fmt,
+        "quantization": quantization,
+        "path": str(target),
+        "bytes": written,
+    }
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(f"wrote {written} bytes to {target}")
+
+
+def _target(out: Path, disposition: str) -> Path:
+    if out.is_dir():
+        name = disposition.split("filename=")[-1].strip().strip('"') or "export"
+        return out / Path(name).name  # a bare name: the server cannot pick the directory
+    return out
+
+
+def _save(response: Any, target: Path, size: int, quiet: bool) -> int:
+    """Stream the body to ``target`` (via a temporary name, renamed when complete)."""
+    from tqdm import tqdm
+
+    tmp = target.with_name(f".{target.name}.part")
+    written = 0
+    with (
+        tqdm(
+            total=size or None,
+            unit="B",
+            unit_scale=True,
+            desc=target.name,
+            file=sys.stderr,
+            disable=True if quiet else None,
+        ) as bar,
+        tmp.open("wb") as handle,
+    ):
+        for chunk in response.iter_bytes(CHUNK):
+            handle.write(chunk)
+            written += len(chunk)
+            bar.update(len(chunk))
+    if size and written != size:
+        tmp.unlink(missing_ok=True)
+        raise ApiError(0, "connection_error", None, f"download ended at {written} of {size} bytes")
+    os.replace(tmp, target)
+    return written

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +53,7 @@ def _stop(raw: Any) -> list[str] | None:
 
 
 def _request(
-    body: dict[str, Any], messages: list[dict[str, Any]] | None, prompt: str | None
+    body: dict[str, Any], messages: list[dict[str, Any]] | None, prompt: str | None, step: int | None
 ) -> CompletionRequest:
     if int(body.get("n") or 1) != 1:
         raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
@@ -66,6 +66,7 @@ def _request(
         max_tokens=int(max_tokens),
         temperature=1.0 if temperature is None else float(temperature),  # OpenAI's default
         stop=_stop(body.get("stop")),
+        step=step,
     )
 
 
@@ -78,8 +79,8 @@ def _ask(ctx: CompletionsContext, job: Job, request: CompletionRequest) -> Compl
 
 def chat_completion(ctx: CompletionsContext, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
     """``POST /v1/chat/completions`` for one of the tenant's fine-tuned models."""
-    job = finetuned_models.resolve(ctx.store, principal, body["model"])
-    result = _ask(ctx, job, _request(body, body["messages"], None))
+    job, step = finetuned_models.resolve_checkpoint(ctx.store, principal, body["model"])
+    result = _ask(ctx, job, _request(body, body["messages"], None, step))
     return openai_shapes.chat_completion(
         body["model"],
         result.text,
@@ -91,7 +92,7 @@ def chat_completion(ctx: CompletionsContext, principal: Principal, body: dict[st
 
 def text_completion(ctx: CompletionsContext, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
     """``POST /v1/completions``: one choice per prompt (a string or a list of strings)."""
-    job = finetuned_models.resolve(ctx.store, principal, body["model"])
+    job, step = finetuned_models.resolve_checkpoint(ctx.store, principal, body["model"])
     raw = body["prompt"]
     prompts = [raw] if isinstance(raw, str) else raw
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
@@ -99,8 +100,69 @@ def text_completion(ctx: CompletionsContext, principal: Principal, body: dict[st
     answers: list[tuple[str, str]] = []
     used = [0, 0]
     for prompt in prompts:
-        result = _ask(ctx, job, _request(body, None, prompt))
+        result = _ask(ctx, job, _request(body, None, prompt, step))
         answers.append((result.text, result.finish_reason))
         used[0] += result.prompt_tokens
         used[1] += result.completion_tokens
     return openai_shapes.text_completion(body["model"], answers, (used[0], used[1]), int(time.time()))
+
+
+@dataclass
+class LiveCompletion:
+    """A completion streamed while it is generated: OpenAI's chunks, and who generates them."""
+
+    provider: str
+    chunks: Iterator[dict[str, Any]]
+
+
+def _pull(items: Iterator[str | CompletionResult], model: str) -> str | CompletionResult:
+    try:
+        return next(items)
+    except BackendError as exc:
+        raise api_error(exc, model) from exc
+
+
+def _live(
+    ctx: CompletionsContext, job: Job, request: CompletionRequest, body: dict[str, Any], chat: bool
+) -> LiveCompletion:
+    """Start the answer and wait for its first piece here, so that a refusal (model not ready, no
+    worker) is an ordinary error answer rather than a broken stream."""
+    items = ctx.backends(job.provider).stream(job, request)
+    first = _pull(items, request.model)
+    ended: list[CompletionResult] = []
+
+    def pieces() -> Iterator[str]:
+        item = first
+        while not isinstance(item, CompletionResult):
+            yield item
+            item = _pull(items, request.model)
+        ended.append(item)
+
+    def ending() -> tuple[str, tuple[int, int]]:
+        result = ended[0]
+        return result.finish_reason, (result.prompt_tokens, result.completion_tokens)
+
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    chunks = openai_shapes.live_chunks(chat, body["model"], int(time.time()), pieces(), ending, include_usage)
+    return LiveCompletion(job.provider, chunks)
+
+
+def stream_chat_completion(
+    ctx: CompletionsContext, principal: Principal, body: dict[str, Any]
+) -> LiveCompletion:
+    """``POST /v1/chat/completions`` with ``stream: true``: chunks as the model produces them."""
+    job, step = finetuned_models.resolve_checkpoint(ctx.store, principal, body["model"])
+    return _live(ctx, job, _request(body, body["messages"], None, step), body, chat=True)
+
+
+def stream_text_completion(
+    ctx: CompletionsContext, principal: Principal, body: dict[str, Any]
+) -> LiveCompletion | None:
+    """``POST /v1/completions`` with ``stream: true`` for one prompt; None for a list of several
+    (answered whole, then sent as chunks, one choice after another)."""
+    raw = body["prompt"]
+    prompt = raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
+    if not isinstance(prompt, str):
+        return None
+    job, step = finetuned_models.resolve_checkpoint(ctx.store, principal, body["model"])
+    return _live(ctx, job, _request(body, None, prompt, step), body, chat=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,9 +17,10 @@ from service.core.store import Store
 from service.core.store import jobs as repo
 
 log = logging.getLogger("tuneline.models")
+_CHECKPOINT = re.compile(r"^(?P<model>.+):ckpt-step-(?P<step>[1-9][0-9]{0,8})$")
 
 
-def _not_found(model: str) -> NotFound:
+def not_found(model: str) -> NotFound:
     # OpenAI's wording; the same answer for another tenant's model and for one that never existed.
     return NotFound(
         f"The model '{model}' does not exist or you do not have access to it.",
@@ -40,8 +42,21 @@ def resolve(store: Store, principal: Principal, model: str) -> Job:
     job_id = job_id_of(model)
     job = record.load(store, job_id) if job_id else None
     if job is None or job.tenant != principal.tenant or job.fine_tuned_model != model or job.model_deleted:
-        raise _not_found(model)
+        raise not_found(model)
     return job
+
+
+def resolve_checkpoint(store: Store, principal: Principal, model: str) -> tuple[Job, int | None]:
+    """The job behind ``model`` and the checkpoint step it names (``ft:...:ckpt-step-N``, as
+    OpenAI names checkpoint models), None for the final model. 404 for an unknown checkpoint."""
+    match = _CHECKPOINT.match(model)
+    if match is None:
+        return resolve(store, principal, model), None
+    job = resolve(store, principal, match.group("model"))
+    step = int(match.group("step"))
+    if not any(c.get("fine_tuned_model_checkpoint") == model for c in repo.list_checkpoints(store, job.id)):
+        raise not_found(model)
+    return job, step
 
 
 def model_object(job: Job) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 The caller never imports torch: it parks the request body in a Redis key with a TTL, enqueues
 ``tuneline.infer.complete`` with the request id only, and blocks on a per-request result list.
-The worker takes the body (once), runs the engine's ``generate`` and pushes one answer.
+The worker takes the body (once), runs the engine's ``generate`` and pushes one answer; for a
+streamed request it runs ``generate_stream`` and pushes ``{"delta": text}`` messages as the
+tokens come, then the same final answer.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from service.core import tasknames
@@ -31,6 +33,9 @@ RESULT_TTL_S = 60  # an answer nobody collects disappears
 # service.training.inference.generate(model_dir_or_base, messages=, prompt=, max_tokens=,
 # temperature=, stop=) -> (text, finish_reason, prompt_tokens, completion_tokens)
 Generate = Callable[..., tuple[str, str, int, int]]
+# service.training.inference.generate_stream(same arguments) -> CompletionStream: iterated, text
+# pieces; then finish_reason, prompt_tokens and completion_tokens are set.
+Stream = Callable[..., Any]
 
 
 class InferenceTimeout(TunelineError):
@@ -47,15 +52,16 @@ class InferenceFailed(TunelineError):
     code = "inference_failed"
 
 
-def request_completion(
+def _submit(
     store: Store,
     dispatcher: Dispatcher,
     job: Job,
     model_dir: str | None,
     request: CompletionRequest,
     timeout_s: float,
-) -> CompletionResult:
-    """Run one completion on ``model_dir`` (what ``job`` trained, or its base); blocks up to ``timeout_s``."""
+    stream: bool,
+) -> str:
+    """Park the request for an infer worker and enqueue it; its request id."""
     # A model is served once trained: from the held-out evaluation (stage evaluating) on.
     servable = job.status == states.SUCCEEDED or job.stage == "evaluating"
     if not servable or not model_dir:
@@ -73,24 +79,67 @@ def request_completion(
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         "stop": request.stop,
+        "stream": stream,
     }
     handoff.put_request(store, request_id, body, ttl_s=math.ceil(timeout_s))
     dispatcher.enqueue(tasknames.INFER_COMPLETE, request_id)
-    result = _wait(store, request_id, timeout_s)
-    if result is None:
+    return request_id
+
+
+def _next(store: Store, request_id: str, timeout_s: float) -> dict[str, Any]:
+    """The worker's next message for the request; raises when none came or it is an error."""
+    message = _wait(store, request_id, timeout_s)
+    if message is None:
         handoff.drop_request(store, request_id)  # a worker that picks it up later finds nothing to do
         raise InferenceTimeout(
             f"No inference worker answered within {timeout_s:g}s (is a worker on the 'infer' queue running?)."
         )
-    if "error" in result:
-        error = result["error"]
+    if "error" in message:
+        error = message["error"]
         raise InferenceFailed(str(error.get("message") or "inference failed"), code=error.get("code"))
+    return message
+
+
+def _result(message: dict[str, Any]) -> CompletionResult:
     return CompletionResult(
-        text=result["text"],
-        finish_reason=result["finish_reason"],
-        prompt_tokens=int(result["prompt_tokens"]),
-        completion_tokens=int(result["completion_tokens"]),
+        text=message["text"],
+        finish_reason=message["finish_reason"],
+        prompt_tokens=int(message["prompt_tokens"]),
+        completion_tokens=int(message["completion_tokens"]),
     )
+
+
+def request_completion(
+    store: Store,
+    dispatcher: Dispatcher,
+    job: Job,
+    model_dir: str | None,
+    request: CompletionRequest,
+    timeout_s: float,
+) -> CompletionResult:
+    """Run one completion on ``model_dir`` (what ``job`` trained, or its base); blocks up to ``timeout_s``."""
+    request_id = _submit(store, dispatcher, job, model_dir, request, timeout_s, stream=False)
+    return _result(_next(store, request_id, timeout_s))
+
+
+def stream_completion(
+    store: Store,
+    dispatcher: Dispatcher,
+    job: Job,
+    model_dir: str | None,
+    request: CompletionRequest,
+    timeout_s: float,
+) -> Iterator[str | CompletionResult]:
+    """``request_completion`` token by token: text pieces as the worker pushes them (each within
+    ``timeout_s`` of the one before), then the ``CompletionResult``. Checks run at the first ``next``."""
+    request_id = _submit(store, dispatcher, job, model_dir, request, timeout_s, stream=True)
+    try:
+        while "delta" in (message := _next(store, request_id, timeout_s)):
+            yield str(message["delta"])
+        yield _result(message)
+    finally:
+        # A reader that left early: nothing more is read; the worker's pushes expire with the list.
+        handoff.drop_request(store, request_id)
 
 
 def _wait(store: Store, request_id: str, timeout_s: float) -> dict[str, Any] | None:
@@ -102,21 +151,42 @@ def _wait(store: Store, request_id: str, timeout_s: float) -> dict[str, Any] | N
     return None
 
 
-def serve_completion(store: Store, request_id: str, generate: Generate) -> bool:
-    """Answer one parked request; False when its caller already gave up. Never raises on bad input."""
+def serve_completion(store: Store, request_id: str, generate: Generate, stream: Stream | None = None) -> bool:
+    """Answer one parked request; False when its caller already gave up. Never raises on bad input.
+
+    A streamed request (``stream`` given) gets one ``{"delta": text}`` message per piece as the
+    model produces it, then the final message (the whole text and the token counts).
+    """
     body = handoff.take_request(store, request_id)
     if body is None:
         return False
     started = time.monotonic()
+    args = (body["model_dir"],)
+    kwargs = {
+        "messages": body.get("messages"),
+        "prompt": body.get("prompt"),
+        "max_tokens": int(body.get("max_tokens") or 256),
+        "temperature": float(body.get("temperature") or 0.0),
+        "stop": body.get("stop"),
+    }
+    first_s: float | None = None
     try:
-        text, finish_reason, prompt_tokens, completion_tokens = generate(
-            body["model_dir"],
-            messages=body.get("messages"),
-            prompt=body.get("prompt"),
-            max_tokens=int(body.get("max_tokens") or 256),
-            temperature=float(body.get("temperature") or 0.0),
-            stop=body.get("stop"),
-        )
+        if body.get("stream") and stream is not None:
+            pieces: list[str] = []
+            chunks = stream(*args, **kwargs)
+            for piece in chunks:
+                if first_s is None:
+                    first_s = time.monotonic() - started
+                pieces.append(piece)
+                handoff.push_result(store, request_id, {"delta": piece}, RESULT_TTL_S)
+            text = "".join(pieces)
+            finish_reason, prompt_tokens, completion_tokens = (
+                str(chunks.finish_reason),
+                int(chunks.prompt_tokens),
+                int(chunks.completion_tokens),
+            )
+        else:
+            text, finish_reason, prompt_tokens, completion_tokens = generate(*args, **kwargs)
         result: dict[str, Any] = {
             "text": text,
             "finish_reason": finish_reason,
@@ -133,8 +203,8 @@ def serve_completion(store: Store, request_id: str, generate: Generate) -> bool:
             "error": {"code": getattr(exc, "code", None) or "inference_failed", "message": str(exc)[:500]}
         }
     handoff.push_result(store, request_id, result, RESULT_TTL_S)
-    log.info(
-        "completion served",
-        extra={"job_id": body.get("job_id"), "ms": int((time.monotonic() - started) * 1000)},
-    )
+    extra: dict[str, Any] = {"job_id": body.get("job_id"), "ms": int((time.monotonic() - started) * 1000)}
+    if first_s is not None:
+        extra["first_token_ms"] = int(first_s * 1000)
+    log.info("completion served", extra=extra)
     return True

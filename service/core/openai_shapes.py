@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 STREAM_PIECE_CHARS = 8  # a streamed answer arrives in pieces of about this many characters
@@ -132,3 +132,40 @@ def stream_chunks(completion: dict[str, Any], include_usage: bool = False) -> It
                 }
     if include_usage:
         yield {**base, "choices": [], "usage": completion["usage"]}
+
+
+def live_chunks(
+    chat: bool,
+    model: str,
+    created: int,
+    pieces: Iterator[str],
+    ending: Callable[[], tuple[str, tuple[int, int]]],
+    include_usage: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """The chunks OpenAI streams for one choice generated while it is sent: a chunk per text piece
+    as it comes, then one with the finish reason (and usage) from ``ending()``, called once the
+    pieces are exhausted: ``(finish_reason, (prompt_tokens, completion_tokens))``."""
+    base = {
+        "id": ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12),
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": created,
+        "model": model,
+    }
+
+    def choice(piece: str | None, finish_reason: str | None) -> dict[str, Any]:
+        if chat:
+            delta = {} if piece is None else {"content": piece}
+            return {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return {"index": 0, "text": piece or "", "finish_reason": finish_reason, "logprobs": None}
+
+    if chat:
+        yield {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        }
+    for piece in pieces:
+        yield {**base, "choices": [choice(piece, None)]}
+    finish_reason, tokens = ending()
+    yield {**base, "choices": [choice(None, finish_reason)]}
+    if include_usage:
+        yield {**base, "choices": [], "usage": usage(*tokens)}

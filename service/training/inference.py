@@ -8,11 +8,13 @@ import json
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.training import checkpoints
 from service.training.errors import MODEL_NOT_FOUND, TrainingError
 from service.training.models import ModelSource, load_base, load_tokenizer
 
@@ -32,8 +34,11 @@ class Loaded:
     lock: threading.Lock
 
 
-_cache: dict[tuple[str, str], Loaded] = {}
+# Loaded models by (name, device), least recently used first; a new model directory (a job that
+# just finished) is loaded on its first request, so a worker serves it without a restart.
+_cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
 _cache_lock = threading.Lock()
+DEFAULT_MAX_MODELS = 2
 
 
 def _device(requested: str) -> str:
@@ -50,6 +55,10 @@ def _load(name: str, device: str, cache_dir: Path | None) -> Loaded:
     dtype = torch.bfloat16 if device == "cuda" else None
     folder = Path(name)
     meta_file = folder / MODEL_META
+    if checkpoints.step_of(folder) is not None and not meta_file.is_file():
+        # A checkpoint (output_dir/checkpoints/checkpoint-N): its base and tokenizer are the
+        # finished run's, next to it.
+        meta_file = folder.parent.parent / "model" / MODEL_META
     if folder.is_dir() and meta_file.is_file():
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         if (folder / ADAPTER_CONFIG).is_file():
@@ -57,7 +66,8 @@ def _load(name: str, device: str, cache_dir: Path | None) -> Loaded:
 
             base, _, _ = load_base(meta["base_model"], cache_dir, dtype)
             model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
-            tokenizer = load_tokenizer(ModelSource(str(folder), str(folder)))
+            home = str(meta_file.parent)
+            tokenizer = load_tokenizer(ModelSource(home, home))
         else:
             model, tokenizer, _ = load_base(str(folder), cache_dir, dtype)
     elif folder.is_dir() and (folder / ADAPTER_CONFIG).is_file():
@@ -71,14 +81,23 @@ def _load(name: str, device: str, cache_dir: Path | None) -> Loaded:
     return Loaded(model, tokenizer, device, threading.Lock())
 
 
-def get_model(name: str, device: str = "auto", cache_dir: Path | None = None) -> Loaded:
-    """The cached model for ``name`` (a trained model directory, a base model dir, id or alias)."""
+def get_model(
+    name: str, device: str = "auto", cache_dir: Path | None = None, max_models: int = DEFAULT_MAX_MODELS
+) -> Loaded:
+    """The cached model for ``name`` (a trained model directory, a base model dir, id or alias).
+
+    At most ``max_models`` stay loaded: the least recently used one is dropped (a generation still
+    using it keeps its own reference until it ends).
+    """
     device = _device(device)
     key = (str(Path(name).resolve()) if Path(name).exists() else name, device)
     with _cache_lock:
         loaded = _cache.get(key)
         if loaded is None:
             loaded = _cache[key] = _load(name, device, cache_dir)
+        _cache.move_to_end(key)
+        while len(_cache) > max(1, max_models):
+            _cache.popitem(last=False)
         return loaded
 
 
@@ -117,10 +136,11 @@ def _prepare(
     device: str,
     cache_dir: Path | None,
     seed: int | None,
+    max_models: int = DEFAULT_MAX_MODELS,
 ) -> _Request:
     if (messages is None) == (prompt is None):
         raise ValueError("pass exactly one of messages or prompt")
-    loaded = get_model(model_dir_or_base, device, cache_dir)
+    loaded = get_model(model_dir_or_base, device, cache_dir, max_models)
     tokenizer, model = loaded.tokenizer, loaded.model
     if messages is not None:
         chat = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
@@ -189,6 +209,7 @@ def generate(
     device: str = "auto",
     cache_dir: Path | None = None,
     seed: int | None = None,
+    max_models: int = DEFAULT_MAX_MODELS,
 ) -> tuple[str, str, int, int]:
     """Complete ``messages`` (chat template + generation prompt) or a raw ``prompt``.
 
@@ -196,7 +217,16 @@ def generate(
     ``finish_reason`` is ``stop`` (end of turn or a stop string, which is cut off) or ``length``.
     """
     request = _prepare(
-        model_dir_or_base, messages, prompt, max_tokens, temperature, stop, device, cache_dir, seed
+        model_dir_or_base,
+        messages,
+        prompt,
+        max_tokens,
+        temperature,
+        stop,
+        device,
+        cache_dir,
+        seed,
+        max_models,
     )
     output = _run(request)
     new_tokens = output[0][request.prompt_tokens :].tolist()
@@ -333,10 +363,20 @@ def generate_stream(
     device: str = "auto",
     cache_dir: Path | None = None,
     seed: int | None = None,
+    max_models: int = DEFAULT_MAX_MODELS,
 ) -> CompletionStream:
     """``generate`` token by token: the model is loaded and the prompt checked now (errors raise
     here, as in ``generate``); iterating the returned stream yields text chunks as they come."""
     request = _prepare(
-        model_dir_or_base, messages, prompt, max_tokens, temperature, stop, device, cache_dir, seed
+        model_dir_or_base,
+        messages,
+        prompt,
+        max_tokens,
+        temperature,
+        stop,
+        device,
+        cache_dir,
+        seed,
+        max_models,
     )
     return CompletionStream(request)

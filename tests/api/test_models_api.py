@@ -91,3 +91,39 @@ def test_completions_bad_input_is_400_naming_the_field(client, make_key, store):
     bad_prompt = client.post("/v1/completions", headers=auth(token), json={"model": name, "prompt": [1]})
     assert_error(bad_prompt, 400, "invalid_request_error", "prompt")
     assert client.post("/v1/chat/completions", json={"model": name}).status_code == 401
+
+
+def test_export_route_starts_one_build_and_refuses_what_it_cannot_export(
+    client, make_key, store, settings, dispatcher
+):
+    token = make_key("alpha")
+    model_dir = settings.data_dir / "local" / "m2" / "model"
+    model_dir.mkdir(parents=True)
+    job = finished_job(store, "alpha", provider="local", local_model_dir=str(model_dir))
+    name = job["fine_tuned_model"]
+    url = f"/v1/models/{name}/content?format=gguf&quantization=q8_0"
+    for _ in range(2):
+        r = client.get(url, headers=auth(token))
+        assert r.status_code == 202 and int(r.headers["Retry-After"]) > 0
+        assert r.json["object"] == "model.export" and r.json["status"] == "building"
+        assert r.json["format"] == "gguf" and r.json["quantization"] == "q8_0"
+    exports = [args for task, args in dispatcher.sent if task == "tuneline.infer.export"]
+    assert exports == [(job["id"], "gguf", "q8_0", "")]  # two requests, one build
+
+    assert_error(client.get(url, headers=auth(make_key("beta"))), 404, "not_found_error", "model")
+    assert_error(
+        client.get(f"/v1/models/{name}:ckpt-step-7/content?format=adapter", headers=auth(token)),
+        404,
+        "not_found_error",
+        "model",
+    )
+    assert_error(
+        client.get(f"/v1/models/{name}/content?format=onnx", headers=auth(token)),
+        400,
+        "invalid_request_error",
+        "format",
+    )
+    sandbox = finished_job(store, "alpha")["fine_tuned_model"]
+    r = client.get(f"/v1/models/{sandbox}/content?format=merged", headers=auth(token))
+    assert_error(r, 409, "conflict_error")
+    assert r.json["error"]["code"] == "not_supported" and "export" in r.json["error"]["message"]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 
 from service.api import examples
 from service.api.base import Blueprint, principal, services
 from service.api.completions.schemas import ChatCompletionCreateSchema, CompletionCreateSchema
 from service.api.openai_objects import CompletionSchema
-from service.api.streaming import completion_response
+from service.api.ops import prometheus
+from service.api.streaming import completion_response, sse
 from service.core import completions
-from service.core.completions import CompletionsContext
+from service.core.completions import CompletionsContext, LiveCompletion
 
 blp = Blueprint(
     "completions",
@@ -32,6 +35,12 @@ def context() -> CompletionsContext:
     )
 
 
+def live(started: float, completion: LiveCompletion) -> Any:
+    """Send the chunks as they come; the first piece has arrived (time to first token)."""
+    prometheus.observe_first_token(current_app, completion.provider, time.monotonic() - started)
+    return sse(completion.chunks)
+
+
 STREAM_DOC = {"description": "With stream=true: chunks as SSE, then `data: [DONE]`", "success": True}
 
 
@@ -42,6 +51,9 @@ class ChatCompletions(MethodView):
     @blp.alt_response(200, content_type="text/event-stream", **STREAM_DOC)
     def post(self, body: dict[str, Any]) -> Any:
         """Chat with one of your fine-tuned models."""
+        if body.get("stream"):
+            started = time.monotonic()
+            return live(started, completions.stream_chat_completion(context(), principal(), body))
         return completion_response(completions.chat_completion(context(), principal(), body), body)
 
 
@@ -52,4 +64,9 @@ class Completions(MethodView):
     @blp.alt_response(200, content_type="text/event-stream", **STREAM_DOC)
     def post(self, body: dict[str, Any]) -> Any:
         """Complete a prompt with one of your fine-tuned models."""
+        if body.get("stream"):
+            started = time.monotonic()
+            streamed = completions.stream_text_completion(context(), principal(), body)
+            if streamed is not None:
+                return live(started, streamed)
         return completion_response(completions.text_completion(context(), principal(), body), body)

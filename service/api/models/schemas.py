@@ -31,3 +31,26 @@ class ModelDeletedSchema(ma.Schema):
     id = ma.fields.String(required=True)
     object = ma.fields.Constant("model", required=True)
     deleted = ma.fields.Boolean(required=True)
+
+
+class ModelExportArgsSchema(StrictSchema):
+    format = ma.fields.String(
+        required=True,
+        validate=ma.validate.OneOf(["adapter", "merged", "gguf"]),
+        metadata={"description": "adapter (PEFT), merged (safetensors) or gguf (llama.cpp, Ollama)."},
+    )
+    quantization = ma.fields.String(
+        validate=ma.validate.OneOf(["f16", "q8_0"]),
+        metadata={"description": "GGUF only: f16 (default) or q8_0."},
+    )
+
+
+class ModelExportSchema(ma.Schema):
+    """An export that is being built: ask again after ``retry_after`` seconds."""
+
+    object = ma.fields.Constant("model.export", required=True)
+    model = ma.fields.String(required=True)
+    format = ma.fields.String(required=True)
+    quantization = ma.fields.String(allow_none=True)
+    status = ma.fields.String(required=True, metadata={"description": "building"})
+    retry_after = ma.fields.Integer()

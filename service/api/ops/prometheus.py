@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, request
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -26,6 +26,10 @@ from service.core.jobs import stats
 from service.taskqueue import QUEUES
 
 EXTENSION = "tuneline_metrics"
+FIRST_TOKEN = "tuneline_first_token"
+# Seconds from a streamed completion's request to its first piece: a loaded local model on a CPU
+# answers in tenths of a second, a first load or a busy infer worker takes seconds.
+FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class JobsCollector(Collector):
@@ -77,12 +81,23 @@ def register(app: Flask) -> None:
         registry=registry,
     )
     app.extensions[EXTENSION] = registry
+    app.extensions[FIRST_TOKEN] = Histogram(
+        "tuneline_completion_time_to_first_token_seconds",
+        "Streamed completions answered by this process: request to first piece of the answer, by provider.",
+        ["provider"],
+        buckets=FIRST_TOKEN_BUCKETS,
+        registry=registry,
+    )
 
     @app.after_request
     def count(response: Any) -> Any:
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         requests.labels(request.method, route, str(response.status_code)).inc()
         return response
+
+
+def observe_first_token(app: Flask, provider: str, seconds: float) -> None:
+    app.extensions[FIRST_TOKEN].labels(provider).observe(seconds)
 
 
 def exposition(app: Flask) -> bytes:

@@ -7,7 +7,7 @@ of the stages it takes part in; what it does not support raises ``NotSupported``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -119,6 +119,7 @@ class CompletionRequest:
     max_tokens: int = 256
     temperature: float = 0.0
     stop: list[str] | None = None
+    step: int | None = None  # a checkpoint of the model (``ft:...:ckpt-step-N``); None: the final one
 
 
 @dataclass
@@ -127,6 +128,25 @@ class CompletionResult:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """One export of a job's model: ``step`` names a checkpoint (None: the final model)."""
+
+    model: str  # the name asked for (``ft:...`` or ``ft:...:ckpt-step-N``)
+    format: str  # adapter | merged | gguf
+    quantization: str  # gguf only: f16 | q8_0
+    step: int | None = None
+
+
+@dataclass(frozen=True)
+class ExportState:
+    """Where an export stands: ``file`` set once it is built (the one file to send back)."""
+
+    status: str  # building | ready
+    file: Path | None = None
+    filename: str = ""
 
 
 @dataclass
@@ -256,7 +276,18 @@ class Backend:
     def complete(self, job: Job, request: CompletionRequest, base: bool = False) -> CompletionResult:
         raise NotSupported(self.name, "serve completions for", job)
 
-    def export(self, job: Job, out: Path) -> Path:
+    def stream(self, job: Job, request: CompletionRequest) -> Iterator[str | CompletionResult]:
+        """The answer as text pieces while it is generated, then its ``CompletionResult``.
+
+        By default the finished answer, in one piece: a backend that can send tokens as they come
+        (the local one) overrides this.
+        """
+        result = self.complete(job, request)
+        yield result.text
+        yield result
+
+    def export(self, job: Job, request: ExportRequest) -> ExportState:
+        """The built export, or start building it once (in the background) and say so."""
         raise NotSupported(self.name, "export the model of", job)
 
     def delete_model(self, job: Job) -> bool:

@@ -11,6 +11,7 @@ import logging
 import re
 import shutil
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,8 @@ from service.core.backends.base import (
     BackendError,
     CompletionRequest,
     CompletionResult,
+    ExportRequest,
+    ExportState,
     Finalized,
     Next,
     Validated,
@@ -271,19 +274,57 @@ class LocalBackend(Backend):
                 "the local backend was built without a dispatcher; it cannot serve completions"
             )
         # The base model is served by the same engine: its id (or directory) in place of the adapter's.
-        model_dir = job.model if base else local_state(job).model_dir
+        model_dir = job.model if base else self._served_dir(job, request)
         return request_completion(
             self.store, self.dispatcher, job, model_dir, request, self.settings.infer_timeout_s
         )
 
+    def stream(self, job: Job, request: CompletionRequest) -> Iterator[str | CompletionResult]:
+        """Tokens as the infer worker generates them (pushed one message each through Redis)."""
+        from service.core.inference import stream_completion
+
+        if self.dispatcher is None:
+            raise RuntimeError(
+                "the local backend was built without a dispatcher; it cannot serve completions"
+            )
+        return stream_completion(
+            self.store,
+            self.dispatcher,
+            job,
+            self._served_dir(job, request),
+            request,
+            self.settings.infer_timeout_s,
+        )
+
+    def _served_dir(self, job: Job, request: CompletionRequest) -> str | None:
+        """The final model, or the checkpoint the request names (``ft:...:ckpt-step-N``)."""
+        from service.core.backends.local_export import source_dir
+
+        found = source_dir(self.settings, job, local_state(job).model_dir, request.step)
+        return None if found is None else str(found)
+
+    def export(self, job: Job, request: ExportRequest) -> ExportState:
+        from service.core.backends import local_export
+
+        if job.status != states.SUCCEEDED or not local_state(job).model_dir:
+            raise Unprocessable(
+                f"Model {request.model} is not ready: its job {job.id} is {job.status}.",
+                param="model",
+                code="model_not_ready",
+            )
+        return local_export.start(self.settings, self.store, self.dispatcher, job, request)
+
     def delete_model(self, job: Job) -> bool:
-        """Delete the model directory, only ever inside the data directory."""
+        """Delete the model directory (only ever inside the data directory) and its exports."""
+        from service.core.backends import local_export
+
+        removed = local_export.delete(self.settings, job.id)
         raw = local_state(job).model_dir
         if not raw:
-            return False
+            return removed
         path = Path(raw).resolve()
         if self.data_dir not in path.parents or not path.exists():
-            return False
+            return removed
         shutil.rmtree(path, ignore_errors=True)
         return True
 

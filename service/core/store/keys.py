@@ -196,8 +196,19 @@ def infer_request(request_id: str) -> str:
 
 
 def infer_result(request_id: str) -> str:
-    """List the inference worker pushes its one answer onto (the caller BLPOPs it)."""
+    """List the inference worker pushes its answer onto (the caller BLPOPs it): one message, or
+    for a streamed request its chunks (``{"delta": ...}``) then a final one."""
     return f"{PREFIX}:infer:res:{request_id}"
+
+
+def export_building(job_id: str, name: str) -> str:
+    """Set (with a TTL) while one export of a job's model is being built: it is built once."""
+    return f"{PREFIX}:export:building:{job_id}:{name}"
+
+
+def export_failed(job_id: str, name: str) -> str:
+    """Why the last build of an export failed (expires; a later request tries again)."""
+    return f"{PREFIX}:export:failed:{job_id}:{name}"
 
 
 # --- the train wait queue (store/train_queue.py) ----------------------------------------------

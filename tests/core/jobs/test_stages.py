@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from service.core import tasknames
 from service.core.backends import registry
-from service.core.backends.base import Backend, BackendError, NotSupported
+from service.core.backends.base import Backend, BackendError, ExportRequest, NotSupported
 from service.core.backends.remote import remote_state
 from service.core.clock import ManualClock
+from service.core.errors import Unprocessable
 from service.core.jobs import lifecycle, record, retry, states
 from service.core.jobs.stages import poll, submit
 from service.core.jobs.stages.common import WATCHDOG_S
@@ -242,7 +242,7 @@ def test_cancel_before_the_answer_of_a_create_cancels_the_orphan(settings, store
     assert job is not None and job.provider_job_id == "pj-1" and provider.calls["cancel"] == 1
 
 
-@pytest.mark.parametrize("action", ["pause", "resume", "export"])
+@pytest.mark.parametrize("action", ["pause", "resume"])
 def test_what_no_backend_supports_yet_is_a_409_naming_the_job_status(settings, store, backends, action):
     job_id = new_job(settings, store, backends, "inline")
     job = record.load(store, job_id)
@@ -251,9 +251,22 @@ def test_what_no_backend_supports_yet_is_a_409_naming_the_job_status(settings, s
     for backend in (backends["fake"], local_backend):
         call = getattr(backend, action)
         with pytest.raises(NotSupported) as refused:
-            call(job, Path("/tmp")) if action == "export" else call(job)
+            call(job)
         error = refused.value.envelope()["error"]
         assert refused.value.status == 409 and error["type"] == "conflict_error"
         assert (
             error["code"] == "not_supported" and f"job {job_id} (status validating_files)" in error["message"]
         )
+
+
+def test_export_is_refused_by_a_backend_without_it_and_waits_for_a_local_model(settings, store, backends):
+    job_id = new_job(settings, store, backends, "inline")
+    job = record.load(store, job_id)
+    assert job is not None
+    request = ExportRequest(model="ft:x", format="merged", quantization="f16")
+    with pytest.raises(NotSupported) as refused:
+        backends["fake"].export(job, request)
+    assert refused.value.status == 409 and f"export the model of job {job_id}" in refused.value.message
+    with pytest.raises(Unprocessable) as waiting:
+        registry.Backends(settings, store)("local").export(job, request)
+    assert waiting.value.code == "model_not_ready" and job_id in waiting.value.message
