@@ -154,7 +154,9 @@ def test_list_pages_newest_first_with_status_like_openai(client, hdr):
     first = client.get("/sandbox/v1/fine_tuning/jobs?limit=2", headers=hdr).json
     assert first["object"] == "list" and first["has_more"] is True
     assert [j["status"] for j in first["data"]] == ["validating_files"] * 2
-    rest = client.get(f"/sandbox/v1/fine_tuning/jobs?limit=2&after={first['data'][-1]['id']}", headers=hdr).json
+    rest = client.get(
+        f"/sandbox/v1/fine_tuning/jobs?limit=2&after={first['data'][-1]['id']}", headers=hdr
+    ).json
     assert rest["has_more"] is False
     assert [j["id"] for j in first["data"] + rest["data"]] == made[::-1]
     assert client.get("/sandbox/v1/_stats", headers=hdr).json["calls"] == {"jobs.list": 2}
