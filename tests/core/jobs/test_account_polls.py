@@ -24,7 +24,8 @@ from service.core.backends import registry
 from service.core.backends.base import Backend
 from service.core.backends.remote import LIST_PAGE, RemoteBackend, remote_state
 from service.core.clock import ManualClock
-from service.core.jobs import record, states
+from service.core.jobs import lifecycle, record, states
+from service.core.jobs.record import Job
 from service.core.jobs.stages import poll
 from service.core.jobs.stages.common import StageContext
 from service.core.store import jobs as repo
@@ -64,11 +65,24 @@ def calls(url: str, settings: Settings) -> dict[str, int]:
 
 
 def submitted_jobs(ctx: StageContext, backends: dict[str, Backend], n: int, **params: object) -> list[str]:
-    """``n`` jobs taken through prepare, upload and submit: each has its sandbox job."""
-    made = []
+    """``n`` jobs taken through prepare, upload and submit: each has its sandbox job.
+
+    The first is prepared; the others, of the same file, take its prepared splits (preparation
+    is not under test here, and 2,500 rows each would dominate the test's time).
+    """
+    made: list[str] = []
     for _ in range(n):
         job_id = new_job(ctx.settings, ctx.store, backends, "sandbox", **params)
         task: str | None = tasknames.JOB_PREPARE
+        if made:
+            first = record.load(ctx.store, made[0])
+            assert first is not None
+
+            def same(j: Job, first: Job = first) -> None:
+                j.prepared, j.prepared_stop = first.prepared, first.prepared_stop
+
+            lifecycle.transition(ctx.store, job_id, states.VALIDATING, "uploading", "Prepared", apply=same)
+            task = tasknames.JOB_UPLOAD
         while task:
             task = run_task(ctx, task, job_id)
         job = record.load(ctx.store, job_id)
