@@ -2,10 +2,10 @@
 
 GCRA (the generic cell rate algorithm) keeps a single number per account, the theoretical
 arrival time (TAT) of the next request, so a check is one atomic script call and the state
-cannot grow. A request at ``now`` is allowed when ``now >= TAT - burst_tolerance``; it then
-pushes TAT one emission interval (``1 / rate``) further per call it stands for (its ``cost``).
-Over any window of ``w`` seconds at most ``burst + rate * w`` calls pass (plus, at most once, the
-rest of one request's cost), whichever worker asks.
+cannot grow. A request of ``cost`` calls at ``now`` is allowed when all of them fit in the burst,
+``now >= TAT - burst_tolerance + (cost - 1) / rate``; it then pushes TAT one emission interval
+(``1 / rate``) further per call. Over any window of ``w`` seconds at most ``burst + rate * w``
+calls pass, whichever worker asks (a request costlier than the burst waits for a full burst).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local tolerance = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
+local ahead = tonumber(ARGV[5])
 local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
 if tat < now then tat = now end
-local allow_at = tat - tolerance
+local allow_at = tat - tolerance + ahead
 if now < allow_at then return tostring(allow_at - now) end
 local new_tat = tat + interval * cost
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
@@ -39,7 +40,15 @@ def take(store: Store, account: str, rate_per_s: float, burst: int, now: float, 
         return 0.0
     interval = 1.0 / rate_per_s
     tolerance = interval * (max(burst, 1) - 1)
+    ahead = interval * (min(cost, max(burst, 1)) - 1)  # the request's other calls fit in the burst too
     wait = store.r.eval(
-        _GCRA, 1, keys.provider_rate(account), repr(now), repr(interval), repr(tolerance), str(cost)
+        _GCRA,
+        1,
+        keys.provider_rate(account),
+        repr(now),
+        repr(interval),
+        repr(tolerance),
+        str(cost),
+        repr(ahead),
     )
     return float(wait)  # type: ignore[arg-type]
