@@ -79,8 +79,7 @@ def register(app: Celery) -> None:
 
     @app.task(name=taskqueue.JOB_POLL_BATCH)
     def poll_batch(*job_ids: str) -> None:
-        for task_name, job_id in poll.run_polls(stage_context(), list(job_ids)):
-            _next(task_name, job_id)
+        poll.run_polls(stage_context(), list(job_ids), _next)
 
     @app.task(name=taskqueue.JOB_FINALIZE, bind=True)
     def finalize_(self: Task, job_id: str) -> None:

@@ -380,8 +380,8 @@ class RemoteBackend(Backend):
     def sync_many(
         self, jobs: list[Job], budget: Budget, wants_detail: WantsDetail
     ) -> dict[str, Progress | BackendError]:
-        """The account's job list read once for all ``jobs``; events and checkpoints (two more
-        calls) only for the jobs ``wants_detail`` picks."""
+        """The account's job list read once for all ``jobs``; events and checkpoints (one call
+        each) only for the jobs ``wants_detail`` picks."""
         wanted = {j.provider_job_id: j for j in jobs if j.provider_job_id}
         out: dict[str, Progress | BackendError] = {}
         for remote in self._listed(wanted, budget):
@@ -389,11 +389,14 @@ class RemoteBackend(Backend):
             if not wants_detail(job, remote):
                 out[job.id] = Progress(remote, [], [], detailed=False)
                 continue
-            if not budget(2):
+            # Checkpoints come from training: none while the job waits to start.
+            waiting = remote.status in ("validating_files", "queued")
+            if not budget(1 if waiting else 2):
                 break  # the rest get their own polls, which wait for the budget
             try:
                 events = self.sdk.list_events(remote.id, limit=100)
-                out[job.id] = Progress(remote, events, self.sdk.list_checkpoints(remote.id))
+                checkpoints = [] if waiting else self.sdk.list_checkpoints(remote.id)
+                out[job.id] = Progress(remote, events, checkpoints)
             except BackendError as exc:
                 out[job.id] = exc
         return out

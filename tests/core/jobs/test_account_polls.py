@@ -91,12 +91,16 @@ def submitted_jobs(ctx: StageContext, backends: dict[str, Backend], n: int, **pa
     return made
 
 
-def poll_round(ctx: StageContext, clock: ManualClock) -> list[list[str]]:
-    """One interval later, every due job polled in its batches (what beat and the tasks do)."""
+def poll_round(
+    ctx: StageContext, clock: ManualClock, handed_on: list[tuple[str, str]] | None = None
+) -> list[list[str]]:
+    """One interval later, every due job polled in its batches (what beat and the tasks do);
+    the tasks the polls hand on are collected in ``handed_on``."""
+    sink = [] if handed_on is None else handed_on
     clock.advance(ctx.settings.poll_interval_s)
     batches = poll.claim_due_batches(ctx)
     for batch in batches:
-        poll.run_polls(ctx, batch)
+        poll.run_polls(ctx, batch, lambda task, job_id: sink.append((task, job_id)))
     return batches
 
 
@@ -151,8 +155,10 @@ def test_a_job_the_list_does_not_show_gets_its_own_poll_and_ends(settings, store
     # The provider's list lags (or lost it): the job is retrievable but not listed.
     store.r.zrem(f"{SANDBOX_PREFIX}:jobs", job.provider_job_id)
     before = calls(sandbox_url, settings)
-    poll_round(ctx, clock)
+    handed_on: list[tuple[str, str]] = []
+    poll_round(ctx, clock, handed_on)
     counted = since(before, calls(sandbox_url, settings))
+    assert sorted(handed_on) == sorted([(tasknames.JOB_FINALIZE, shown), (tasknames.JOB_FINALIZE, hidden)])
     assert counted["jobs.retrieve"] == 1  # the hidden one, on its own
     assert counted["jobs.events"] == 2 and counted["jobs.checkpoints"] == 2
     for job_id in (shown, hidden):  # both ended at the provider and were seen ending
@@ -179,7 +185,7 @@ def test_every_provider_call_takes_the_accounts_rate_budget(settings, store, san
     for _ in range(10):
         clock.advance(1.0)
         for batch in poll.claim_due_batches(ctx):
-            poll.run_polls(ctx, batch)
+            poll.run_polls(ctx, batch, lambda task, job_id: None)
     synced = [record.load(store, j) for j in made]
     assert all(j is not None and j.provider_status == "running" for j in synced)
 

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import secrets
 from collections import defaultdict
+from collections.abc import Callable
 
 from service.core import ids, tasknames
 from service.core.backends.base import Backend, BackendError, Budget, Progress, RemoteJob, WantsDetail
@@ -64,24 +65,21 @@ def run_poll(ctx: StageContext, job_id: str) -> str | None:
         repo.release_lock(ctx.store, job_id, token)
 
 
-def run_polls(ctx: StageContext, job_ids: list[str]) -> list[tuple[str, str]]:
+def run_polls(ctx: StageContext, job_ids: list[str], then: Callable[[str, str], None]) -> None:
     """Poll due jobs: those of one backend synced together, the rest each on its own.
 
-    Returns the (task, job id) pairs to enqueue.
+    ``then(task, job_id)`` enqueues a job's next task as soon as its poll hands one on (a
+    finalize does not wait for the rest of the batch).
     """
-    out: list[tuple[str, str]] = []
     groups: dict[str, list[Job]] = defaultdict(list)
     for job_id in job_ids:
         job = _pollable(ctx, job_id)
         if isinstance(job, str):
-            out.append((job, job_id))
+            then(job, job_id)
         elif job is not None:
             groups[job.provider].append(job)
     for jobs in groups.values():
-        for job, task in _sync_together(ctx, ctx.backend(jobs[0]), jobs):
-            if task:
-                out.append((task, job.id))
-    return out
+        _sync_together(ctx, ctx.backend(jobs[0]), jobs, then)
 
 
 def _pollable(ctx: StageContext, job_id: str) -> Job | str | None:
@@ -113,26 +111,29 @@ def _lock(ctx: StageContext, job: Job) -> str | None:
     return None
 
 
-def _sync_together(ctx: StageContext, backend: Backend, jobs: list[Job]) -> list[tuple[Job, str | None]]:
-    """One ``sync_many`` for jobs of one backend, under their locks; each job's next task."""
+def _sync_together(
+    ctx: StageContext, backend: Backend, jobs: list[Job], then: Callable[[str, str], None]
+) -> None:
+    """One ``sync_many`` for jobs of one backend, under their locks; each next task to ``then``."""
     tokens = {job.id: token for job in jobs if (token := _lock(ctx, job))}
     held = [job for job in jobs if job.id in tokens]
-    out: list[tuple[Job, str | None]] = []
     try:
         found = backend.sync_many(held, _budget(ctx, backend), _wants_detail(ctx)) if held else {}
         for job in held:
             result = found.get(job.id)
+            task = None
             if result is None:
-                out.append((job, _poll_locked(ctx, job)))  # not covered: its own sync
+                task = _poll_locked(ctx, job)  # not covered: its own sync
             elif isinstance(result, BackendError):
                 _poll_failed(ctx, job, result)
-                out.append((job, None))
             else:
-                out.append((job, _synced(ctx, job, result)))
+                task = _synced(ctx, job, result)
+            repo.release_lock(ctx.store, job.id, tokens.pop(job.id))
+            if task:
+                then(task, job.id)
     finally:
         for job_id, token in tokens.items():
             repo.release_lock(ctx.store, job_id, token)
-    return out
 
 
 def _budget(ctx: StageContext, backend: Backend) -> Budget:
