@@ -2,10 +2,11 @@
 
 GCRA (the generic cell rate algorithm) keeps a single number per account, the theoretical
 arrival time (TAT) of the next request, so a check is one atomic script call and the state
-cannot grow. A request of ``cost`` calls at ``now`` is allowed when all of them fit in the burst,
-``now >= TAT - burst_tolerance + (cost - 1) / rate``; it then pushes TAT one emission interval
-(``1 / rate``) further per call. Over any window of ``w`` seconds at most ``burst + rate * w``
-calls pass, whichever worker asks (a request costlier than the burst waits for a full burst).
+cannot grow. A request of ``cost`` calls at ``now`` is allowed when ``now >= TAT - burst_tolerance``
+(one call's room); it then pushes TAT one emission interval (``1 / rate``) further per call, so
+the calls it overdraws are paid for by the waits that follow. Over any window of ``w`` seconds at
+most ``burst + rate * w + cost - 1`` calls pass, whichever worker asks. (Waiting until all of a
+request's calls fit would starve a request of several calls behind single ones.)
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local tolerance = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
-local ahead = tonumber(ARGV[5])
 local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
 if tat < now then tat = now end
-local allow_at = tat - tolerance + ahead
+local allow_at = tat - tolerance
 if now < allow_at then return tostring(allow_at - now) end
 local new_tat = tat + interval * cost
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
@@ -40,7 +40,6 @@ def take(store: Store, account: str, rate_per_s: float, burst: int, now: float, 
         return 0.0
     interval = 1.0 / rate_per_s
     tolerance = interval * (max(burst, 1) - 1)
-    ahead = interval * (min(cost, max(burst, 1)) - 1)  # the request's other calls fit in the burst too
     wait = store.r.eval(
         _GCRA,
         1,
@@ -49,6 +48,5 @@ def take(store: Store, account: str, rate_per_s: float, burst: int, now: float, 
         repr(interval),
         repr(tolerance),
         str(cost),
-        repr(ahead),
     )
     return float(wait)  # type: ignore[arg-type]
