@@ -114,7 +114,11 @@ class Settings:
     metrics_enabled: bool = setting(False)
     log_level: str = setting("INFO")
     poll_interval_s: float = setting(10.0)
-    poll_rate_per_s: float = setting(10.0, minimum=0)  # polls per second per provider account (0: unlimited)
+    # Provider calls of polls per second per provider account (0: unlimited).
+    poll_rate_per_s: float = setting(10.0, minimum=0)
+    # A running job's events and checkpoints are read this often when its status did not change
+    # (the account's list cannot tell that they grew); a status change reads them at once.
+    poll_detail_interval_s: float = setting(60.0, minimum=0)
     # The broker's redelivery delay for an unacknowledged message: the longest short task (a
     # provider upload of a large file) must finish well inside it; training acknowledges early
     # and holds its own lease instead (DESIGN §5).
@@ -213,7 +217,7 @@ class Settings:
 
     @property
     def poll_burst(self) -> int:
-        """Polls an idle account may make at once: one second's worth of its rate."""
+        """Provider calls an idle account may make at once: one second's worth of its rate."""
         return max(1, int(self.poll_rate_per_s))
 
     @property

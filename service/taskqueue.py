@@ -14,6 +14,7 @@ from service.core.tasknames import (
     JOB_EVALUATE,
     JOB_FINALIZE,
     JOB_POLL,
+    JOB_POLL_BATCH,
     JOB_PREPARE,
     JOB_SUBMIT,
     JOB_UPLOAD,
@@ -38,6 +39,7 @@ ROUTES = {
     # Evaluation mostly waits on provider (or infer-queue) answers; it holds its own lease.
     JOB_EVALUATE: "provider",
     JOB_POLL: "poll",
+    JOB_POLL_BATCH: "poll",
     POLL_SCAN: "poll",
     WEBHOOK_DELIVER: "webhooks",
     WEBHOOK_SCAN: "webhooks",

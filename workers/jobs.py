@@ -77,6 +77,10 @@ def register(app: Celery) -> None:
     def poll_(job_id: str) -> None:
         _next(poll.run_poll(stage_context(), job_id), job_id)
 
+    @app.task(name=taskqueue.JOB_POLL_BATCH)
+    def poll_batch(*job_ids: str) -> None:
+        poll.run_polls(stage_context(), list(job_ids), _next)
+
     @app.task(name=taskqueue.JOB_FINALIZE, bind=True)
     def finalize_(self: Task, job_id: str) -> None:
         _run(self, finalize.run_finalize, job_id)
@@ -99,5 +103,5 @@ def register(app: Celery) -> None:
 
     @app.task(name=taskqueue.POLL_SCAN)
     def scan() -> None:
-        for job_id in poll.claim_due(stage_context()):
-            context().dispatcher.enqueue(taskqueue.JOB_POLL, job_id)
+        for batch in poll.claim_due_batches(stage_context()):
+            context().dispatcher.enqueue(taskqueue.JOB_POLL_BATCH, *batch)

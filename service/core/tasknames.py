@@ -5,6 +5,7 @@ JOB_PREPARE = "tuneline.jobs.prepare"
 JOB_UPLOAD = "tuneline.provider.upload"
 JOB_SUBMIT = "tuneline.provider.create_job"
 JOB_POLL = "tuneline.provider.poll"
+JOB_POLL_BATCH = "tuneline.provider.poll_batch"  # due jobs, many at once (one account list)
 JOB_FINALIZE = "tuneline.provider.finalize"
 JOB_CANCEL = "tuneline.provider.cancel"
 JOB_EVALUATE = "tuneline.jobs.evaluate"

@@ -84,7 +84,19 @@ class SandboxStatsSchema(ma.Schema):
     job_reads = ma.fields.List(
         ma.fields.Float(),
         required=True,
-        metadata={"description": "Times (unix seconds) of the latest job retrieves, oldest first."},
+        metadata={
+            "description": "Times (unix seconds) of the latest reads a poll makes (job retrieve, "
+            "unfiltered list, events, checkpoints), oldest first."
+        },
+    )
+    calls = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.Integer(),
+        required=True,
+        metadata={
+            "description": "Reads answered, by operation: `jobs.list`, `jobs.retrieve`, `jobs.events`, "
+            "`jobs.checkpoints`."
+        },
     )
     slow_in_flight = ma.fields.Dict(
         keys=ma.fields.String(),

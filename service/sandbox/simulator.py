@@ -325,7 +325,7 @@ class Sandbox:
             raise SandboxServerError(f"{TAG} Injected server error.")
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        self.state.record_job_read(self.clock.now())
+        self.state.record_job_read(self.clock.now(), "jobs.retrieve")
         self._apply_read_faults(job_id, "jobs.retrieve")
         return self.public_job(self._refresh(job_id))
 
@@ -334,6 +334,9 @@ class Sandbox:
     ) -> tuple[list[dict[str, Any]], bool]:
         """Newest first; ``metadata`` filters on exact key/value pairs (the provider's look-before-create)."""
         wanted = dict(metadata or {})
+        if not wanted:
+            # A poll's list (a metadata filter is a submit's look-before-create, not a poll).
+            self.state.record_job_read(self.clock.now(), "jobs.list")
 
         def matches(job: dict[str, Any]) -> bool:
             meta = job.get("metadata") or {}
@@ -412,6 +415,7 @@ class Sandbox:
         return out
 
     def list_events(self, job_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        self.state.record_job_read(self.clock.now(), "jobs.events")
         self._apply_read_faults(job_id, "jobs.events")
         job = self._refresh(job_id)
         items = [
@@ -434,6 +438,7 @@ class Sandbox:
         after: str | None,
         limit: int,
     ) -> tuple[list[dict[str, Any]], bool]:
+        self.state.record_job_read(self.clock.now(), "jobs.checkpoints")
         self._apply_read_faults(job_id, "jobs.checkpoints")
         job = self._refresh(job_id)
         tl = timeline_of(job, self.scale)

@@ -55,8 +55,13 @@ def _creates_by_tuneline_job() -> str:
 
 
 def _job_reads() -> str:
-    """Capped list of the times the sandbox answered a job retrieve (tests check poll rates)."""
+    """Capped list of the times the sandbox answered a poll's read (tests check poll rates)."""
     return f"{PREFIX}:job_reads"
+
+
+def _calls() -> str:
+    """Hash: operation (``jobs.list``, ``jobs.retrieve``, ...) -> calls answered (tests count them)."""
+    return f"{PREFIX}:count:calls"
 
 
 def _create_attempts() -> str:
@@ -135,8 +140,10 @@ class SandboxStore:
         """The number of this create call among those for the same Tuneline job (1 = first)."""
         return int(self.r.hincrby(_create_attempts(), tuneline_job, 1))  # type: ignore[arg-type]
 
-    def record_job_read(self, at: float) -> None:
+    def record_job_read(self, at: float, operation: str) -> None:
+        """Count a read a poll makes (a job retrieve, list, events or checkpoints) and keep its time."""
         pipe = self.r.pipeline(transaction=False)
+        pipe.hincrby(_calls(), operation, 1)
         pipe.lpush(_job_reads(), repr(at))
         pipe.ltrim(_job_reads(), 0, JOB_READS_KEPT - 1)
         pipe.execute()
@@ -159,12 +166,15 @@ class SandboxStore:
         pipe.hgetall(_creates_by_tuneline_job())
         pipe.lrange(_job_reads(), 0, -1)
         pipe.hgetall(_slow_in_flight())
-        creates, by_job, reads, in_flight = pipe.execute()
+        pipe.hgetall(_calls())
+        creates, by_job, reads, in_flight, calls = pipe.execute()
         return {
             "creates": int(creates or 0),
             "creates_by_tuneline_job": _ints(by_job.items()),
-            # Wall-clock times of the latest job retrieves (a provider poll each), oldest first.
+            # Wall-clock times of the latest reads polls make (retrieve, list, events, checkpoints),
+            # oldest first; ``calls`` counts them by operation.
             "job_reads": [float(t) for t in reversed(reads)],
+            "calls": _ints(calls.items()),
             "slow_in_flight": {k: v for k, v in _ints(in_flight.items()).items() if v},
         }
 

@@ -18,7 +18,7 @@ from service.core import auth
 from service.core.store import Store
 from service.core.store import jobs as repo
 from tests.bench.common import service_env, start_gunicorn
-from tests.support.procs import Proc, RedisServer, free_port, start_beat, start_worker, wait_until
+from tests.support.procs import REPO, Proc, RedisServer, free_port, start_beat, start_worker, wait_until
 
 QUEUES = "datasets,provider,poll,webhooks,maintenance"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -98,20 +98,29 @@ class BenchStack:
 
 
 @contextlib.contextmanager
-def bench_stack(workdir: Path, concurrency: int = 4, **settings: str) -> Iterator[BenchStack]:
+def bench_stack(
+    workdir: Path, concurrency: int = 4, tree: Path | None = None, **settings: str
+) -> Iterator[BenchStack]:
     """Production settings, non-durable Redis (AOF off: memory and latency, not durability, are
-    measured here), one API (2 gunicorn workers), one worker on every short queue, and beat."""
+    measured here), one API (2 gunicorn workers), one worker on every short queue, and beat.
+
+    ``tree``: serve another checkout's code (e.g. ``git archive`` of main before a change)."""
     workdir.mkdir(parents=True, exist_ok=True)
     redis = RedisServer(workdir / "redis").start()
     port = free_port()
     env = service_env(redis, workdir / "data", TUNELINE_PORT=str(port), **settings)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     store = Store.from_url(redis.url)
     _, token = auth.create_key(store, "bench", name="bench")
     stack = BenchStack(workdir, redis, store, f"http://127.0.0.1:{port}", token, env)
     try:
-        stack.procs.append(start_gunicorn("service.wsgi:app", env, port, stack.api_log, workers=2))
-        stack.procs.append(start_worker(env, workdir / "worker.log", QUEUES, "bench", concurrency))
-        stack.procs.append(start_beat(env, workdir / "beat.log", workdir))
+        stack.procs.append(
+            start_gunicorn("service.wsgi:app", env, port, stack.api_log, workers=2, chdir=tree)
+        )
+        cwd = tree or REPO
+        stack.procs.append(start_worker(env, workdir / "worker.log", QUEUES, "bench", concurrency, cwd=cwd))
+        stack.procs.append(start_beat(env, workdir / "beat.log", workdir, cwd=cwd))
         yield stack
     finally:
         stack.stop()

@@ -38,3 +38,16 @@ def test_long_run_never_exceeds_burst_plus_rate_times_window(store):
     start = granted_at[0]
     assert len(granted_at) <= 2 + 2 * (granted_at[-1] - start) + 1e-9
     assert len(granted_at) >= 2 * 39  # and the budget is used, not starved
+
+
+def test_a_request_of_several_calls_takes_as_many_tokens(store):
+    clock = ManualClock()
+    assert ratelimit.take(store, "sandbox:cost", 2, 4, clock.now(), cost=3) == 0
+    assert ratelimit.take(store, "sandbox:cost", 2, 4, clock.now(), cost=1) == 0  # 4 calls: the burst
+    wait = ratelimit.take(store, "sandbox:cost", 2, 4, clock.now(), cost=1)
+    assert wait == 0.5  # the fifth call waits one emission interval
+    clock.advance(wait)
+    # One call's room lets a request of 3 pass (it never starves behind single calls)...
+    assert ratelimit.take(store, "sandbox:cost", 2, 4, clock.now(), cost=3) == 0
+    # ...and the two it overdrew are paid for: the next call waits 1.5 s, not 0.5 s.
+    assert ratelimit.take(store, "sandbox:cost", 2, 4, clock.now()) == 1.5

@@ -1,6 +1,7 @@
 """Per-provider-account poll rate limit with real workers, beat and the sandbox (DESIGN §5).
 
-No timing assertion: the sandbox records when it answered each job retrieve (one per poll), and
+No timing assertion: the sandbox records when it answered each read a poll makes (a list page,
+a job retrieve, its events or checkpoints), and
 the test checks, over windows computed from those recorded times, that no window holds more
 polls than the budget allows; and that every job still completes (refused polls are
 rescheduled, not dropped).
@@ -25,6 +26,9 @@ JOBS = 5
 # The sandbox stamps a read when it arrives, a little after the worker got its token; allow the
 # difference in that latency between two reads (one more read at most) at the window's edges.
 LATENCY_SLACK = 1
+# A request of several calls passes once one call's room is free and overdraws the rest
+# (``ratelimit``): the largest request is a job's own sync, 3 calls.
+OVERDRAW = 2
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,7 @@ def test_polls_of_one_account_stay_within_the_rate_and_every_job_completes(limit
     for window in (1.0, 3.0, reads[-1] - reads[0]):
         for i, start in enumerate(reads):
             inside = sum(1 for t in reads[i:] if t <= start + window)
-            assert inside <= BURST + RATE * window + LATENCY_SLACK, (window, start, inside)
+            assert inside <= BURST + RATE * window + OVERDRAW + LATENCY_SLACK, (window, start, inside)
 
 
 def finished(client, job_ids: list[str]) -> list[str] | None:  # type: ignore[no-untyped-def]

@@ -149,6 +149,19 @@ def test_list_with_metadata_filter(client, hdr):
     assert len(client.get("/sandbox/v1/fine_tuning/jobs?limit=1", headers=hdr).json["data"]) == 1
 
 
+def test_list_pages_newest_first_with_status_like_openai(client, hdr):
+    made = [create(client, hdr).json["id"] for _ in range(3)]
+    first = client.get("/sandbox/v1/fine_tuning/jobs?limit=2", headers=hdr).json
+    assert first["object"] == "list" and first["has_more"] is True
+    assert [j["status"] for j in first["data"]] == ["validating_files"] * 2
+    rest = client.get(
+        f"/sandbox/v1/fine_tuning/jobs?limit=2&after={first['data'][-1]['id']}", headers=hdr
+    ).json
+    assert rest["has_more"] is False
+    assert [j["id"] for j in first["data"] + rest["data"]] == made[::-1]
+    assert client.get("/sandbox/v1/_stats", headers=hdr).json["calls"] == {"jobs.list": 2}
+
+
 def test_bad_creates_are_openai_400s(client, hdr):
     assert_error(create(client, hdr, model="gpt-9"), 400, "invalid_request_error", "model", "model_not_found")
     assert_error(
@@ -196,6 +209,7 @@ def test_ambiguous_create_header_and_stats(client, hdr):
         "creates": 0,
         "creates_by_tuneline_job": {},
         "job_reads": [],
+        "calls": {},
         "slow_in_flight": {},
     }
     ambiguous = create(client, hdr, headers={"X-Sandbox-Fault": "create-timeout-after-create"}, metadata=meta)
@@ -206,6 +220,7 @@ def test_ambiguous_create_header_and_stats(client, hdr):
         "creates": 1,
         "creates_by_tuneline_job": {"ftjob-amb": 1},
         "job_reads": [],
+        "calls": {},
         "slow_in_flight": {},
     }
 

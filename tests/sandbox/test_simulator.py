@@ -175,7 +175,13 @@ def test_create_faults_and_stats(sb, tmp_path):
     body = {"model": "gpt-4o-mini-2024-07-18", "training_file": train, "metadata": {"tuneline_job_id": "j1"}}
     with pytest.raises(SandboxServerError):
         sb.create_job(body, header_fault="create-500")
-    assert sb.stats() == {"creates": 0, "creates_by_tuneline_job": {}, "job_reads": [], "slow_in_flight": {}}
+    assert sb.stats() == {
+        "creates": 0,
+        "creates_by_tuneline_job": {},
+        "job_reads": [],
+        "calls": {},
+        "slow_in_flight": {},
+    }
     with pytest.raises(SandboxServerError):
         sb.create_job(body, header_fault="create-timeout-after-create")
     found, _ = sb.list_jobs(None, 10, {"tuneline_job_id": "j1"})
@@ -184,6 +190,7 @@ def test_create_faults_and_stats(sb, tmp_path):
         "creates": 1,
         "creates_by_tuneline_job": {"j1": 1},
         "job_reads": [],
+        "calls": {},  # a filtered list is a look-before-create, not a poll's read
         "slow_in_flight": {},
     }
 
@@ -215,6 +222,7 @@ def test_list_jobs_filters_and_pages(sb, clock, tmp_path):
     assert [j["id"] for j in only] == [made[3]["id"], made[1]["id"]] and not more
     assert [j["id"] for j in sb.list_jobs(None, 10, {"tuneline_job_id": "j2"})[0]] == [made[2]["id"]]
     assert sb.list_jobs(None, 10, {"tuneline_job_id": "nope"})[0] == []
+    assert sb.stats()["calls"] == {"jobs.list": 2}  # the two unfiltered pages a poll would read
 
 
 def test_bad_creates(sb, tmp_path):

@@ -110,17 +110,18 @@ def base_env(settings_env: Mapping[str, str]) -> dict[str, str]:
 class Proc:
     """A child process with its output in a log file, killed on stop."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: Mapping[str, str], log: Path, cwd: Path = REPO) -> None:
         self.args = args
         self.env = dict(env)
         self.log = log
+        self.cwd = cwd  # another checkout serves its own code from there (benchmarks' "before")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            self.args, env=self.env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            self.args, env=self.env, cwd=self.cwd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
         )
         fh.close()
         return self
@@ -186,6 +187,7 @@ def start_worker(
     name: str,
     concurrency: int = 2,
     extra_args: list[str] | None = None,
+    cwd: Path = REPO,
 ) -> Proc:
     return Proc(
         [
@@ -210,10 +212,11 @@ def start_worker(
         ],
         env,
         log,
+        cwd,
     ).start()
 
 
-def start_beat(env: Mapping[str, str], log: Path, workdir: Path) -> Proc:
+def start_beat(env: Mapping[str, str], log: Path, workdir: Path, cwd: Path = REPO) -> Proc:
     return Proc(
         [
             str(VENV_BIN / "celery"),
@@ -227,4 +230,5 @@ def start_beat(env: Mapping[str, str], log: Path, workdir: Path) -> Proc:
         ],
         env,
         log,
+        cwd,
     ).start()

@@ -79,6 +79,7 @@ class RemoteJob:
     result_files: list[str] = field(default_factory=list)
     estimated_finish: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    created_at: int | None = None  # the provider's clock; bounds how far back a list is read
 
 
 @dataclass
@@ -102,11 +103,22 @@ class RemoteCheckpoint:
 
 @dataclass
 class Progress:
-    """One sync: the provider's view of the job, and the events and checkpoints it has now."""
+    """One sync: the provider's view of the job, and the events and checkpoints it has now.
+
+    ``detailed`` is False when only the job was read (its events and checkpoints were not asked
+    for: nothing suggested they changed); the lists are then empty, not "none yet".
+    """
 
     job: RemoteJob
     events: list[RemoteEvent]
     checkpoints: list[RemoteCheckpoint]
+    detailed: bool = True
+
+
+# Takes ``n`` provider calls from the account's rate budget: False when it is spent for now.
+Budget = Callable[[int], bool]
+# Whether a job whose provider state was just listed needs its events and checkpoints read.
+WantsDetail = Callable[[Job, RemoteJob], bool]
 
 
 @dataclass
@@ -228,6 +240,21 @@ class Backend:
 
     def sync(self, job: Job) -> Progress:
         raise NotSupported(self.name, "sync", job)
+
+    # Provider calls one ``sync`` makes; each takes one from the account's rate budget.
+    sync_calls: int = 1
+
+    def sync_many(
+        self, jobs: list[Job], budget: Budget, wants_detail: WantsDetail
+    ) -> dict[str, Progress | BackendError]:
+        """Sync many jobs of this backend's account together: by Tuneline job id, each one's
+        progress (or the error of its own calls). ``budget`` is taken before every provider call.
+
+        A job left out of the answer gets its own ``sync`` (the stage's per-job poll): one the
+        provider's list did not show, or all of them when the budget ran out or the list failed.
+        The default lists nothing, so a backend without an account-wide list polls job by job.
+        """
+        return {}
 
     # --- train stage (an executor Tuneline runs) -------------------------------------------
     def start(self, job: Job) -> str | None:

@@ -24,6 +24,7 @@ from service.core.backends import local
 from service.core.backends.base import (
     Backend,
     BackendError,
+    Budget,
     CompletionRequest,
     CompletionResult,
     Finalized,
@@ -33,6 +34,7 @@ from service.core.backends.base import (
     RemoteEvent,
     RemoteJob,
     Validated,
+    WantsDetail,
 )
 from service.core.backends.errors import map_error
 from service.core.datasets import resolve_model
@@ -44,6 +46,10 @@ from service.core.jobs.record import BackendState, Job, state_of, state_type
 from service.core.store import Store
 from service.core.store import jobs as repo
 
+# OpenAI's job list answers up to 100 jobs a page, newest first.
+LIST_PAGE = 100
+# Provider clocks and ours differ a little: a list is read this far past our oldest job's creation.
+LIST_CLOCK_SLACK_S = 300
 # OpenAI's result files have used both names for the training accuracy column.
 _COLUMN_ALIASES = {"train_accuracy": "train_mean_token_accuracy"}
 
@@ -63,6 +69,7 @@ def _job(raw: Any) -> RemoteJob:
         result_files=list(raw.result_files or []),
         estimated_finish=getattr(raw, "estimated_finish", None),
         metadata=dict(getattr(raw, "metadata", None) or {}),
+        created_at=getattr(raw, "created_at", None),
     )
 
 
@@ -151,6 +158,14 @@ class SDKClient:
             if (getattr(raw, "metadata", None) or {}).get("tuneline_job_id") == tuneline_job_id:
                 return _job(raw)
         return None
+
+    def list_jobs(self, after: str | None, limit: int) -> tuple[list[RemoteJob], bool]:
+        """A page of the account's jobs, newest first, and whether more follow."""
+        kwargs: dict[str, Any] = {"limit": limit}
+        if after:
+            kwargs["after"] = after
+        page = self._call(self._client.fine_tuning.jobs.list, **kwargs)
+        return [_job(raw) for raw in page.data], bool(getattr(page, "has_more", False))
 
     def get_job(self, job_id: str) -> RemoteJob:
         return _job(self._call(self._client.fine_tuning.jobs.retrieve, job_id))
@@ -309,6 +324,7 @@ class RemoteState(BackendState):
     result_files: list[str] = field(default_factory=list)
     fine_tuned_model: str | None = None
     last_polled_at: float | None = None
+    detailed_at: float | None = None  # when its events and checkpoints were last read
 
 
 def remote_state(job: Job) -> RemoteState:
@@ -403,12 +419,58 @@ class RemoteBackend(Backend):
             )
         )
 
+    sync_calls = 3  # the job, its events, its checkpoints
+
     def sync(self, job: Job) -> Progress:
         assert job.provider_job_id is not None
         remote = self.sdk.get_job(job.provider_job_id)
         events = self.sdk.list_events(job.provider_job_id, limit=100)
         checkpoints = self.sdk.list_checkpoints(job.provider_job_id)
         return Progress(remote, events, checkpoints)
+
+    def sync_many(
+        self, jobs: list[Job], budget: Budget, wants_detail: WantsDetail
+    ) -> dict[str, Progress | BackendError]:
+        """The account's job list read once for all ``jobs``; events and checkpoints (one call
+        each) only for the jobs ``wants_detail`` picks."""
+        wanted = {j.provider_job_id: j for j in jobs if j.provider_job_id}
+        out: dict[str, Progress | BackendError] = {}
+        for remote in self._listed(wanted, budget):
+            job = wanted[remote.id]
+            if not wants_detail(job, remote):
+                out[job.id] = Progress(remote, [], [], detailed=False)
+                continue
+            # Checkpoints come from training: none while the job waits to start.
+            waiting = remote.status in ("validating_files", "queued")
+            if not budget(1 if waiting else 2):
+                break  # the rest get their own polls, which wait for the budget
+            try:
+                events = self.sdk.list_events(remote.id, limit=100)
+                checkpoints = [] if waiting else self.sdk.list_checkpoints(remote.id)
+                out[job.id] = Progress(remote, events, checkpoints)
+            except BackendError as exc:
+                out[job.id] = exc
+        return out
+
+    def _listed(self, wanted: dict[str, Job], budget: Budget) -> list[RemoteJob]:
+        """The wanted jobs as the account's list shows them, reading pages (newest first) until
+        every one was seen or the pages reach back past the oldest of them."""
+        if not wanted:
+            return []
+        oldest = min(j.created_at for j in wanted.values()) - LIST_CLOCK_SLACK_S
+        missing, found = set(wanted), []
+        after = None
+        while missing and budget(1):
+            try:
+                page, more = self.sdk.list_jobs(after, LIST_PAGE)
+            except BackendError:
+                break  # a broken list leaves the jobs not yet seen to their own polls
+            found += [r for r in page if r.id in missing]
+            missing -= {r.id for r in page}
+            if not more or not page or (page[-1].created_at or 0) < oldest:
+                break
+            after = page[-1].id
+        return found
 
     def cancel(self, job: Job) -> str | None:
         target = job.provider_job_id

@@ -4,6 +4,11 @@ Every job not yet ended has an entry in the poll schedule. For a job in a worker
 entry is the watchdog: a stage left longer than ``WATCHDOG_S`` (its task lost, e.g. to a broker
 outage between the transition and the enqueue) gets its task enqueued again; every stage task is
 safe to run twice. For a job its provider runs, the entry is the next sync.
+
+Due jobs are polled in batches (``run_polls``): the jobs of one backend are synced together
+(``Backend.sync_many``: one account-wide list for many jobs, events and checkpoints only for the
+jobs that changed or whose details are stale); a job the batch did not cover gets its own sync,
+so none is stranded. Every provider call takes a token of the account's rate budget.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
+from collections import defaultdict
+from collections.abc import Callable
 
 from service.core import ids, tasknames
-from service.core.backends.base import BackendError, Progress
+from service.core.backends.base import Backend, BackendError, Budget, Progress, RemoteJob, WantsDetail
 from service.core.backends.remote import remote_state
 from service.core.jobs import lifecycle, metrics, record, retry, states
 from service.core.jobs.record import Job
@@ -25,6 +32,7 @@ POLL_LEASE_S = 30.0
 POLL_LOCK_S = 90  # longer than one poll's provider calls; bounds recovery after a killed worker
 MAX_POLL_INTERVAL_S = 60.0
 EVENTS_KEPT = 500
+POLL_BATCH = 100  # due jobs one poll task takes (an account list answers 100 a page)
 
 PROVIDER_STATES = {
     "validating_files": (states.VALIDATING, "provider_validating"),
@@ -37,8 +45,46 @@ def claim_due(ctx: StageContext, limit: int = 200) -> list[str]:
     return repo.claim_due_polls(ctx.store, ctx.clock.now(), POLL_LEASE_S, limit)
 
 
+def claim_due_batches(ctx: StageContext, limit: int = 1000) -> list[list[str]]:
+    """Due jobs in batches of ``POLL_BATCH``, each one poll task (``run_polls``)."""
+    due = claim_due(ctx, limit)
+    return [due[i : i + POLL_BATCH] for i in range(0, len(due), POLL_BATCH)]
+
+
 def run_poll(ctx: StageContext, job_id: str) -> str | None:
     """Sync the job from its provider, or act as its watchdog; the task to enqueue, if any."""
+    job = _pollable(ctx, job_id)
+    if job is None or isinstance(job, str):
+        return job
+    token = _lock(ctx, job)
+    if token is None:
+        return None
+    try:
+        return _poll_locked(ctx, job)
+    finally:
+        repo.release_lock(ctx.store, job_id, token)
+
+
+def run_polls(ctx: StageContext, job_ids: list[str], then: Callable[[str, str], None]) -> None:
+    """Poll due jobs: those of one backend synced together, the rest each on its own.
+
+    ``then(task, job_id)`` enqueues a job's next task as soon as its poll hands one on (a
+    finalize does not wait for the rest of the batch).
+    """
+    groups: dict[str, list[Job]] = defaultdict(list)
+    for job_id in job_ids:
+        job = _pollable(ctx, job_id)
+        if isinstance(job, str):
+            then(job, job_id)
+        elif job is not None:
+            groups[job.provider].append(job)
+    for jobs in groups.values():
+        _sync_together(ctx, ctx.backend(jobs[0]), jobs, then)
+
+
+def _pollable(ctx: StageContext, job_id: str) -> Job | str | None:
+    """The job when its provider should be asked; else the watchdog's work done here (a task
+    name to enqueue, or None)."""
     job = record.load(ctx.store, job_id)
     if job is None or job.status in states.TERMINAL:
         repo.unschedule_poll(ctx.store, job_id)
@@ -58,47 +104,108 @@ def run_poll(ctx: StageContext, job_id: str) -> str | None:
         # A stage its executor drives (training under a lease): the lease reaper watches it.
         repo.unschedule_poll(ctx.store, job_id)
         return None
+    return job
+
+
+def _lock(ctx: StageContext, job: Job) -> str | None:
+    """Take the job's poll lock (its token); None, and the job looked at again soon, when
+    another poll holds it (or a killed one did)."""
     token = secrets.token_hex(8)
-    if not repo.acquire_lock(ctx.store, job_id, POLL_LOCK_S, token):
-        # Another poll holds the lock (or a killed one did): look again soon.
-        repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + ctx.settings.poll_interval_s)
-        return None
+    if repo.acquire_lock(ctx.store, job.id, POLL_LOCK_S, token):
+        return token
+    repo.schedule_poll(ctx.store, job.id, ctx.clock.now() + ctx.settings.poll_interval_s)
+    return None
+
+
+def _sync_together(
+    ctx: StageContext, backend: Backend, jobs: list[Job], then: Callable[[str, str], None]
+) -> None:
+    """One ``sync_many`` for jobs of one backend, under their locks; each next task to ``then``."""
+    tokens = {job.id: token for job in jobs if (token := _lock(ctx, job))}
+    held = [job for job in jobs if job.id in tokens]
     try:
-        return _poll_locked(ctx, job)
+        found = backend.sync_many(held, _budget(ctx, backend), _wants_detail(ctx)) if held else {}
+        for job in held:
+            result = found.get(job.id)
+            task = None
+            if result is None:
+                task = _poll_locked(ctx, job)  # not covered: its own sync
+            elif isinstance(result, BackendError):
+                _poll_failed(ctx, job, result)
+            else:
+                task = _synced(ctx, job, result)
+            repo.release_lock(ctx.store, job.id, tokens.pop(job.id))
+            if task:
+                then(task, job.id)
     finally:
-        repo.release_lock(ctx.store, job_id, token)
+        for job_id, token in tokens.items():
+            repo.release_lock(ctx.store, job_id, token)
+
+
+def _budget(ctx: StageContext, backend: Backend) -> Budget:
+    """The account's rate budget, taken per provider call (``ratelimit``)."""
+    settings = ctx.settings
+
+    def take(calls: int) -> bool:
+        now = ctx.clock.now()
+        rate, burst = settings.poll_rate_per_s, settings.poll_burst
+        return ratelimit.take(ctx.store, backend.account, rate, burst, now, calls) == 0
+
+    return take
+
+
+def _wants_detail(ctx: StageContext) -> WantsDetail:
+    """Read a listed job's events and checkpoints when its status changed, or while it runs
+    (they grow; the list cannot say) once every ``poll_detail_interval_s``."""
+    now = ctx.clock.now()
+
+    def wants(job: Job, remote: RemoteJob) -> bool:
+        if remote.status != job.provider_status:
+            return True
+        detailed_at = remote_state(job).detailed_at
+        stale = detailed_at is None or now - detailed_at >= ctx.settings.poll_detail_interval_s
+        return remote.status == "running" and stale
+
+    return wants
 
 
 def _poll_locked(ctx: StageContext, job: Job) -> str | None:
-    job_id = job.id
     backend = ctx.backend(job)
-    base = ctx.settings.poll_interval_s
     now = ctx.clock.now()
+    settings = ctx.settings
     wait = ratelimit.take(
-        ctx.store, backend.account, ctx.settings.poll_rate_per_s, ctx.settings.poll_burst, now
+        ctx.store, backend.account, settings.poll_rate_per_s, settings.poll_burst, now, backend.sync_calls
     )
     if wait > 0:
         # Over the account's poll budget: come back when a token frees, spread out so the jobs
         # that were refused together do not all return in the same instant.
-        repo.schedule_poll(ctx.store, job_id, now + wait + ctx.jitter() * max(wait, 0.5))
+        repo.schedule_poll(ctx.store, job.id, now + wait + ctx.jitter() * max(wait, 0.5))
         return None
     try:
         progress = backend.sync(job)
     except BackendError as exc:
-        failures = remote_state(job).poll_failures
-
-        def failed(j: Job) -> None:
-            remote_state(j).poll_failures = failures + 1
-
-        record.modify(ctx.store, job_id, failed)
-        # The poll's own interval is the base of its backoff.
-        policy = dataclasses.replace(retry.POLL, base_s=base)
-        decision = retry.decide(policy, exc, failures, ctx.jitter())
-        if not decision.retry:
-            fail_job(ctx.store, job_id, decision.code, decision.message)
-            return None
-        repo.schedule_poll(ctx.store, job_id, ctx.clock.now() + decision.delay)
+        _poll_failed(ctx, job, exc)
         return None
+    return _synced(ctx, job, progress)
+
+
+def _poll_failed(ctx: StageContext, job: Job, exc: BackendError) -> None:
+    failures = remote_state(job).poll_failures
+
+    def failed(j: Job) -> None:
+        remote_state(j).poll_failures = failures + 1
+
+    record.modify(ctx.store, job.id, failed)
+    # The poll's own interval is the base of its backoff.
+    policy = dataclasses.replace(retry.POLL, base_s=ctx.settings.poll_interval_s)
+    decision = retry.decide(policy, exc, failures, ctx.jitter())
+    if not decision.retry:
+        fail_job(ctx.store, job.id, decision.code, decision.message)
+        return
+    repo.schedule_poll(ctx.store, job.id, ctx.clock.now() + decision.delay)
+
+
+def _synced(ctx: StageContext, job: Job, progress: Progress) -> str | None:
     _record_progress(ctx, job, progress)
     return _follow(ctx, job, progress)
 
@@ -113,6 +220,8 @@ def _follow(ctx: StageContext, job: Job, progress: Progress) -> str | None:
         state = remote_state(j)
         j.provider_status = remote.status
         state.poll_failures, state.last_polled_at = 0, polled_at
+        if progress.detailed:
+            state.detailed_at = polled_at
         if remote.estimated_finish:
             j.estimated_finish = remote.estimated_finish
 
