@@ -182,6 +182,13 @@ class Backend:
         """Check the base model, method and knobs; return the job's normalised hyperparameters."""
         raise NotImplementedError
 
+    def continue_from(self, job: Job, source: Job) -> None:
+        """``job``'s model is the caller's fine-tuned model trained by ``source``: prepare to train on.
+
+        Remote providers take the ``ft:`` name as the model as it is; a backend that must load the
+        model itself records where it is, or refuses with a 4xx naming ``model``.
+        """
+
     def estimate(self, report: dict[str, Any], model: str, n_epochs: int) -> dict[str, Any]:
         """Cost (and billed tokens) of training ``model`` on a prepared file for ``n_epochs``."""
         raise NotImplementedError

@@ -21,7 +21,7 @@ from typing import Any
 
 from service.core import ids
 from service.core.backends.base import Trained
-from service.core.backends.local import LocalState, local_state
+from service.core.backends.local import LocalState, base_model_of, local_state, method_type
 from service.core.jobs import lifecycle, metrics, record, retry, states
 from service.core.jobs.naming import fine_tuned_model_name
 from service.core.jobs.record import Job
@@ -52,6 +52,7 @@ SPEC_KNOBS = (
     "checkpoint_every",
     "seed",
     "max_steps",
+    "beta",
 )
 WAITING_TTL_S = 60.0  # longer than the train task's device-busy countdown (workers/training.py)
 RESTARTS_STAGE = "train_restarts"  # the delivery counter of restarts (service.core.jobs.retry)
@@ -95,10 +96,13 @@ def build_spec(settings: Settings, job: Job, resume: bool) -> dict[str, Any]:
         hyper.setdefault("seed", job.seed)
     prepared = job.prepared or {}
     device, _ = _device(settings)
+    state = local_state(job)
     return {
         "job_id": job.id,
-        "base_model": job.model,
-        "method": "full" if job.hyperparameters.get("training_type") == "full" else "lora",
+        "base_model": base_model_of(job),
+        "method": method_type(job.method),
+        "training_type": "full" if job.hyperparameters.get("training_type") == "full" else "lora",
+        "from_model": state.from_model,
         "train_file": prepared["train"],
         "validation_file": prepared.get("validation"),
         "output_dir": str(output_dir(settings, job.id).resolve()),
@@ -275,7 +279,7 @@ def _on_started(run: _Run, data: dict[str, Any]) -> None:
 def _on_metrics(run: _Run, data: dict[str, Any]) -> None:
     store, job_id = run.ctx.store, run.job.id
     step = int(data["step"])
-    row = metrics.row(data)
+    row = metrics.row(data, metrics.columns_for(run.job.method))
     repo.put_metrics(store, job_id, [row])
     run.last_step = step
     total = run.total_steps
@@ -306,7 +310,7 @@ def _on_checkpoint(run: _Run, data: dict[str, Any]) -> None:
         "fine_tuned_model_checkpoint": f"{name}:ckpt-step-{step}",
         "fine_tuning_job_id": job.id,
         "step_number": step,
-        "metrics": {**metrics.row(data.get("metrics") or {}), "step": step},
+        "metrics": {**metrics.row(data.get("metrics") or {}, metrics.columns_for(job.method)), "step": step},
     }
     lifecycle.record_checkpoint(store, job.id, checkpoint)
 

@@ -13,7 +13,7 @@ from service.core.auth import Principal
 from service.core.backends import registry
 from service.core.backends.base import Backend
 from service.core.datasets import default_epochs
-from service.core.datasets.checks import CHAT, PROMPT_COMPLETION
+from service.core.datasets.checks import CHAT, PREFERENCE, PROMPT_COMPLETION
 from service.core.dispatch import Dispatcher
 from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from service.core.jobs import lifecycle, metrics, record, states
@@ -99,10 +99,31 @@ def _check_test_file(ctx: JobsContext, principal: Principal, params: dict[str, A
         )
 
 
-def _check_owned_model(ctx: JobsContext, principal: Principal, model: str) -> None:
-    """A fine-tuned model as the base must be one of the caller's own."""
+def _check_owned_model(ctx: JobsContext, principal: Principal, model: str) -> Job | None:
+    """A fine-tuned model as the base must be one of the caller's own: the job that trained it."""
     if model.startswith("ft:"):
-        finetuned_models.resolve(ctx.store, principal, model)
+        return finetuned_models.resolve(ctx.store, principal, model)
+    return None
+
+
+def _check_method_format(
+    method: dict[str, Any] | None, report: dict[str, Any], file_id: str, param: str = "training_file"
+) -> None:
+    """DPO trains on preference rows only, and supervised methods on anything but them."""
+    kind = (method or {}).get("type") or "supervised"
+    found = report.get("format")
+    if found is None or (kind == "dpo") == (found == PREFERENCE):
+        return
+    wanted = (
+        "preference rows (input, preferred_output, non_preferred_output)"
+        if kind == "dpo"
+        else ("chat or prompt/completion rows")
+    )
+    raise Unprocessable(
+        f"{param} {file_id} is in format {found!r}; method.type {kind!r} needs {wanted}.",
+        param=param,
+        code=f"invalid_{param}",
+    )
 
 
 def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> Job:
@@ -130,7 +151,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         raise InvalidRequest(
             "suffix must be 1-64 letters, digits, '-' or '_'.", param="suffix", code="invalid_suffix"
         )
-    _check_owned_model(ctx, principal, model)
+    source = _check_owned_model(ctx, principal, model)
     training = _usable_file(ctx, principal, params["training_file"], "training_file")
     if params.get("validation_file"):
         _usable_file(ctx, principal, params["validation_file"], "validation_file")
@@ -144,6 +165,12 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
             raise Unprocessable(str(exc), param="webhook.url", code="unsafe_webhook_url") from None
         webhook = {"url": webhook["url"], "events": list(webhook.get("events") or DEFAULT_EVENTS)}
     report = get_report(ctx.store, training.id) or {}
+    _check_method_format(params.get("method"), report, training.id)
+    if params.get("validation_file"):
+        validation_report = get_report(ctx.store, params["validation_file"]) or {}
+        _check_method_format(
+            params.get("method"), validation_report, params["validation_file"], "validation_file"
+        )
     counts = report.get("counts") or {}
     examples = int(counts.get("kept") or counts.get("valid") or 0)
     n_epochs = _epochs(hyper, params.get("method"), examples)
@@ -158,7 +185,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
             headers={"x-should-retry": "false"},
         )
     now = time.time()
-    return Job(
+    job = Job(
         id=ids.new_id("job"),
         tenant=principal.tenant,
         created_at=int(now),
@@ -183,6 +210,9 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         stage_changed_at=now,
         state=backend.state_type(),
     )
+    if source is not None:
+        backend.continue_from(job, source)
+    return job
 
 
 def start_job(ctx: JobsContext, job: Job) -> dict[str, Any]:
@@ -264,13 +294,16 @@ def job_metrics(store: Store, principal: Principal, job_id: str) -> list[dict[st
 
 
 def job_metrics_csv(store: Store, principal: Principal, job_id: str) -> str:
-    return metrics.to_csv(job_metrics(store, principal, job_id))
+    job = get_job(store, principal, job_id)
+    return metrics.to_csv(repo.list_metrics(store, job["id"]), metrics.columns_for(job.get("method")))
 
 
 def job_metrics_png(store: Store, principal: Principal, job_id: str) -> bytes:
     job = get_job(store, principal, job_id)
     title = f"{job['id']} ({job['model']}, {job['status']})"
-    return metrics.plot_png(repo.list_metrics(store, job["id"]), title)
+    return metrics.plot_png(
+        repo.list_metrics(store, job["id"]), title, metrics.columns_for(job.get("method"))
+    )
 
 
 @dataclass(frozen=True)
