@@ -244,10 +244,12 @@ class Backend:
         """
         return None
 
-    def pause(self, job: Job) -> None:
+    def pause(self, job: Job) -> tuple[str, str]:
+        """Ask the executor to pause a running job; the (status, stage) the job moves to now."""
         raise NotSupported(self.name, "pause", job)
 
-    def resume(self, job: Job) -> None:
+    def resume(self, job: Job) -> tuple[str, str]:
+        """Let a paused job go on; the (status, stage) it moves to (its stage task is enqueued)."""
         raise NotSupported(self.name, "resume", job)
 
     def finalize(self, job: Job) -> Finalized:

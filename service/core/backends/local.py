@@ -23,6 +23,7 @@ from service.core.backends.base import (
     CompletionResult,
     Finalized,
     Next,
+    NotSupported,
     Trained,
     Validated,
 )
@@ -200,6 +201,7 @@ class LocalState(BackendState):
     model_dir: str | None = None
     result_files: list[str] | None = None  # paths relative to the data directory
     runtime_s: float | None = None
+    paused_step: int | None = None  # the checkpoint step of the last pause: the next run resumes
 
 
 def local_state(job: Job) -> LocalState:
@@ -289,6 +291,19 @@ class LocalBackend(Backend):
             return False
         leases.note_waiting(self.store, job.id, REWAKE_S)
         return True
+
+    def pause(self, job: Job) -> tuple[str, str]:
+        """The job goes to ``pausing``; its run's supervisor sees that and asks the child to pause
+        (``local_run``), which then saves a checkpoint, frees the device and marks it ``paused``."""
+        if (job.status, job.stage) != (states.RUNNING, "training"):
+            raise NotSupported(self.name, "pause (only a training job can be paused)", job)
+        return states.PAUSING_STATE
+
+    def resume(self, job: Job) -> tuple[str, str]:
+        """Back to the train queue; the next run resumes from the pause's checkpoint."""
+        if (job.status, job.stage) != states.PAUSED_STATE:
+            raise NotSupported(self.name, "resume (it is still saving its pause checkpoint)", job)
+        return self.after_prepare().status, self.after_prepare().stage
 
     def finalize(self, job: Job) -> Finalized:
         columns = columns_for(job.method)

@@ -164,18 +164,20 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
     job = record.load(ctx.store, job_id)  # again, now that we hold the lease
     if job is None or job.status in states.TERMINAL or job.stage not in STAGES:
         return None
-    resume = job.stage == "training"
-    if resume:
+    paused_step = local_state(job).paused_step
+    resume = job.stage == "training" or paused_step is not None
+    if job.stage == "training":
         lifecycle.record_event(
             ctx.store, job_id, "Training restarts on a new worker; resuming from the last checkpoint"
         )
-    elif (
-        lifecycle.try_transition(
-            ctx.store, job_id, states.RUNNING, "training", f"Training started on {ctx.device_id}"
+    else:
+        started = (
+            f"Training resumed on {ctx.device_id} after the pause at step {paused_step}"
+            if paused_step is not None
+            else f"Training started on {ctx.device_id}"
         )
-        is None
-    ):
-        return None
+        if lifecycle.try_transition(ctx.store, job_id, states.RUNNING, "training", started) is None:
+            return None
     spec = build_spec(ctx.settings, job, resume)
     spec_path = _write_spec(ctx.settings, spec)
     _, extra_env = _device(ctx.settings)
@@ -200,6 +202,9 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
         code = child.stop(STOP_GRACE_S)  # a no-op when it already exited
     if stopped:
         return None
+    if run.paused is not None and code == 0:
+        _settle_pause(ctx, run)
+        return None
     return _conclude(ctx, run, code)
 
 
@@ -214,6 +219,8 @@ class _Run:
     progress_every: int = 1
     last_step: int = 0
     seen: set[str] = field(default_factory=set)
+    pause_asked: bool = False
+    paused: dict[str, Any] | None = None  # the child's ``paused`` message
 
 
 def _supervise(ctx: TrainingContext, run: _Run, token: str) -> bool:
@@ -237,6 +244,8 @@ def _supervise(ctx: TrainingContext, run: _Run, token: str) -> bool:
                 run.child.stop(STOP_GRACE_S)
                 log.info("training stopped: job ended", extra={"job_id": job_id})
                 return True
+            if current["status"] == states.PAUSED and not run.pause_asked:
+                _ask_pause(ctx, run)
         if now >= next_beat:
             next_beat = now + beat_every
             alive = leases.refresh_lease(ctx.store, job_id, token, ttl, time.time())
@@ -245,6 +254,37 @@ def _supervise(ctx: TrainingContext, run: _Run, token: str) -> bool:
                 run.child.stop(STOP_GRACE_S)
                 log.warning("training stopped: lease lost", extra={"job_id": job_id})
                 return True
+
+
+def _ask_pause(ctx: TrainingContext, run: _Run) -> None:
+    """The job was paused: the child saves a checkpoint at its next step, says ``paused`` and exits.
+
+    The control file (not SIGUSR1) so that the request survives until the child's training loop
+    looks, even when it is still loading the model (docs/local-trainer.md, "Pause and resume").
+    """
+    run.pause_asked = True
+    out = output_dir(ctx.settings, run.job.id)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "PAUSE").touch()
+    log.info("training asked to pause", extra={"job_id": run.job.id})
+
+
+def _settle_pause(ctx: TrainingContext, run: _Run) -> None:
+    """The child paused: the job sits in ``paused`` (lease and device are released by the caller)."""
+    data = run.paused or {}
+    step = int(data.get("step") or run.last_step)
+
+    def paused(job: Job) -> None:
+        local_state(job).paused_step = step
+
+    lifecycle.try_transition(
+        ctx.store,
+        run.job.id,
+        *states.PAUSED_STATE,
+        f"Training paused at step {step}; its checkpoint is kept and the device is free",
+        apply=paused,
+        data={"step": step},
+    )
 
 
 # --- the child's messages ----------------------------------------------------------------------
@@ -319,6 +359,10 @@ def _on_finished(run: _Run, data: dict[str, Any]) -> None:
     run.finished = data
 
 
+def _on_paused(run: _Run, data: dict[str, Any]) -> None:
+    run.paused = data
+
+
 def _on_error(run: _Run, data: dict[str, Any]) -> None:
     run.error = {
         "code": str(data.get("code") or "training_failed"),
@@ -331,6 +375,7 @@ _HANDLERS = {
     "metrics": _on_metrics,
     "checkpoint": _on_checkpoint,
     "finished": _on_finished,
+    "paused": _on_paused,
     "error": _on_error,
 }
 

@@ -1,4 +1,4 @@
-"""Use cases at the API edge: create, read, list and cancel jobs; read their events and metrics."""
+"""Use cases at the API edge: create, read, list, cancel, pause and resume jobs; events and metrics."""
 
 from __future__ import annotations
 
@@ -274,6 +274,52 @@ def cancel_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str,
     # The cancel task asks the backend to stop its side (a no-op where there is none).
     ctx.dispatcher.enqueue(tasknames.JOB_CANCEL, job_id)
     return public_job(cancelled.to_dict())
+
+
+def _not_controllable(job: dict[str, Any], what: str) -> Conflict:
+    return Conflict(
+        f"Job {job['id']} is {job['status']} ({job['stage']}); it cannot be {what}.",
+        code={"paused": "job_not_pausable", "resumed": "job_not_resumable"}[what],
+        headers={"x-should-retry": "false"},
+    )
+
+
+def pause_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
+    """Pause a training job (OpenAI's ``POST .../pause``); 409 naming its status otherwise."""
+    found = get_job(ctx.store, principal, job_id)
+    if (found["status"], found["stage"]) != (states.RUNNING, "training"):
+        raise _not_controllable(found, "paused")
+    job = Job.from_dict(found)
+    status, stage = ctx.backend(job.provider).pause(job)
+    try:
+        paused = lifecycle.transition(ctx.store, job_id, status, stage, "Fine-tuning job paused by the user.")
+    except states.IllegalTransition:  # it moved on (finished training, cancelled) meanwhile
+        raise _not_controllable(get_job(ctx.store, principal, job_id), "paused") from None
+    return public_job(paused.to_dict())
+
+
+def resume_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
+    """Resume a paused job (OpenAI's ``POST .../resume``): it goes back to where it trains."""
+    found = get_job(ctx.store, principal, job_id)
+    if found["status"] != states.PAUSED:
+        raise _not_controllable(found, "resumed")
+    job = Job.from_dict(found)
+    backend = ctx.backend(job.provider)
+    status, stage = backend.resume(job)
+    try:
+        resumed = lifecycle.transition(
+            ctx.store, job_id, status, stage, "Fine-tuning job resumed by the user."
+        )
+    except states.IllegalTransition:
+        raise _not_controllable(get_job(ctx.store, principal, job_id), "resumed") from None
+    if stage == backend.after_prepare().stage:
+        # Waiting for its executor again (the local train queue): watched, and woken now. A
+        # provider's job needs neither: its poll kept syncing it while it was paused.
+        repo.schedule_poll(ctx.store, job_id, time.time() + WATCHDOG_S)
+        task = backend.start(resumed)
+        if task:
+            ctx.dispatcher.enqueue(task, job_id)
+    return public_job(resumed.to_dict())
 
 
 def list_events(
