@@ -442,6 +442,9 @@ def reap_leases(settings: Settings, store: Store) -> list[str]:
     requeue = []
     for job_id in leases.reap_expired_leases(store, time.time()):
         job = repo.load(store, job_id)
+        if job is not None and (job["status"], job["stage"]) == states.PAUSING_STATE:
+            _settle_orphaned_pause(store, job_id)
+            continue
         if job is None or job["status"] in states.TERMINAL or job["stage"] not in STAGES:
             continue
         restarts = retry.count_delivery(store, job_id, RESTARTS_STAGE)
@@ -463,3 +466,22 @@ def reap_leases(settings: Settings, store: Store) -> list[str]:
         )
         requeue.append(job_id)
     return requeue
+
+
+def _settle_orphaned_pause(store: Store, job_id: str) -> None:
+    """The worker died while its job was pausing: it is paused; a resume takes the newest checkpoint."""
+    steps = [int(c["step_number"]) for c in repo.list_checkpoints(store, job_id)]
+    step = max(steps, default=0)
+
+    def paused(job: Job) -> None:
+        local_state(job).paused_step = step
+
+    lifecycle.try_transition(
+        store,
+        job_id,
+        *states.PAUSED_STATE,
+        "The training worker stopped answering while pausing; the job is paused at its last "
+        f"checkpoint (step {step})",
+        level="warn",
+        apply=paused,
+    )
