@@ -276,3 +276,32 @@ def test_dpo_on_a_remote_provider_is_forwarded_unchanged(client, ready, preferen
     )
     assert r.status_code == 200, r.json
     assert record.load(store, r.json["id"]).method == method
+
+
+def test_a_dpo_estimate_counts_both_outputs(client, ready, store, settings):
+    """The report's billed tokens of a preference row count its input and both outputs, and a
+    hosted provider's estimate bills them."""
+    token, _ = ready
+    rows = [json.loads(line) for line in PREFERENCE.splitlines()]
+    for row in rows:
+        row["non_preferred_output"][0]["content"] *= 50
+    long_reject = b"".join(json.dumps(row).encode() + b"\n" for row in rows)
+    ids = []
+    for data in (PREFERENCE, long_reject):
+        file_id = upload(client, token, data).json["id"]
+        preparation.prepare_uploaded_file(store, settings.data_dir, file_id)
+        ids.append(file_id)
+    billed = [preparation.get_report(store, i)["tokens"]["billed_per_epoch"] for i in ids]
+    assert billed[1] > billed[0] + 12 * 40  # 12 rows, each non-preferred output about 50 tokens longer
+    r = client.post(
+        "/v1/fine_tuning/jobs",
+        headers=auth(token),
+        json={
+            "training_file": ids[1],
+            "model": "gpt-4o-mini-2024-07-18",
+            "provider": "sandbox",
+            "method": dpo(n_epochs=2),
+        },
+    )
+    assert r.status_code == 200, r.json
+    assert r.json["estimate"]["billed_tokens"] == billed[1] * 2 and r.json["estimate"]["cost_usd"] > 0
