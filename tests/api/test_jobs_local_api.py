@@ -206,11 +206,14 @@ def test_local_dpo_job_is_accepted_with_its_hyperparameters(client, ready, prefe
             "conflicting_hyperparameters",
         ),
         (supervised(n_epochs=1), 422, "training_file", "invalid_training_file"),
+        ({**dpo(), "prepare": {"split": {"test": 0.2}}}, 422, "prepare.split.test", "invalid_test_split"),
     ],
 )
 def test_bad_dpo_requests_name_the_field(client, ready, preference_file, method, status, param, code):
     token, _ = ready
-    r = create(client, token, preference_file, model="smollm2-135m", method=method)
+    extra = {"prepare": method["prepare"]} if "prepare" in method else {}
+    method = {k: v for k, v in method.items() if k != "prepare"}
+    r = create(client, token, preference_file, model="smollm2-135m", method=method, **extra)
     assert_error(r, status, "invalid_request_error", param, code)
 
 

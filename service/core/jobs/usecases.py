@@ -126,6 +126,24 @@ def _check_method_format(
     )
 
 
+def _check_method_data(ctx: JobsContext, params: dict[str, Any], report: dict[str, Any]) -> None:
+    """The files (and split) suit the job's method."""
+    method = params.get("method")
+    _check_method_format(method, report, params["training_file"])
+    if params.get("validation_file"):
+        validation = get_report(ctx.store, params["validation_file"]) or {}
+        _check_method_format(method, validation, params["validation_file"], "validation_file")
+    split = (params.get("prepare") or {}).get("split") or {}
+    if (method or {}).get("type") == "dpo" and split.get("test"):
+        # Held-out evaluation scores answers against references; for preference pairs it is not built yet.
+        raise Unprocessable(
+            "A DPO job cannot hold out a test split yet (held-out evaluation scores chat or "
+            "prompt/completion rows).",
+            param="prepare.split.test",
+            code="invalid_test_split",
+        )
+
+
 def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> Job:
     """The job record for ``params``, validated; nothing is stored or started."""
     provider = params.get("provider") or ctx.settings.provider_default
@@ -165,12 +183,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
             raise Unprocessable(str(exc), param="webhook.url", code="unsafe_webhook_url") from None
         webhook = {"url": webhook["url"], "events": list(webhook.get("events") or DEFAULT_EVENTS)}
     report = get_report(ctx.store, training.id) or {}
-    _check_method_format(params.get("method"), report, training.id)
-    if params.get("validation_file"):
-        validation_report = get_report(ctx.store, params["validation_file"]) or {}
-        _check_method_format(
-            params.get("method"), validation_report, params["validation_file"], "validation_file"
-        )
+    _check_method_data(ctx, params, report)
     counts = report.get("counts") or {}
     examples = int(counts.get("kept") or counts.get("valid") or 0)
     n_epochs = _epochs(hyper, params.get("method"), examples)
