@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +21,7 @@ from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessabl
 from service.core.jobs import lifecycle, metrics, record, states
 from service.core.jobs.record import Job
 from service.core.jobs.stages.common import WATCHDOG_S
+from service.core.jobs.stages.poll import POLL_LOCK_S
 from service.core.jobs.views import public_job
 from service.core.pagination import page_list
 from service.core.preparation import get_report
@@ -30,6 +33,7 @@ from service.settings import Settings
 
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TESTABLE_FORMATS = (PROMPT_COMPLETION, CHAT)
+CONTROL_WAIT_S = 10.0  # how long a pause or resume waits for a poll of the job in flight
 
 
 @dataclass
@@ -297,8 +301,34 @@ def _not_controllable(job: dict[str, Any], what: str) -> Conflict:
     )
 
 
+@contextmanager
+def _poll_lock(store: Store, job_id: str) -> Iterator[None]:
+    """Hold the job's poll lock, so that a sync in flight (which read the provider's job before
+    a pause or resume) cannot write its stale status over the one this call sets."""
+    token = secrets.token_hex(8)
+    deadline = time.monotonic() + CONTROL_WAIT_S
+    while not repo.acquire_lock(store, job_id, POLL_LOCK_S, token):
+        if time.monotonic() >= deadline:
+            raise Conflict(
+                f"Job {job_id} is being synced with its provider; try again.",
+                code="job_busy",
+                headers={"x-should-retry": "true"},
+            )
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        repo.release_lock(store, job_id, token)
+
+
 def pause_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
     """Pause a training job (OpenAI's ``POST .../pause``); 409 naming its status otherwise."""
+    get_job(ctx.store, principal, job_id)
+    with _poll_lock(ctx.store, job_id):
+        return _pause(ctx, principal, job_id)
+
+
+def _pause(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
     found = get_job(ctx.store, principal, job_id)
     if (found["status"], found["stage"]) != (states.RUNNING, "training"):
         raise _not_controllable(found, "paused")
@@ -313,6 +343,12 @@ def pause_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, 
 
 def resume_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
     """Resume a paused job (OpenAI's ``POST .../resume``): it goes back to where it trains."""
+    get_job(ctx.store, principal, job_id)
+    with _poll_lock(ctx.store, job_id):
+        return _resume(ctx, principal, job_id)
+
+
+def _resume(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
     found = get_job(ctx.store, principal, job_id)
     if found["status"] != states.PAUSED:
         raise _not_controllable(found, "resumed")
