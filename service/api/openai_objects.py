@@ -37,6 +37,13 @@ class MetricRowSchema(ma.Schema):
     valid_mean_token_accuracy = ma.fields.Float(allow_none=True)
     full_valid_loss = ma.fields.Float(allow_none=True)
     full_valid_mean_token_accuracy = ma.fields.Float(allow_none=True)
+    # DPO jobs (method.type "dpo") carry these in place of the token accuracies.
+    train_reward_margin = ma.fields.Float(allow_none=True)
+    train_preference_accuracy = ma.fields.Float(allow_none=True)
+    valid_reward_margin = ma.fields.Float(allow_none=True)
+    valid_preference_accuracy = ma.fields.Float(allow_none=True)
+    full_valid_reward_margin = ma.fields.Float(allow_none=True)
+    full_valid_preference_accuracy = ma.fields.Float(allow_none=True)
 
 
 class CheckpointSchema(ma.Schema):

@@ -125,6 +125,22 @@ class SandboxJobCancel(MethodView):
         return sandbox().cancel_job(job_id)
 
 
+@blp.route("/fine_tuning/jobs/<string:job_id>/pause")
+class SandboxJobPause(MethodView):
+    @blp.response(200, SandboxJobSchema)
+    def post(self, job_id: str) -> Any:
+        """Sandbox: pause a running job (its timeline stops until it is resumed)."""
+        return sandbox().pause_job(job_id)
+
+
+@blp.route("/fine_tuning/jobs/<string:job_id>/resume")
+class SandboxJobResume(MethodView):
+    @blp.response(200, SandboxJobSchema)
+    def post(self, job_id: str) -> Any:
+        """Sandbox: resume a paused job."""
+        return sandbox().resume_job(job_id)
+
+
 @blp.route("/fine_tuning/jobs/<string:job_id>/events")
 class SandboxJobEvents(MethodView):
     @blp.arguments(CursorArgsSchema, location="query")

@@ -48,7 +48,9 @@ class SandboxJobSchema(ma.Schema):
     seed = ma.fields.Integer(required=True)
     status = ma.fields.String(
         required=True,
-        metadata={"enum": ["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]},
+        metadata={
+            "enum": ["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
+        },
     )
     trained_tokens = ma.fields.Integer(allow_none=True)
     training_file = ma.fields.String(required=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from service.core.clock import Clock, SystemClock
 from service.core.datasets.models import MODELS
-from service.core.errors import InvalidRequest, NotFound, RateLimited, TunelineError
+from service.core.errors import Conflict, InvalidRequest, NotFound, RateLimited, TunelineError
 from service.core.pagination import page_list
 from service.core.store import Store
 from service.core.store.base import Pipeline
@@ -247,6 +247,8 @@ class Sandbox:
             "finished_at": None,
             "cancelled_at": None,
             "error": None,
+            "paused_at": None,  # while paused: when (wall clock); the job's timeline stands still
+            "paused_s": 0.0,  # time spent paused before now: the timeline runs that much later
         }
 
     # ---- jobs: read ----------------------------------------------------------------------
@@ -259,9 +261,14 @@ class Sandbox:
             )
         return job
 
+    def _job_now(self, job: Mapping[str, Any]) -> float:
+        """The job's own clock: wall time less the time it spent paused, stopped while paused."""
+        return float(job.get("paused_at") or self.clock.now()) - float(job.get("paused_s") or 0.0)
+
     def _advance(self, job: dict[str, Any], now: float) -> dict[str, Any]:
-        """The stored job moved to where its timeline says it is at ``now``; terminal is sticky."""
-        if job["status"] in TERMINAL:
+        """The stored job moved to where its timeline says it is at ``now`` (the job's clock);
+        terminal is sticky, and a paused job stays paused until resumed."""
+        if job["status"] in TERMINAL or job["status"] == "paused":
             return job
         tl = timeline_of(job, self.scale)
         status = tl.status_at(now - job["created_at_f"])
@@ -286,7 +293,7 @@ class Sandbox:
         """Read a job, persisting a stage change; concurrent readers agree, so a lost race is harmless."""
 
         def advance(stored: dict[str, Any], pipe: Pipeline) -> dict[str, Any] | None:
-            job = self._advance(stored, self.clock.now())
+            job = self._advance(stored, self._job_now(stored))
             if job == stored:
                 return None
             if job["status"] == "succeeded":
@@ -355,10 +362,10 @@ class Sandbox:
         """Cancel unless already terminal (then the job is returned unchanged)."""
 
         def cancel(stored: dict[str, Any], pipe: Pipeline) -> dict[str, Any]:
-            now = self.clock.now()
-            job = self._advance(stored, now)
+            at = self._job_now(stored)  # on the job's clock, as its events are
+            job = self._advance(stored, at)
             if job["status"] not in TERMINAL:
-                job = dict(job, status="cancelled", cancelled_at=now, finished_at=int(now))
+                job = dict(job, status="cancelled", cancelled_at=at, finished_at=int(self.clock.now()))
             if job["status"] == "succeeded":
                 self._write_result_file(pipe, job)
             return job
@@ -366,11 +373,35 @@ class Sandbox:
         job = self.state.update_job(job_id, cancel)
         return self.public_job(job if job is not None else self._load_job(job_id))
 
+    def pause_job(self, job_id: str) -> dict[str, Any]:
+        """Pause a running job: its timeline (steps, events, checkpoints) stops until resumed."""
+
+        def pause(stored: dict[str, Any], pipe: Pipeline) -> dict[str, Any]:
+            job = self._advance(stored, self._job_now(stored))
+            if job["status"] != "running":
+                raise _cannot(job, "paused", "running")
+            return dict(job, status="paused", paused_at=self.clock.now())
+
+        return self.public_job(self.state.update_job(job_id, pause) or self._load_job(job_id))
+
+    def resume_job(self, job_id: str) -> dict[str, Any]:
+        """Resume a paused job: its timeline goes on from where it stopped."""
+
+        def resume(stored: dict[str, Any], pipe: Pipeline) -> dict[str, Any]:
+            if stored["status"] != "paused":
+                raise _cannot(self._advance(stored, self._job_now(stored)), "resumed", "paused")
+            paused_s = float(stored.get("paused_s") or 0.0) + self.clock.now() - float(stored["paused_at"])
+            return dict(stored, status="running", paused_at=None, paused_s=paused_s)
+
+        return self.public_job(self.state.update_job(job_id, resume) or self._load_job(job_id))
+
     def public_job(self, job: dict[str, Any]) -> dict[str, Any]:
         """OpenAI's ``fine_tuning.job`` object."""
         tl = timeline_of(job, self.scale)
         succeeded = job["status"] == "succeeded"
-        estimated = int(job["created_at_f"] + tl.end) if job["status"] in ("queued", "running") else None
+        paused_s = float(job.get("paused_s") or 0.0)
+        running = job["status"] in ("queued", "running")
+        estimated = int(job["created_at_f"] + paused_s + tl.end) if running else None
         return {
             "id": job["id"],
             "object": "fine_tuning.job",
@@ -400,7 +431,7 @@ class Sandbox:
     def _visible_events(self, job: dict[str, Any]) -> list[tuple[str, Event]]:
         """(id, event) oldest first, up to now or the job's end, whichever is earlier."""
         tl = timeline_of(job, self.scale)
-        elapsed = self.clock.now() - job["created_at_f"]
+        elapsed = self._job_now(job) - job["created_at_f"]
         if job["cancelled_at"] is not None:
             elapsed = min(elapsed, job["cancelled_at"] - job["created_at_f"])
         events = [e for e in timeline_events(job, tl) if e.at <= elapsed]
@@ -442,7 +473,7 @@ class Sandbox:
         self._apply_read_faults(job_id, "jobs.checkpoints")
         job = self._refresh(job_id)
         tl = timeline_of(job, self.scale)
-        reached = reached_step(job, tl, self.clock.now())
+        reached = reached_step(job, tl, self._job_now(job))
         items = []
         for step in reversed(tl.checkpoint_steps):
             if step > reached:
@@ -484,7 +515,7 @@ class Sandbox:
             steps = [
                 s
                 for s in tl.checkpoint_steps
-                if s <= reached_step(job, tl, self.clock.now()) and checkpoint_model(job, s) == model
+                if s <= reached_step(job, tl, self._job_now(job)) and checkpoint_model(job, s) == model
             ]
             if not steps:
                 raise not_found
@@ -513,6 +544,13 @@ class Sandbox:
     def stats(self) -> dict[str, Any]:
         """Create counters (tests prove exactly-once), recent job reads, calls held open."""
         return self.state.stats()
+
+
+def _cannot(job: Mapping[str, Any], what: str, needed: str) -> Conflict:
+    return Conflict(
+        f"{TAG} Job {job['id']} is {job['status']}; only a {needed} job can be {what}.",
+        code="invalid_job_status",
+    )
 
 
 def _public_file(record: dict[str, Any]) -> dict[str, Any]:

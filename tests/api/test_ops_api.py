@@ -110,6 +110,7 @@ def test_stats_count_by_status_stage_provider_with_oldest_and_failures(client, s
         "validating_files": 2,
         "queued": 0,
         "running": 0,
+        "paused": 0,
         "succeeded": 0,
         "failed": 1,
         "cancelled": 0,

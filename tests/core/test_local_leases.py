@@ -6,7 +6,8 @@ import time
 
 from service.core import ids
 from service.core.backends import local_run
-from service.core.jobs import lifecycle, states
+from service.core.backends.local import local_state
+from service.core.jobs import lifecycle, record, states
 from service.core.store import Store
 from service.core.store import jobs as repo
 from service.core.store import training as leases
@@ -73,3 +74,17 @@ def test_reaper_requeues_then_fails_a_job_that_keeps_dying(store: Store, setting
     assert job is not None and job["status"] == states.FAILED
     assert job["error"]["code"] == "training_interrupted"
     assert "interrupted 3 times" in job["error"]["message"]
+
+
+def test_a_job_whose_worker_died_while_pausing_is_paused_at_its_last_checkpoint(
+    store: Store, settings: Settings
+) -> None:
+    job_id = training_job(store)
+    repo.put_checkpoint(store, job_id, {"id": "ftckpt-a", "step_number": 4})
+    lifecycle.transition(store, job_id, *states.PAUSING_STATE, "paused by the user")
+    expire(store, job_id)
+    assert local_run.reap_leases(settings, store) == []  # not re-queued: it waits for a resume
+    job = repo.load(store, job_id)
+    assert job is not None and (job["status"], job["stage"]) == states.PAUSED_STATE
+    paused = record.load(store, job_id)
+    assert paused is not None and local_state(paused).paused_step == 4

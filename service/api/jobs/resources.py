@@ -1,4 +1,4 @@
-"""Fine-tuning job routes: create, list, retrieve, cancel, events (and SSE), checkpoints, metrics."""
+"""Fine-tuning job routes: create, list, retrieve, cancel, pause, resume, events, checkpoints, metrics."""
 
 from __future__ import annotations
 
@@ -112,6 +112,22 @@ class JobCancel(MethodView):
     def post(self, job_id: str) -> Any:
         """Cancel a job in any non-terminal stage."""
         return jobs.cancel_job(jobs_context(), principal(), job_id)
+
+
+@blp.route("/<string:job_id>/pause")
+class JobPause(MethodView):
+    @blp.response(200, JobSchema, example={**examples.JOB, "status": "paused", "stage": "pausing"})
+    def post(self, job_id: str) -> Any:
+        """Pause a training job; it keeps its checkpoint and resumes from it (409 when not training)."""
+        return jobs.pause_job(jobs_context(), principal(), job_id)
+
+
+@blp.route("/<string:job_id>/resume")
+class JobResume(MethodView):
+    @blp.response(200, JobSchema, example={**examples.JOB, "status": "queued", "stage": "train_queued"})
+    def post(self, job_id: str) -> Any:
+        """Resume a paused job from where it paused (409 when it is not paused)."""
+        return jobs.resume_job(jobs_context(), principal(), job_id)
 
 
 def _sse(job_id: str) -> Iterator[str]:

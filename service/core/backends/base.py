@@ -214,6 +214,13 @@ class Backend:
         """Check the base model, method and knobs; return the job's normalised hyperparameters."""
         raise NotImplementedError
 
+    def continue_from(self, job: Job, source: Job) -> None:
+        """``job``'s model is the caller's fine-tuned model trained by ``source``: prepare to train on.
+
+        Remote providers take the ``ft:`` name as the model as it is; a backend that must load the
+        model itself records where it is, or refuses with a 4xx naming ``model``.
+        """
+
     def estimate(self, report: dict[str, Any], model: str, n_epochs: int) -> dict[str, Any]:
         """Cost (and billed tokens) of training ``model`` on a prepared file for ``n_epochs``."""
         raise NotImplementedError
@@ -287,10 +294,12 @@ class Backend:
         """
         return None
 
-    def pause(self, job: Job) -> None:
+    def pause(self, job: Job) -> tuple[str, str]:
+        """Ask the executor to pause a running job; the (status, stage) the job moves to now."""
         raise NotSupported(self.name, "pause", job)
 
-    def resume(self, job: Job) -> None:
+    def resume(self, job: Job) -> tuple[str, str]:
+        """Let a paused job go on; the (status, stage) it moves to (its stage task is enqueued)."""
         raise NotSupported(self.name, "resume", job)
 
     def finalize(self, job: Job) -> Finalized:

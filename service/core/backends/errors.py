@@ -8,7 +8,7 @@ import time
 import openai
 
 from service.core.backends.base import BackendError, ErrorKind
-from service.core.errors import NotFound, RateLimited, TunelineError, Unprocessable
+from service.core.errors import Conflict, NotFound, RateLimited, TunelineError, Unprocessable
 
 
 def retry_after_seconds(headers: object) -> float | None:
@@ -59,6 +59,14 @@ def map_error(exc: Exception) -> BackendError:
     if isinstance(exc, openai.OpenAIError):
         return BackendError(str(exc), kind="permanent", code="provider_error")
     raise exc
+
+
+def control_error(exc: BackendError, what: str, job_id: str) -> TunelineError:
+    """What a caller sees when the provider refused or failed to pause or resume a job."""
+    message = f"The provider could not {what} job {job_id}: {exc.message}"
+    if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+        return Conflict(message, code=f"{what}_refused", headers={"x-should-retry": "false"})
+    return TunelineError(message, code="provider_unavailable", status=502)
 
 
 def api_error(exc: BackendError, model: str) -> TunelineError:

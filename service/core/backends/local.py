@@ -26,13 +26,14 @@ from service.core.backends.base import (
     ExportState,
     Finalized,
     Next,
+    NotSupported,
     Validated,
 )
 from service.core.datasets.models import DEFAULT_MODEL
 from service.core.dispatch import Dispatcher
 from service.core.errors import InvalidRequest, Unprocessable
 from service.core.jobs import lifecycle, states
-from service.core.jobs.metrics import METRIC_COLUMNS
+from service.core.jobs.metrics import columns_for
 from service.core.jobs.record import BackendState, Job, state_of, state_type
 from service.core.store import Store, train_queue
 from service.settings import Settings
@@ -51,6 +52,9 @@ LOCAL_KNOBS = (
 )
 LORA_KNOBS = ("lora_rank", "lora_alpha", "lora_dropout")
 OPENAI_KNOBS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+DPO_KNOBS = ("beta",)
+SUPERVISED, DPO = "supervised", "dpo"
+METHODS = (SUPERVISED, DPO)  # OpenAI's method.type values the local trainer runs
 # Preparation only checks format here (chat conversion, duplicates, splits): the trainer checks
 # each example against the base model's own tokenizer and context and reports example_too_long.
 PREPARE_MODEL = DEFAULT_MODEL
@@ -67,12 +71,7 @@ def check_base_model(model: str, roots: tuple[Path, ...]) -> None:
     if model in ALIASES:
         return
     if model.startswith("ft:"):
-        raise Unprocessable(
-            "The local provider trains from a base model; continuing from a fine-tuned model is not "
-            "supported.",
-            param="model",
-            code="model_not_supported",
-        )
+        return  # the caller's own fine-tuned model: LocalBackend.continue_from checks it
     if ":" in model:
         raise InvalidRequest(
             "A local base model may not contain ':' (it is part of the fine_tuned_model id).",
@@ -100,16 +99,20 @@ def check_base_model(model: str, roots: tuple[Path, ...]) -> None:
         )
 
 
-def _supervised_hyper(method: dict[str, Any] | None) -> dict[str, Any]:
-    if not method:
-        return {}
-    if method.get("type") != "supervised":
+def method_type(method: dict[str, Any] | None) -> str:
+    """OpenAI's ``method.type``; a job without ``method`` is supervised."""
+    return str((method or {}).get("type") or SUPERVISED)
+
+
+def _method_hyper(method: dict[str, Any] | None) -> dict[str, Any]:
+    kind = method_type(method)
+    if kind not in METHODS:
         raise Unprocessable(
-            f"The local provider supports method.type 'supervised' only, not {method.get('type')!r}.",
+            f"The local provider supports method.type {' or '.join(map(repr, METHODS))}, not {kind!r}.",
             param="method.type",
             code="unsupported_method",
         )
-    return dict(((method.get("supervised") or {}).get("hyperparameters")) or {})
+    return dict((((method or {}).get(kind) or {}).get("hyperparameters")) or {})
 
 
 def _given(hyper: dict[str, Any], name: str) -> bool:
@@ -141,15 +144,25 @@ def _refuse_present(values: dict[str, Any], names: tuple[str, ...], prefix: str,
 
 
 def effective_hyperparameters(hyper: dict[str, Any], method: dict[str, Any] | None) -> dict[str, Any]:
-    """The job's hyperparameters for the local trainer: top level, then ``method.supervised``'s.
+    """The job's hyperparameters for the local trainer: top level, then ``method.<type>``'s.
 
     Raises a 4xx naming the field for combinations that cannot work together.
     """
-    nested = _supervised_hyper(method)
+    kind = method_type(method)
+    nested = _method_hyper(method)
     merged: dict[str, Any] = {name: "auto" for name in OPENAI_KNOBS}
     merged.update(hyper)
     merged.update(nested)
-    param = "method.supervised.hyperparameters" if nested else "hyperparameters"
+    param = f"method.{kind}.hyperparameters" if nested else "hyperparameters"
+    if kind != DPO:
+        where = f"method.{kind}.hyperparameters" if "beta" in nested else "hyperparameters"
+        _refuse_present(
+            merged,
+            DPO_KNOBS,
+            where,
+            f"applies to method 'dpo' only; method.type is {kind!r}.",
+            "conflicting_hyperparameters",
+        )
     if _given(merged, "learning_rate") and _given(merged, "learning_rate_multiplier"):
         raise InvalidRequest(
             "Give learning_rate or learning_rate_multiplier, not both.",
@@ -181,14 +194,24 @@ class LocalState(BackendState):
     }
 
     child: dict[str, Any] | None = None  # the running training process: pid and device
+    # A job whose model is one of the tenant's ``ft:`` models continues that model's directory;
+    # base_model is then the original base the run loads it onto (set by continue_from).
+    from_model: str | None = None
+    base_model: str | None = None
     model_dir: str | None = None
     result_files: list[str] | None = None  # paths relative to the data directory
     runtime_s: float | None = None
+    paused_step: int | None = None  # the checkpoint step of the last pause: the next run resumes
 
 
 def local_state(job: Job) -> LocalState:
     state: LocalState = state_of(job, LocalState)
     return state
+
+
+def base_model_of(job: Job) -> str:
+    """The base model the job's run loads: its own ``model``, or the original base of an ``ft:`` one."""
+    return local_state(job).base_model or job.model
 
 
 class LocalBackend(Backend):
@@ -210,6 +233,24 @@ class LocalBackend(Backend):
     ) -> Validated:
         check_base_model(model, self.settings.model_roots)
         return Validated(effective_hyperparameters(hyperparameters, method))
+
+    def continue_from(self, job: Job, source: Job) -> None:
+        """A job on the tenant's ``ft:`` model trains on from the model directory that job left.
+
+        Only models this deployment trained itself have one; another provider's model cannot be
+        loaded here.
+        """
+        model_dir = local_state(source).model_dir if source.provider == self.name else None
+        if not model_dir:
+            raise Unprocessable(
+                f"The local provider can continue only fine-tuned models it trained itself; "
+                f"{job.model} was trained by provider {source.provider!r}.",
+                param="model",
+                code="model_not_supported",
+            )
+        state = local_state(job)
+        state.from_model = model_dir
+        state.base_model = base_model_of(source)
 
     def estimate(self, report: dict[str, Any], model: str, n_epochs: int) -> dict[str, Any]:
         """Training on your own hardware bills no tokens."""
@@ -244,10 +285,26 @@ class LocalBackend(Backend):
         train_queue.release(self.store, job.id)
         return None
 
-    def finalize(self, job: Job) -> Finalized:
-        return Finalized([self._result_metrics(path) for path in local_state(job).result_files or []])
+    def pause(self, job: Job) -> tuple[str, str]:
+        """The job goes to ``pausing``; its run's supervisor sees that and asks the child to pause
+        (``local_run``), which then saves a checkpoint, frees the device and marks it ``paused``."""
+        if (job.status, job.stage) != (states.RUNNING, "training"):
+            raise NotSupported(self.name, "pause (only a training job can be paused)", job)
+        return states.PAUSING_STATE
 
-    def _result_metrics(self, file_id: str) -> list[dict[str, Any]]:
+    def resume(self, job: Job) -> tuple[str, str]:
+        """Back to the train queue; the next run resumes from the pause's checkpoint."""
+        if (job.status, job.stage) != states.PAUSED_STATE:
+            raise NotSupported(self.name, "resume (it is still saving its pause checkpoint)", job)
+        return self.after_prepare().status, self.after_prepare().stage
+
+    def finalize(self, job: Job) -> Finalized:
+        columns = columns_for(job.method)
+        return Finalized(
+            [self._result_metrics(path, columns) for path in local_state(job).result_files or []]
+        )
+
+    def _result_metrics(self, file_id: str, columns: tuple[str, ...]) -> list[dict[str, Any]]:
         path = (self.data_dir / file_id).resolve()
         if not path.is_relative_to(self.data_dir):
             raise BackendError(
@@ -257,7 +314,7 @@ class LocalBackend(Backend):
             )
         try:
             with path.open(newline="", encoding="utf-8") as fh:
-                return [_metric_row(record) for record in csv.DictReader(fh)]
+                return [_metric_row(record, columns) for record in csv.DictReader(fh)]
         except FileNotFoundError:
             raise BackendError(
                 f"the training run left no result file at {file_id}", kind="permanent", code="result_missing"
@@ -274,7 +331,7 @@ class LocalBackend(Backend):
                 "the local backend was built without a dispatcher; it cannot serve completions"
             )
         # The base model is served by the same engine: its id (or directory) in place of the adapter's.
-        model_dir = job.model if base else self._served_dir(job, request)
+        model_dir = base_model_of(job) if base else self._served_dir(job, request)
         return request_completion(
             self.store, self.dispatcher, job, model_dir, request, self.settings.infer_timeout_s
         )
@@ -334,9 +391,9 @@ def device_id(settings: Settings) -> str:
     return f"{socket.gethostname()}:{settings.train_device}"
 
 
-def _metric_row(record: dict[str, str]) -> dict[str, Any]:
+def _metric_row(record: dict[str, str], columns: tuple[str, ...]) -> dict[str, Any]:
     row: dict[str, Any] = {}
-    for name in METRIC_COLUMNS:
+    for name in columns:
         raw = (record.get(name) or "").strip()
         row[name] = None if raw == "" else (int(float(raw)) if name == "step" else float(raw))
     return row

@@ -26,7 +26,7 @@ from typing import Any
 
 from service.core import ids
 from service.core.backends.base import Trained
-from service.core.backends.local import LocalState, device_id, local_state
+from service.core.backends.local import LocalState, base_model_of, device_id, local_state, method_type
 from service.core.jobs import lifecycle, metrics, record, retry, states
 from service.core.jobs.naming import fine_tuned_model_name
 from service.core.jobs.record import Job
@@ -57,6 +57,7 @@ SPEC_KNOBS = (
     "checkpoint_every",
     "seed",
     "max_steps",
+    "beta",
 )
 RESTARTS_STAGE = "train_restarts"  # the delivery counter of restarts (service.core.jobs.retry)
 # While jobs wait, beat sends a trainer a wake-up at most this often: a lost message costs this long.
@@ -97,10 +98,13 @@ def build_spec(settings: Settings, job: Job, resume: bool) -> dict[str, Any]:
         hyper.setdefault("seed", job.seed)
     prepared = job.prepared or {}
     device, _ = _device(settings)
+    state = local_state(job)
     return {
         "job_id": job.id,
-        "base_model": job.model,
-        "method": "full" if job.hyperparameters.get("training_type") == "full" else "lora",
+        "base_model": base_model_of(job),
+        "method": method_type(job.method),
+        "training_type": "full" if job.hyperparameters.get("training_type") == "full" else "lora",
+        "from_model": state.from_model,
         "train_file": prepared["train"],
         "validation_file": prepared.get("validation"),
         "output_dir": str(output_dir(settings, job.id).resolve()),
@@ -192,18 +196,20 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
     job = record.load(ctx.store, job_id)  # again, now that we hold the lease
     if job is None or job.status in states.TERMINAL or job.stage not in STAGES:
         return None
-    resume = job.stage == "training"
-    if resume:
+    paused_step = local_state(job).paused_step
+    resume = job.stage == "training" or paused_step is not None
+    if job.stage == "training":
         lifecycle.record_event(
             ctx.store, job_id, "Training restarts on a new worker; resuming from the last checkpoint"
         )
-    elif (
-        lifecycle.try_transition(
-            ctx.store, job_id, states.RUNNING, "training", f"Training started on {ctx.device_id}"
+    else:
+        started = (
+            f"Training resumed on {ctx.device_id} after the pause at step {paused_step}"
+            if paused_step is not None
+            else f"Training started on {ctx.device_id}"
         )
-        is None
-    ):
-        return None
+        if lifecycle.try_transition(ctx.store, job_id, states.RUNNING, "training", started) is None:
+            return None
     spec = build_spec(ctx.settings, job, resume)
     spec_path = _write_spec(ctx.settings, spec)
     _, extra_env = _device(ctx.settings)
@@ -228,6 +234,9 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
         code = child.stop(STOP_GRACE_S)  # a no-op when it already exited
     if stopped:
         return None
+    if run.paused is not None and code == 0:
+        _settle_pause(ctx, run)
+        return None
     return _conclude(ctx, run, code)
 
 
@@ -242,6 +251,8 @@ class _Run:
     progress_every: int = 1
     last_step: int = 0
     seen: set[str] = field(default_factory=set)
+    pause_asked: bool = False
+    paused: dict[str, Any] | None = None  # the child's ``paused`` message
 
 
 def _supervise(ctx: TrainingContext, run: _Run, token: str) -> bool:
@@ -265,6 +276,8 @@ def _supervise(ctx: TrainingContext, run: _Run, token: str) -> bool:
                 run.child.stop(STOP_GRACE_S)
                 log.info("training stopped: job ended", extra={"job_id": job_id})
                 return True
+            if current["status"] == states.PAUSED and not run.pause_asked:
+                _ask_pause(ctx, run)
         if now >= next_beat:
             next_beat = now + beat_every
             alive = leases.refresh_lease(ctx.store, job_id, token, ttl, time.time())
@@ -273,6 +286,37 @@ def _supervise(ctx: TrainingContext, run: _Run, token: str) -> bool:
                 run.child.stop(STOP_GRACE_S)
                 log.warning("training stopped: lease lost", extra={"job_id": job_id})
                 return True
+
+
+def _ask_pause(ctx: TrainingContext, run: _Run) -> None:
+    """The job was paused: the child saves a checkpoint at its next step, says ``paused`` and exits.
+
+    The control file (not SIGUSR1) so that the request survives until the child's training loop
+    looks, even when it is still loading the model (docs/local-trainer.md, "Pause and resume").
+    """
+    run.pause_asked = True
+    out = output_dir(ctx.settings, run.job.id)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "PAUSE").touch()
+    log.info("training asked to pause", extra={"job_id": run.job.id})
+
+
+def _settle_pause(ctx: TrainingContext, run: _Run) -> None:
+    """The child paused: the job sits in ``paused`` (lease and device are released by the caller)."""
+    data = run.paused or {}
+    step = int(data.get("step") or run.last_step)
+
+    def paused(job: Job) -> None:
+        local_state(job).paused_step = step
+
+    lifecycle.try_transition(
+        ctx.store,
+        run.job.id,
+        *states.PAUSED_STATE,
+        f"Training paused at step {step}; its checkpoint is kept and the device is free",
+        apply=paused,
+        data={"step": step},
+    )
 
 
 # --- the child's messages ----------------------------------------------------------------------
@@ -307,7 +351,7 @@ def _on_started(run: _Run, data: dict[str, Any]) -> None:
 def _on_metrics(run: _Run, data: dict[str, Any]) -> None:
     store, job_id = run.ctx.store, run.job.id
     step = int(data["step"])
-    row = metrics.row(data)
+    row = metrics.row(data, metrics.columns_for(run.job.method))
     repo.put_metrics(store, job_id, [row])
     run.last_step = step
     total = run.total_steps
@@ -338,13 +382,17 @@ def _on_checkpoint(run: _Run, data: dict[str, Any]) -> None:
         "fine_tuned_model_checkpoint": f"{name}:ckpt-step-{step}",
         "fine_tuning_job_id": job.id,
         "step_number": step,
-        "metrics": {**metrics.row(data.get("metrics") or {}), "step": step},
+        "metrics": {**metrics.row(data.get("metrics") or {}, metrics.columns_for(job.method)), "step": step},
     }
     lifecycle.record_checkpoint(store, job.id, checkpoint)
 
 
 def _on_finished(run: _Run, data: dict[str, Any]) -> None:
     run.finished = data
+
+
+def _on_paused(run: _Run, data: dict[str, Any]) -> None:
+    run.paused = data
 
 
 def _on_error(run: _Run, data: dict[str, Any]) -> None:
@@ -359,6 +407,7 @@ _HANDLERS = {
     "metrics": _on_metrics,
     "checkpoint": _on_checkpoint,
     "finished": _on_finished,
+    "paused": _on_paused,
     "error": _on_error,
 }
 
@@ -428,6 +477,10 @@ def reap_leases(settings: Settings, store: Store) -> list[str]:
     requeued = []
     for job_id in leases.reap_expired_leases(store, time.time()):
         job = record.load(store, job_id)
+        if job is not None and (job.status, job.stage) == states.PAUSING_STATE:
+            train_queue.release(store, job_id)  # a paused job gives its slot back until resumed
+            _settle_orphaned_pause(store, job_id)
+            continue
         if job is None or job.status in states.TERMINAL or job.stage not in STAGES:
             train_queue.release(store, job_id)  # ended meanwhile: its slot, if it still held one
             continue
@@ -463,3 +516,22 @@ def wake_needed(store: Store) -> bool:
 def tend_queue(settings: Settings, store: Store) -> bool:
     """Beat's look at the train queue: reap dead workers' jobs; True when a trainer should wake."""
     return bool(reap_leases(settings, store)) or wake_needed(store)
+
+
+def _settle_orphaned_pause(store: Store, job_id: str) -> None:
+    """The worker died while its job was pausing: it is paused; a resume takes the newest checkpoint."""
+    steps = [int(c["step_number"]) for c in repo.list_checkpoints(store, job_id)]
+    step = max(steps, default=0)
+
+    def paused(job: Job) -> None:
+        local_state(job).paused_step = step
+
+    lifecycle.try_transition(
+        store,
+        job_id,
+        *states.PAUSED_STATE,
+        "The training worker stopped answering while pausing; the job is paused at its last "
+        f"checkpoint (step {step})",
+        level="warn",
+        apply=paused,
+    )

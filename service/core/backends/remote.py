@@ -29,6 +29,7 @@ from service.core.backends.base import (
     CompletionResult,
     Finalized,
     Next,
+    NotSupported,
     Progress,
     RemoteCheckpoint,
     RemoteEvent,
@@ -36,7 +37,7 @@ from service.core.backends.base import (
     Validated,
     WantsDetail,
 )
-from service.core.backends.errors import map_error
+from service.core.backends.errors import control_error, map_error
 from service.core.datasets import resolve_model
 from service.core.datasets.models import training_cost_usd
 from service.core.errors import InvalidRequest, Unprocessable
@@ -205,6 +206,12 @@ class SDKClient:
 
     def cancel(self, job_id: str) -> RemoteJob:
         return _job(self._call(self._client.fine_tuning.jobs.cancel, job_id))
+
+    def pause(self, job_id: str) -> RemoteJob:
+        return _job(self._call(self._client.fine_tuning.jobs.pause, job_id))
+
+    def resume(self, job_id: str) -> RemoteJob:
+        return _job(self._call(self._client.fine_tuning.jobs.resume, job_id))
 
     def result_metrics(self, file_id: str) -> list[dict[str, Any]]:
         content = self._call(self._client.files.content, file_id)
@@ -480,6 +487,26 @@ class RemoteBackend(Backend):
         if target:
             self.sdk.cancel(target)
         return target
+
+    def pause(self, job: Job) -> tuple[str, str]:
+        """Forwarded: the provider pauses the job; the poll keeps syncing it while it is paused."""
+        self._control(job, "pause")
+        return states.PROVIDER_PAUSED_STATE
+
+    def resume(self, job: Job) -> tuple[str, str]:
+        remote = self._control(job, "resume")
+        return (
+            (states.QUEUED, "provider_queued") if remote.status == "queued" else (states.RUNNING, "training")
+        )
+
+    def _control(self, job: Job, what: str) -> RemoteJob:
+        if job.provider_job_id is None:
+            raise NotSupported(self.name, what, job)
+        call = self.sdk.pause if what == "pause" else self.sdk.resume
+        try:
+            return call(job.provider_job_id)
+        except BackendError as exc:
+            raise control_error(exc, what, job.id) from exc
 
     def finalize(self, job: Job) -> Finalized:
         return Finalized([self.sdk.result_metrics(f) for f in remote_state(job).result_files])

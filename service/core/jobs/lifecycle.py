@@ -25,6 +25,7 @@ WEBHOOK_TYPES = {
     states.FAILED: signing.EVENT_FAILED,
     states.CANCELLED: signing.EVENT_CANCELLED,
     states.RUNNING: signing.EVENT_RUNNING,
+    states.PAUSED: signing.EVENT_PAUSED,
 }
 
 
@@ -84,8 +85,10 @@ def transition(
         doc = job.to_dict()
         stats.count_move(pipe, doc, old_status, old_stage)
         webhook_type = WEBHOOK_TYPES.get(status)
-        if webhook_type and not (status == states.RUNNING and old_status == states.RUNNING):
+        if webhook_type and status != old_status:  # e.g. not again for running/finalizing
             queue_webhook(pipe, doc, webhook_type, now, public_job(doc))
+        if old_status == states.PAUSED and status not in states.TERMINAL:
+            queue_webhook(pipe, doc, signing.EVENT_RESUMED, now, public_job(doc))
         for n, extra in enumerate(also_webhooks, 1):
             queue_webhook(pipe, doc, extra, now + n / 1000, public_job(doc))
         return True

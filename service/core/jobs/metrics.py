@@ -33,6 +33,11 @@ DPO_METRIC_COLUMNS = (
 COLUMNS_BY_METHOD = {"supervised": METRIC_COLUMNS, "dpo": DPO_METRIC_COLUMNS}
 
 
+def columns_for(method: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The metric columns of a job's ``method`` (OpenAI's object; none means supervised)."""
+    return COLUMNS_BY_METHOD.get(str((method or {}).get("type") or "supervised"), METRIC_COLUMNS)
+
+
 def row(data: Mapping[str, Any], columns: tuple[str, ...] = METRIC_COLUMNS) -> dict[str, Any]:
     """A metrics row from any mapping that carries (some of) the columns."""
     return {name: data.get(name) for name in columns}
@@ -47,8 +52,12 @@ def to_csv(rows: Iterable[Mapping[str, Any]], columns: tuple[str, ...] = METRIC_
     return out.getvalue()
 
 
-def plot_png(rows: Iterable[Mapping[str, Any]], title: str) -> bytes:
+def plot_png(
+    rows: Iterable[Mapping[str, Any]], title: str, columns: tuple[str, ...] = METRIC_COLUMNS
+) -> bytes:
     """The loss curve as a PNG: train and valid loss by step above, token accuracy below.
+
+    With the DPO ``columns`` the lower panel shows preference accuracy and reward margin instead.
 
     matplotlib is imported here, not at module level, so the API starts without it; the
     object-oriented API (``Figure`` + the Agg canvas) keeps no global pyplot state, so
@@ -73,15 +82,16 @@ def plot_png(rows: Iterable[Mapping[str, Any]], title: str) -> bytes:
         xs, ys = series(name)
         if xs:
             loss_ax.plot(xs, ys, label=label, marker="." if len(xs) < 50 else None)
-    for name, label in (
-        ("train_mean_token_accuracy", "train token accuracy"),
-        ("valid_mean_token_accuracy", "valid token accuracy"),
-    ):
-        xs, ys = series(name)
-        if xs:
-            acc_ax.plot(xs, ys, label=label, marker="." if len(xs) < 50 else None)
+    # The lower panel: every per-step train/valid figure that is not a loss (token accuracy; for
+    # DPO, preference accuracy and reward margin).
+    for name in columns:
+        if name.startswith(("train_", "valid_")) and not name.endswith("_loss"):
+            xs, ys = series(name)
+            if xs:
+                acc_ax.plot(xs, ys, label=name.replace("_", " "), marker="." if len(xs) < 50 else None)
     loss_ax.set_ylabel("loss")
-    acc_ax.set_ylabel("token accuracy")
+    dpo = "train_reward_margin" in columns
+    acc_ax.set_ylabel("preference accuracy / reward margin" if dpo else "token accuracy")
     acc_ax.set_xlabel("step")
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)

@@ -1,10 +1,12 @@
-"""Use cases at the API edge: create, read, list and cancel jobs; read their events and metrics."""
+"""Use cases at the API edge: create, read, list, cancel, pause and resume jobs; events and metrics."""
 
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,12 +15,13 @@ from service.core.auth import Principal
 from service.core.backends import registry
 from service.core.backends.base import Backend
 from service.core.datasets import default_epochs
-from service.core.datasets.checks import CHAT, PROMPT_COMPLETION
+from service.core.datasets.checks import CHAT, PREFERENCE, PROMPT_COMPLETION
 from service.core.dispatch import Dispatcher
 from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from service.core.jobs import lifecycle, metrics, record, states
 from service.core.jobs.record import Job
 from service.core.jobs.stages.common import WATCHDOG_S
+from service.core.jobs.stages.poll import POLL_LOCK_S
 from service.core.jobs.views import public_job
 from service.core.pagination import page_list
 from service.core.preparation import get_report
@@ -30,6 +33,7 @@ from service.settings import Settings
 
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TESTABLE_FORMATS = (PROMPT_COMPLETION, CHAT)
+CONTROL_WAIT_S = 10.0  # how long a pause or resume waits for a poll of the job in flight
 
 
 @dataclass
@@ -99,10 +103,49 @@ def _check_test_file(ctx: JobsContext, principal: Principal, params: dict[str, A
         )
 
 
-def _check_owned_model(ctx: JobsContext, principal: Principal, model: str) -> None:
-    """A fine-tuned model as the base must be one of the caller's own."""
+def _check_owned_model(ctx: JobsContext, principal: Principal, model: str) -> Job | None:
+    """A fine-tuned model as the base must be one of the caller's own: the job that trained it."""
     if model.startswith("ft:"):
-        finetuned_models.resolve(ctx.store, principal, model)
+        return finetuned_models.resolve(ctx.store, principal, model)
+    return None
+
+
+def _check_method_format(
+    method: dict[str, Any] | None, report: dict[str, Any], file_id: str, param: str = "training_file"
+) -> None:
+    """DPO trains on preference rows only, and supervised methods on anything but them."""
+    kind = (method or {}).get("type") or "supervised"
+    found = report.get("format")
+    if found is None or (kind == "dpo") == (found == PREFERENCE):
+        return
+    wanted = (
+        "preference rows (input, preferred_output, non_preferred_output)"
+        if kind == "dpo"
+        else ("chat or prompt/completion rows")
+    )
+    raise Unprocessable(
+        f"{param} {file_id} is in format {found!r}; method.type {kind!r} needs {wanted}.",
+        param=param,
+        code=f"invalid_{param}",
+    )
+
+
+def _check_method_data(ctx: JobsContext, params: dict[str, Any], report: dict[str, Any]) -> None:
+    """The files (and split) suit the job's method."""
+    method = params.get("method")
+    _check_method_format(method, report, params["training_file"])
+    if params.get("validation_file"):
+        validation = get_report(ctx.store, params["validation_file"]) or {}
+        _check_method_format(method, validation, params["validation_file"], "validation_file")
+    split = (params.get("prepare") or {}).get("split") or {}
+    if (method or {}).get("type") == "dpo" and split.get("test"):
+        # Held-out evaluation scores answers against references; for preference pairs it is not built yet.
+        raise Unprocessable(
+            "A DPO job cannot hold out a test split yet (held-out evaluation scores chat or "
+            "prompt/completion rows).",
+            param="prepare.split.test",
+            code="invalid_test_split",
+        )
 
 
 def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> Job:
@@ -130,7 +173,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         raise InvalidRequest(
             "suffix must be 1-64 letters, digits, '-' or '_'.", param="suffix", code="invalid_suffix"
         )
-    _check_owned_model(ctx, principal, model)
+    source = _check_owned_model(ctx, principal, model)
     training = _usable_file(ctx, principal, params["training_file"], "training_file")
     if params.get("validation_file"):
         _usable_file(ctx, principal, params["validation_file"], "validation_file")
@@ -144,6 +187,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
             raise Unprocessable(str(exc), param="webhook.url", code="unsafe_webhook_url") from None
         webhook = {"url": webhook["url"], "events": list(webhook.get("events") or DEFAULT_EVENTS)}
     report = get_report(ctx.store, training.id) or {}
+    _check_method_data(ctx, params, report)
     counts = report.get("counts") or {}
     examples = int(counts.get("kept") or counts.get("valid") or 0)
     n_epochs = _epochs(hyper, params.get("method"), examples)
@@ -158,7 +202,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
             headers={"x-should-retry": "false"},
         )
     now = time.time()
-    return Job(
+    job = Job(
         id=ids.new_id("job"),
         tenant=principal.tenant,
         created_at=int(now),
@@ -184,6 +228,9 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         stage_changed_at=now,
         state=backend.state_type(),
     )
+    if source is not None:
+        backend.continue_from(job, source)
+    return job
 
 
 def start_job(ctx: JobsContext, job: Job) -> dict[str, Any]:
@@ -255,6 +302,84 @@ def cancel_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str,
     return public_job(cancelled.to_dict())
 
 
+def _not_controllable(job: dict[str, Any], what: str) -> Conflict:
+    return Conflict(
+        f"Job {job['id']} is {job['status']} ({job['stage']}); it cannot be {what}.",
+        code={"paused": "job_not_pausable", "resumed": "job_not_resumable"}[what],
+        headers={"x-should-retry": "false"},
+    )
+
+
+@contextmanager
+def _poll_lock(store: Store, job_id: str) -> Iterator[None]:
+    """Hold the job's poll lock, so that a sync in flight (which read the provider's job before
+    a pause or resume) cannot write its stale status over the one this call sets."""
+    token = secrets.token_hex(8)
+    deadline = time.monotonic() + CONTROL_WAIT_S
+    while not repo.acquire_lock(store, job_id, POLL_LOCK_S, token):
+        if time.monotonic() >= deadline:
+            raise Conflict(
+                f"Job {job_id} is being synced with its provider; try again.",
+                code="job_busy",
+                headers={"x-should-retry": "true"},
+            )
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        repo.release_lock(store, job_id, token)
+
+
+def pause_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
+    """Pause a training job (OpenAI's ``POST .../pause``); 409 naming its status otherwise."""
+    get_job(ctx.store, principal, job_id)
+    with _poll_lock(ctx.store, job_id):
+        return _pause(ctx, principal, job_id)
+
+
+def _pause(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
+    found = get_job(ctx.store, principal, job_id)
+    if (found["status"], found["stage"]) != (states.RUNNING, "training"):
+        raise _not_controllable(found, "paused")
+    job = Job.from_dict(found)
+    status, stage = ctx.backend(job.provider).pause(job)
+    try:
+        paused = lifecycle.transition(ctx.store, job_id, status, stage, "Fine-tuning job paused by the user.")
+    except states.IllegalTransition:  # it moved on (finished training, cancelled) meanwhile
+        raise _not_controllable(get_job(ctx.store, principal, job_id), "paused") from None
+    return public_job(paused.to_dict())
+
+
+def resume_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
+    """Resume a paused job (OpenAI's ``POST .../resume``): it goes back to where it trains."""
+    get_job(ctx.store, principal, job_id)
+    with _poll_lock(ctx.store, job_id):
+        return _resume(ctx, principal, job_id)
+
+
+def _resume(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
+    found = get_job(ctx.store, principal, job_id)
+    if found["status"] != states.PAUSED:
+        raise _not_controllable(found, "resumed")
+    job = Job.from_dict(found)
+    backend = ctx.backend(job.provider)
+    status, stage = backend.resume(job)
+    try:
+        resumed = lifecycle.transition(
+            ctx.store, job_id, status, stage, "Fine-tuning job resumed by the user."
+        )
+    except states.IllegalTransition:
+        raise _not_controllable(get_job(ctx.store, principal, job_id), "resumed") from None
+    if stage == backend.after_prepare().stage:
+        # Waiting for its executor again (the local train queue): watched, and woken now. A
+        # provider's job needs neither: its poll kept syncing it while it was paused.
+        repo.schedule_poll(ctx.store, job_id, time.time() + WATCHDOG_S)
+        task = backend.start(resumed)
+        if task:
+            ctx.dispatcher.enqueue(task, job_id)
+    return public_job(resumed.to_dict())
+
+
 def list_events(
     store: Store, principal: Principal, job_id: str, after: str | None, limit: int
 ) -> tuple[list[dict[str, Any]], bool]:
@@ -273,13 +398,16 @@ def job_metrics(store: Store, principal: Principal, job_id: str) -> list[dict[st
 
 
 def job_metrics_csv(store: Store, principal: Principal, job_id: str) -> str:
-    return metrics.to_csv(job_metrics(store, principal, job_id))
+    job = get_job(store, principal, job_id)
+    return metrics.to_csv(repo.list_metrics(store, job["id"]), metrics.columns_for(job.get("method")))
 
 
 def job_metrics_png(store: Store, principal: Principal, job_id: str) -> bytes:
     job = get_job(store, principal, job_id)
     title = f"{job['id']} ({job['model']}, {job['status']})"
-    return metrics.plot_png(repo.list_metrics(store, job["id"]), title)
+    return metrics.plot_png(
+        repo.list_metrics(store, job["id"]), title, metrics.columns_for(job.get("method"))
+    )
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ EVENT_CANCELLED: Final = "fine_tuning.job.cancelled"
 EVENT_RUNNING: Final = "fine_tuning.job.running"
 EVENT_CHECKPOINT: Final = "fine_tuning.job.checkpoint"
 EVENT_EVALUATED: Final = "fine_tuning.job.evaluated"
+EVENT_PAUSED: Final = "fine_tuning.job.paused"
+EVENT_RESUMED: Final = "fine_tuning.job.resumed"
 
 EVENT_TYPES: Final[tuple[str, ...]] = (
     EVENT_SUCCEEDED,
@@ -28,6 +30,8 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     EVENT_RUNNING,
     EVENT_CHECKPOINT,
     EVENT_EVALUATED,
+    EVENT_PAUSED,
+    EVENT_RESUMED,
 )
 DEFAULT_EVENTS: Final[tuple[str, ...]] = (EVENT_SUCCEEDED, EVENT_FAILED, EVENT_CANCELLED)
 

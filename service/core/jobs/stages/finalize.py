@@ -62,7 +62,7 @@ def finish_or_evaluate(ctx: StageContext, job: Job, name: str, result_files: lis
 
 def _store_result_file(ctx: StageContext, job: Job, rows: list[dict[str, object]]) -> str:
     """Keep the metrics as a tenant-visible result file (purpose ``fine-tune-results``)."""
-    payload = metrics.to_csv(rows).encode()
+    payload = metrics.to_csv(rows, metrics.columns_for(job.method)).encode()
     file_id = "file-" + hashlib.sha256(f"{job.id}:results".encode()).hexdigest()[:24]
     path = files.blob_path(ctx.settings.data_dir, file_id)
     path.parent.mkdir(parents=True, exist_ok=True)

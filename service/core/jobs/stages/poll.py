@@ -38,6 +38,7 @@ PROVIDER_STATES = {
     "validating_files": (states.VALIDATING, "provider_validating"),
     "queued": (states.QUEUED, "provider_queued"),
     "running": (states.RUNNING, "training"),
+    "paused": states.PROVIDER_PAUSED_STATE,
 }
 
 
