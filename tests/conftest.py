@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from werkzeug.serving import make_server
 
 from service.app import create_app
 from service.core import auth
@@ -67,6 +69,17 @@ def app(settings: Settings, dispatcher: RecordingDispatcher):  # type: ignore[no
     application = create_app(settings, dispatcher=dispatcher)
     application.testing = True
     return application
+
+
+@pytest.fixture
+def live_base_url(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The test app served over real HTTP in a thread (for clients such as the SDK and the CLI)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ import click
 import pytest
 import wcwidth
 from click.testing import CliRunner, Result
-from werkzeug.serving import make_server
 
 from service.cli.client import clip, table
 from service.cli.main import COMMANDS, main
@@ -31,13 +29,8 @@ HEAVY = ("openai", "httpx2", "flask", "celery", "torch", "transformers", "matplo
 
 
 @pytest.fixture
-def live(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
+def live(live_base_url: str) -> str:
+    return live_base_url
 
 
 def run(base_url: str, token: str, *args: str) -> Result:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 import time
-from collections.abc import Iterator
 
 import openai
 import pytest
 from openai import OpenAI
-from werkzeug.serving import make_server
 
 from service.sandbox.timeline import RESULT_COLUMNS
 from tests.support.procs import wait_until
@@ -257,13 +254,8 @@ def test_cancel(client, hdr):
 
 
 @pytest.fixture
-def live_url(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/sandbox/v1"
-    server.shutdown()
-    thread.join(5)
+def live_url(live_base_url: str) -> str:
+    return f"{live_base_url}/sandbox/v1"
 
 
 def test_official_openai_sdk_against_the_sandbox(live_url, settings):

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
-from collections.abc import Iterator
 
 import httpx2
 import openai
 import pytest
-from werkzeug.serving import make_server
 
 from service.core import tasknames
 from service.core.backends import registry
@@ -39,13 +36,8 @@ STAY_RUNNING = {"validating_s": 0, "queued_s": 0, "steps": 1000, "step_s": 100}
 
 
 @pytest.fixture
-def sandbox_url(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/sandbox/v1"
-    server.shutdown()
-    thread.join(5)
+def sandbox_url(live_base_url: str) -> str:
+    return f"{live_base_url}/sandbox/v1"
 
 
 @pytest.fixture
