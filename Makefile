@@ -50,7 +50,7 @@ run: install redis-server
 	$(BIN)/python -m service.devstack
 
 test: install redis-server chromium
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=25 tests
 
 test-fast: install redis-server
 	$(BIN)/pytest -q -m "not slow" tests
