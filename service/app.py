@@ -13,7 +13,7 @@ from flask_smorest import Api
 
 from service import logs
 from service.api import auth, errors, uploads
-from service.api.base import ErrorSchema, parameter_style
+from service.api.base import ErrorSchema, ModelIdConverter, parameter_style
 from service.api.ops import prometheus
 from service.console import views as console_views
 from service.core.backends.registry import Backends
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         broker=store if broker_url == settings.redis_url else Store.from_url(broker_url),
         backends=Backends(settings, store, dispatcher),
     )
+    app.url_map.converters["model_id"] = ModelIdConverter
     api = TunelineApi(app)
     api.ma_plugin.converter.add_parameter_attribute_function(parameter_style)
     uploads.register(app)

@@ -9,6 +9,7 @@ import marshmallow as ma
 from flask import Request, current_app, g
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import CombinedMultiDict
+from werkzeug.routing import PathConverter
 
 from service.core.auth import Principal
 
@@ -135,3 +136,11 @@ def services() -> Any:
 def parameter_style(converter: Any, field: ma.fields.Field, **_: Any) -> dict[str, Any]:
     """apispec hook (bound to its converter): carry ``style``/``explode`` from field metadata."""
     return {k: field.metadata[k] for k in ("style", "explode") if k in field.metadata}
+
+
+class ModelIdConverter(PathConverter):
+    """A model id in a URL path: slashes allowed (``ft:org/name:…``), but not a trailing
+    ``/content``, so ``/v1/models/{model}`` never also matches ``/v1/models/{model}/content``
+    (an ``OPTIONS`` there would advertise the model's DELETE)."""
+
+    regex = r"[^/](?:(?!/content$).)*"

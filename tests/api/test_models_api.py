@@ -127,3 +127,17 @@ def test_export_route_starts_one_build_and_refuses_what_it_cannot_export(
     r = client.get(f"/v1/models/{sandbox}/content?format=merged", headers=auth(token))
     assert_error(r, 409, "conflict_error")
     assert r.json["error"]["code"] == "not_supported" and "export" in r.json["error"]["message"]
+
+
+def test_options_on_model_content_advertises_only_its_own_methods(client, make_key):
+    """``/v1/models/{model}`` (GET, DELETE) must not also match ``…/content`` (GET only)."""
+    token = make_key()
+    url = "/v1/models/ft:org/base:acme::ftjob-0123456789abcdef01234567/content?format=adapter"
+    r = client.options(url, headers={"Authorization": f"Bearer {token}"})
+    allowed = {m.strip() for m in r.headers["Allow"].split(",")}
+    assert "DELETE" not in allowed and "GET" in allowed
+    model = client.options(
+        "/v1/models/ft:org/base:acme::ftjob-0123456789abcdef01234567",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert "DELETE" in {m.strip() for m in model.headers["Allow"].split(",")}

@@ -71,7 +71,7 @@ class ModelContent(MethodView):
         )
 
 
-@blp.route("/<path:model>")
+@blp.route("/<model_id:model>")
 class ModelById(MethodView):
     @blp.response(200, ModelSchema, example=examples.MODEL)
     def get(self, model: str) -> Any:
