@@ -135,9 +135,9 @@ def redis_dump(stack: Stack) -> str:
 
 def test_an_account_is_imported_once_with_files_deduplicated(stack: Stack):
     owner = sandbox(stack)
-    shared = rows("shared")
+    common = rows("common")
     held = rows("already-held")
-    train_a, train_b = upload(owner, shared), upload(owner, held)
+    train_a, train_b = upload(owner, common), upload(owner, held)
     valid = upload(owner, rows("validation", 6), "valid.jsonl")
     provider_ids = create_jobs(
         owner,
@@ -181,7 +181,7 @@ def test_an_account_is_imported_once_with_files_deduplicated(stack: Stack):
         "jobs_imported": 3,
         "jobs_already_imported": 0,
         "jobs_skipped": 0,
-        "files_imported": 2,  # the shared training file (downloaded once) and the validation file
+        "files_imported": 2,  # the common training file (downloaded once) and the validation file
         "files_reused": 1,  # the bytes the tenant already had
     }, done
     assert not stack.store.r.exists(keys.import_secret(first["id"]))
@@ -222,7 +222,7 @@ def test_an_account_is_imported_once_with_files_deduplicated(stack: Stack):
 
     succeeded = [imported[p] for p in provider_ids[:2]]
     assert succeeded[0].training_file == succeeded[1].training_file
-    assert client.files.content(succeeded[0].training_file).content == shared
+    assert client.files.content(succeeded[0].training_file).content == common
     assert client.files.content(succeeded[0].validation_file).content == rows("validation", 6)  # type: ignore[arg-type]
     assert imported[provider_ids[2]].training_file == held_id
     assert imported[provider_ids[2]].error.code == "server_error"  # type: ignore[union-attr]
