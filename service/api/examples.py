@@ -342,3 +342,52 @@ EVALUATION = {
     "first_id": "ex-0",
     "last_id": "ex-0",
 }
+
+IMPORT_CREATE = {"source": "openai", "since": "2025-01-01", "jobs": ["ftjob-abc123", "ftjob-def456"]}
+
+IMPORT = {
+    "id": "imp-5b0e3c7a9d1f2e4a6c8b0d2f",
+    "object": "import",
+    "source": "openai",
+    "base_url": None,
+    "since": 1735689600,
+    "jobs": ["ftjob-abc123", "ftjob-def456"],
+    "status": "succeeded",
+    "progress": {
+        "jobs_seen": 2,
+        "jobs_imported": 1,
+        "jobs_already_imported": 0,
+        "jobs_skipped": 1,
+        "files_imported": 2,
+        "files_reused": 1,
+    },
+    "skipped": [
+        {
+            "job": "ftjob-def456",
+            "code": "job_not_finished",
+            "message": "the job is running at the provider; import again once it has ended",
+        }
+    ],
+    "error": None,
+    "created_at": 1764600000,
+    "updated_at": 1764600042,
+    "finished_at": 1764600042,
+    "tenant": "acme",
+}
+
+IMPORTS = {
+    "object": "list",
+    "data": [IMPORT],
+    "has_more": False,
+    "first_id": IMPORT["id"],
+    "last_id": IMPORT["id"],
+}
+
+IMPORT_QUEUED = {
+    **IMPORT,
+    "status": "queued",
+    "progress": dict.fromkeys(IMPORT["progress"], 0),
+    "skipped": [],
+    "updated_at": IMPORT["created_at"],
+    "finished_at": None,
+}

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
+from service.api import examples
 from service.api.base import Blueprint, CursorArgsSchema, list_body, principal, services
 from service.api.idempotent import idempotent
 from service.api.imports.schemas import ImportCreateSchema, ImportListSchema, ImportSchema
@@ -29,8 +30,8 @@ def imports_context() -> ImportsContext:
 
 @blp.route("")
 class Imports(MethodView):
-    @blp.arguments(ImportCreateSchema)
-    @blp.response(202, ImportSchema)
+    @blp.arguments(ImportCreateSchema, example=examples.IMPORT_CREATE)
+    @blp.response(202, ImportSchema, example=examples.IMPORT_QUEUED)
     @blp.doc(parameters=IDEMPOTENCY_HEADER)
     def post(self, body: dict[str, Any]) -> Any:
         """Start an import; it runs in the background (follow `status` and `progress`)."""
@@ -41,7 +42,7 @@ class Imports(MethodView):
         )
 
     @blp.arguments(CursorArgsSchema, location="query")
-    @blp.response(200, ImportListSchema)
+    @blp.response(200, ImportListSchema, example=examples.IMPORTS)
     def get(self, args: dict[str, Any]) -> Any:
         """List your imports, newest first."""
         return list_body(
@@ -51,7 +52,7 @@ class Imports(MethodView):
 
 @blp.route("/<string:import_id>")
 class ImportById(MethodView):
-    @blp.response(200, ImportSchema)
+    @blp.response(200, ImportSchema, example=examples.IMPORT)
     def get(self, import_id: str) -> Any:
         """Retrieve an import: its status, progress, and what was skipped and why."""
         return imports.get_import(services().store, principal(), import_id)
