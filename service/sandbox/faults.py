@@ -8,6 +8,8 @@ from typing import Any
 
 import marshmallow as ma
 
+from service.fields import StrictInt, StrictNumber
+
 # Base durations in seconds; every one is multiplied by the time scale (tests use 0.02).
 VALIDATING_S = 2.0
 QUEUED_S = 2.0
@@ -22,27 +24,6 @@ CREATE_HEADER_FAULTS = ("create-500", "create-429", "create-timeout-after-create
 FAULT_HEADER = "X-Sandbox-Fault"
 
 
-class _Whole(ma.fields.Integer):
-    """An integer given as one: a string, a float or a boolean is refused, never coerced."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(strict=True, **kwargs)
-
-    def _validated(self, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return super()._validated(value)
-
-
-class _Seconds(ma.fields.Float):
-    """A number of seconds given as a number (a string or a boolean is refused)."""
-
-    def _validated(self, value: Any) -> Any:
-        if isinstance(value, (bool, str)):
-            raise self.make_error("invalid", input=value)
-        return super()._validated(value)
-
-
 _NON_NEGATIVE = ma.validate.Range(min=0)
 _SLOW_MS = ma.validate.Range(min=0, max=MAX_SLOW_MS)
 
@@ -53,13 +34,13 @@ class _ErrorSpecSchema(ma.Schema):
 
 
 class _RateLimitSchema(ma.Schema):
-    count = _Whole(required=True, validate=_NON_NEGATIVE)
-    retry_after = _Seconds(load_default=1.0, validate=ma.validate.Range(min=0, max=MAX_RETRY_AFTER_S))
+    count = StrictInt(required=True, validate=_NON_NEGATIVE)
+    retry_after = StrictNumber(load_default=1.0, validate=ma.validate.Range(min=0, max=MAX_RETRY_AFTER_S))
 
 
 class _CreateFaultSchema(ma.Schema):
     when = ma.fields.String(load_default="after", validate=ma.validate.OneOf(["before", "after"]))
-    count = _Whole(load_default=1, validate=_NON_NEGATIVE)
+    count = StrictInt(load_default=1, validate=_NON_NEGATIVE)
 
 
 class SandboxFaultsSchema(ma.Schema):
@@ -76,11 +57,11 @@ class SandboxFaultsSchema(ma.Schema):
             "description": "The next `count` reads of the job answer 429 with `Retry-After: retry_after`."
         },
     )
-    server_errors = _Whole(
+    server_errors = StrictInt(
         validate=_NON_NEGATIVE,
         metadata={"description": "The next N reads of the job (after any 429s) answer 500."},
     )
-    slow_ms = _Whole(
+    slow_ms = StrictInt(
         validate=_SLOW_MS,
         metadata={
             "description": "Every call about the job (create, retrieve, events, checkpoints, its result "
@@ -91,19 +72,19 @@ class SandboxFaultsSchema(ma.Schema):
     result_base64 = ma.fields.Boolean(
         metadata={"description": "Serve the result file base64-wrapped, as OpenAI does."}
     )
-    steps = _Whole(
+    steps = StrictInt(
         validate=ma.validate.Range(min=1, max=MAX_STEPS),
         metadata={"description": f"Training steps (default {DEFAULT_STEPS})."},
     )
-    validating_s = _Seconds(
+    validating_s = StrictNumber(
         validate=_NON_NEGATIVE,
         metadata={"description": "Base seconds in validating_files (default 2), times the time scale."},
     )
-    queued_s = _Seconds(
+    queued_s = StrictNumber(
         validate=_NON_NEGATIVE,
         metadata={"description": "Base seconds in queued (default 2), times the time scale."},
     )
-    step_s = _Seconds(
+    step_s = StrictNumber(
         validate=_NON_NEGATIVE,
         metadata={"description": "Base seconds per step (default 1), times the time scale."},
     )
@@ -118,7 +99,7 @@ class SandboxFaultsSchema(ma.Schema):
 
 class SandboxAccountFaultsSchema(ma.Schema):
     object = ma.fields.Constant("sandbox.faults", dump_only=True)
-    upload_slow_ms = _Whole(
+    upload_slow_ms = StrictInt(
         validate=_SLOW_MS,
         load_default=0,
         metadata={

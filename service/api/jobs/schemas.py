@@ -11,6 +11,7 @@ from service.api.openai_objects import CheckpointSchema, EventSchema, MetricRowS
 from service.core.jobs.states import STATUSES
 from service.core.store.train_queue import PRIORITY_MAX, PRIORITY_MIN
 from service.core.webhooks.signing import EVENT_TYPES
+from service.fields import StrictInt, StrictNumber
 from service.sandbox.faults import SandboxFaultsSchema
 from service.settings import PROVIDERS
 
@@ -41,35 +42,18 @@ class AutoOr(ma.fields.Field):
         return value
 
 
-class Int(ma.fields.Integer):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(strict=True, **kwargs)
-
-    def _validated(self, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return super()._validated(value)
-
-
-class Num(ma.fields.Float):
-    def _validated(self, value: Any) -> Any:
-        if isinstance(value, (bool, str)):
-            raise self.make_error("invalid", input=value)
-        return super()._validated(value)
-
-
 class HyperparametersSchema(StrictSchema):
     n_epochs = AutoOr(int, 1, 50)
     batch_size = AutoOr(int, 1, 256)
     learning_rate_multiplier = AutoOr(float, 0.0001, 10.0)
     beta = AutoOr(float, 0.0001, 2.0)
     # Local-trainer knobs (DESIGN §9), accepted beside OpenAI's.
-    lora_rank = Int(validate=ma.validate.Range(1, 1024))
-    lora_alpha = Int(validate=ma.validate.Range(1, 4096))
-    lora_dropout = Num(validate=ma.validate.Range(0.0, 0.9))
-    max_seq_length = Int(validate=ma.validate.Range(16, 131072))
-    learning_rate = Num(validate=ma.validate.Range(1e-8, 1.0))
-    checkpoint_every = Int(validate=ma.validate.Range(1, 1_000_000))
+    lora_rank = StrictInt(validate=ma.validate.Range(1, 1024))
+    lora_alpha = StrictInt(validate=ma.validate.Range(1, 4096))
+    lora_dropout = StrictNumber(validate=ma.validate.Range(0.0, 0.9))
+    max_seq_length = StrictInt(validate=ma.validate.Range(16, 131072))
+    learning_rate = StrictNumber(validate=ma.validate.Range(1e-8, 1.0))
+    checkpoint_every = StrictInt(validate=ma.validate.Range(1, 1_000_000))
     training_type = ma.fields.String(
         validate=ma.validate.OneOf(["lora", "full"]),
         metadata={"description": "Local trainer: LoRA adapter (default) or full fine-tuning."},
@@ -94,9 +78,9 @@ class WebhookSchema(StrictSchema):
 
 
 class SplitSchema(StrictSchema):
-    validation = Num(validate=ma.validate.Range(0.0, 0.5))
-    test = Num(validate=ma.validate.Range(0.0, 0.5))
-    seed = Int(validate=ma.validate.Range(0, 2**31 - 1))
+    validation = StrictNumber(validate=ma.validate.Range(0.0, 0.5))
+    test = StrictNumber(validate=ma.validate.Range(0.0, 0.5))
+    seed = StrictInt(validate=ma.validate.Range(0, 2**31 - 1))
 
 
 class PrepareSchema(StrictSchema):
@@ -113,7 +97,7 @@ class JobCreateSchema(StrictSchema):
     hyperparameters = ma.fields.Nested(HyperparametersSchema)
     method = ma.fields.Nested(MethodSchema)
     suffix = ma.fields.String(allow_none=True, validate=ma.validate.Length(min=1, max=64))
-    seed = Int(allow_none=True, validate=ma.validate.Range(0, 2**31 - 1))
+    seed = StrictInt(allow_none=True, validate=ma.validate.Range(0, 2**31 - 1))
     metadata = ma.fields.Dict(
         keys=ma.fields.String(validate=ma.validate.Length(max=64)),
         values=ma.fields.String(validate=ma.validate.Length(max=512)),
@@ -123,11 +107,11 @@ class JobCreateSchema(StrictSchema):
     integrations = ma.fields.List(ma.fields.Dict(), allow_none=True)
     provider = ma.fields.String(validate=ma.validate.OneOf(PROVIDERS))
     webhook = ma.fields.Nested(WebhookSchema)
-    max_cost_usd = Num(validate=ma.validate.Range(0.0, 1_000_000.0))
+    max_cost_usd = StrictNumber(validate=ma.validate.Range(0.0, 1_000_000.0))
     test_file = ma.fields.String(validate=ma.validate.Length(min=1, max=128))
     prepare = ma.fields.Nested(PrepareSchema)
     sandbox = ma.fields.Nested(SandboxFaultsSchema)
-    priority = Int(
+    priority = StrictInt(
         validate=ma.validate.Range(PRIORITY_MIN, PRIORITY_MAX),
         metadata={
             "description": "Place in the local trainer's wait queue: higher trains first (Tuneline "
