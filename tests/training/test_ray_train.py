@@ -262,14 +262,15 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint(
     assert after[-1].status == SUCCEEDED, (after[-1], jobs.logs(sid)[-3000:])
     started = messages(before + after, "started")
     assert [s["resumed_from_step"] for s in started] == [None, registered]
-    first = {m["step"]: m["train_loss"] for m in messages(before + after, "metrics") if m["step"] <= registered}
-    assert sorted(first) == list(range(1, registered + 1))  # every step's line came through
+    metrics = messages(before + after, "metrics")
+    # Every step's line came through.
+    assert sorted({m["step"] for m in metrics if m["step"] <= registered}) == list(range(1, registered + 1))
     resumed = [m["step"] for m in messages(after, "metrics") if m["step"] > registered]
     assert resumed[-(40 - registered) :] == list(range(registered + 1, 41))
     # Steps the first attempt reported past the checkpoint were redone from it with the same
     # model, optimizer state and data, so they repeat their losses.
     losses: dict[int, list[float]] = {}
-    for m in messages(before + after, "metrics"):
+    for m in metrics:
         if m["step"] > registered:
             losses.setdefault(m["step"], []).append(m["train_loss"])
     for step, seen_losses in losses.items():
