@@ -114,6 +114,9 @@ class Settings:
     metrics_enabled: bool = setting(False)
     log_level: str = setting("INFO")
     poll_interval_s: float = setting(10.0)
+    # How long a poll holds its job's lock: longer than one poll's provider calls; it bounds how
+    # long a job waits after the worker polling it was killed.
+    poll_lock_s: int = setting(90, minimum=1)
     # Provider calls of polls per second per provider account (0: unlimited).
     poll_rate_per_s: float = setting(10.0, minimum=0)
     # A running job's events and checkpoints are read this often when its status did not change

@@ -41,6 +41,7 @@ def durable(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterat
         durable=True,
         TUNELINE_SANDBOX_TIME_SCALE="0.02",
         TUNELINE_POLL_INTERVAL_S="0.5",
+        TUNELINE_POLL_LOCK_S="10",  # a killed poll's lock holds its job this long
         TUNELINE_VISIBILITY_TIMEOUT_S="6",
         TUNELINE_MAX_UPLOAD_BYTES=str(16 * 1024 * 1024),  # room for the large file of the prepare case
     )
@@ -131,7 +132,7 @@ KILL_CASES = {
     "upload": KillCase(("uploading",), ("files.create",), upload_slow_ms=2 * SLOW_MS),
     # A create held open: the job is created after the kill, so the next attempt must find it.
     "submit": KillCase(("submitting",), ("jobs.create",), {"slow_ms": SLOW_MS}),
-    # The poll lock outlives the killed poll (POLL_LOCK_S), so this case takes about 90 s.
+    # The poll lock outlives the killed poll (TUNELINE_POLL_LOCK_S, 10 s here).
     "poll": KillCase(
         PROVIDER_STAGES, ("jobs.retrieve", "jobs.events", "jobs.checkpoints"), {"slow_ms": SLOW_MS}
     ),

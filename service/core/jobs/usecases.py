@@ -21,7 +21,6 @@ from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessabl
 from service.core.jobs import lifecycle, metrics, record, states
 from service.core.jobs.record import Job
 from service.core.jobs.stages.common import WATCHDOG_S
-from service.core.jobs.stages.poll import POLL_LOCK_S
 from service.core.jobs.views import public_job
 from service.core.pagination import page_list
 from service.core.preparation import get_report
@@ -311,12 +310,12 @@ def _not_controllable(job: dict[str, Any], what: str) -> Conflict:
 
 
 @contextmanager
-def _poll_lock(store: Store, job_id: str) -> Iterator[None]:
+def _poll_lock(store: Store, job_id: str, lock_s: int) -> Iterator[None]:
     """Hold the job's poll lock, so that a sync in flight (which read the provider's job before
     a pause or resume) cannot write its stale status over the one this call sets."""
     token = secrets.token_hex(8)
     deadline = time.monotonic() + CONTROL_WAIT_S
-    while not repo.acquire_lock(store, job_id, POLL_LOCK_S, token):
+    while not repo.acquire_lock(store, job_id, lock_s, token):
         if time.monotonic() >= deadline:
             raise Conflict(
                 f"Job {job_id} is being synced with its provider; try again.",
@@ -333,7 +332,7 @@ def _poll_lock(store: Store, job_id: str) -> Iterator[None]:
 def pause_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
     """Pause a training job (OpenAI's ``POST .../pause``); 409 naming its status otherwise."""
     get_job(ctx.store, principal, job_id)
-    with _poll_lock(ctx.store, job_id):
+    with _poll_lock(ctx.store, job_id, ctx.settings.poll_lock_s):
         return _pause(ctx, principal, job_id)
 
 
@@ -353,7 +352,7 @@ def _pause(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any
 def resume_job(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, Any]:
     """Resume a paused job (OpenAI's ``POST .../resume``): it goes back to where it trains."""
     get_job(ctx.store, principal, job_id)
-    with _poll_lock(ctx.store, job_id):
+    with _poll_lock(ctx.store, job_id, ctx.settings.poll_lock_s):
         return _resume(ctx, principal, job_id)
 
 

@@ -29,7 +29,6 @@ from service.core.store import jobs as repo
 from service.core.store import ratelimit
 
 POLL_LEASE_S = 30.0
-POLL_LOCK_S = 90  # longer than one poll's provider calls; bounds recovery after a killed worker
 MAX_POLL_INTERVAL_S = 60.0
 EVENTS_KEPT = 500
 POLL_BATCH = 100  # due jobs one poll task takes (an account list answers 100 a page)
@@ -112,7 +111,7 @@ def _lock(ctx: StageContext, job: Job) -> str | None:
     """Take the job's poll lock (its token); None, and the job looked at again soon, when
     another poll holds it (or a killed one did)."""
     token = secrets.token_hex(8)
-    if repo.acquire_lock(ctx.store, job.id, POLL_LOCK_S, token):
+    if repo.acquire_lock(ctx.store, job.id, ctx.settings.poll_lock_s, token):
         return token
     repo.schedule_poll(ctx.store, job.id, ctx.clock.now() + ctx.settings.poll_interval_s)
     return None
