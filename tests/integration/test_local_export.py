@@ -17,7 +17,7 @@ from openai import OpenAI
 from service.cli.main import main as cli
 from tests.conftest import SAMPLE_DATA
 from tests.integration.conftest import Stack, make_local_stack
-from tests.integration.test_local_jobs import chat_rows, create_local, upload, wait_terminal
+from tests.integration.test_local_jobs import chat_rows, create_local, get_json, upload, wait_terminal
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.slow
@@ -46,8 +46,22 @@ def trained(local: Stack, local_base_model: Path) -> tuple[str, Any]:
     token = local.key()
     client = sdk(local, token)
     file_id = upload(client, chat_rows(40))
-    job = create_local(
-        client, file_id, local_base_model, n_epochs=1, batch_size=4, checkpoint_every=5, learning_rate=0.005
+    job = client.fine_tuning.jobs.create(
+        model=str(local_base_model),
+        training_file=file_id,
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {  # type: ignore[typeddict-unknown-key]
+                    "n_epochs": 1,
+                    "batch_size": 4,
+                    "checkpoint_every": 5,
+                    "learning_rate": 0.005,
+                }
+            },
+        },
+        # A few held-out rows: the final model's card carries its evaluation.
+        extra_body={"provider": "local", "prepare": {"split": {"test": 0.1, "seed": 3}}},
     )
     done = wait_terminal(client, job.id)
     assert done.status == "succeeded", (done.error, local.logs())
@@ -179,6 +193,10 @@ def test_exports_load_in_other_readers_and_answer_as_served(
     assert {"model.safetensors", "config.json", "generation_config.json", "README.md"} <= {
         p.name for p in merged.iterdir()
     }
+    card = (merged / "README.md").read_text("utf-8")
+    evaluation = get_json(local, token, f"/v1/fine_tuning/jobs/{job.id}/evaluation")
+    assert evaluation["status"] == "completed" and "## Evaluation" in card, card
+    assert f'"char_f1": {evaluation["metrics"]["char_f1"]}' in card
     reader = AutoModelForCausalLM.from_pretrained(merged).eval()
     assert greedy(reader, AutoTokenizer.from_pretrained(merged), prompts) == ours
 

@@ -124,6 +124,16 @@ def build(settings: Settings, store: Store, job_id: str, fmt: str, quantization:
         store.r.delete(keys.export_building(job_id, name))
 
 
+def _evaluation_summary(job: Job) -> dict[str, Any] | None:
+    """The held-out evaluation for the final model's card, when it had finished by the time the
+    export was built (a job evaluates before it succeeds; an export is cached once built)."""
+    evaluation = job.evaluation or {}
+    if not evaluation.get("metrics"):
+        return None
+    keep = ("examples", "metrics", "baseline_model", "baseline")
+    return {key: evaluation[key] for key in keep if evaluation.get(key) is not None}
+
+
 class ExportFailed(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -159,6 +169,11 @@ def _run_engine(
     spec = job_dir(settings, job.id) / "SPEC.json"
     if spec.is_file():
         command += ["--spec", str(spec)]
+    evaluation = _evaluation_summary(job) if request.step is None else None
+    if evaluation is not None:
+        summary_file = folder / f".{name}.evaluation.json"
+        summary_file.write_text(json.dumps(evaluation, ensure_ascii=False), encoding="utf-8")
+        command += ["--evaluation", str(summary_file)]
     if request.format in ARCHIVED:
         command += ["--archive", str(archive)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
