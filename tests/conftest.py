@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,19 @@ from service.core.dispatch import RecordingDispatcher
 from service.core.store import Store
 from service.settings import Settings
 from tests.support.procs import RedisServer
+
+SMOLLM2_OPT_IN = "TUNELINE_TEST_SMOLLM2"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on the pretrained SmolLM2-135M take minutes each on a CPU, beyond the suite's budget:
+    they run when asked (``make test-smollm2`` sets TUNELINE_TEST_SMOLLM2=1)."""
+    if os.environ.get(SMOLLM2_OPT_IN) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"SmolLM2 test: opt-in with {SMOLLM2_OPT_IN}=1 (make test-smollm2)")
+    for item in items:
+        if "smollm2" in item.keywords:
+            item.add_marker(skip)
 
 # Sample datasets (Chinese Q&A, chat) and the corpus of bad inputs, kept in the repository.
 SAMPLE_DATA = Path(__file__).resolve().parent / "data"

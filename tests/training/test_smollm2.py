@@ -40,6 +40,7 @@ def mean_loss(model: Any, tokenizer: Any, path: Path) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.smollm2
 @pytest.mark.timeout(900)  # about 2 minutes on 2 idle cores; the CI machine is shared
 def test_short_lora_on_smollm2_lowers_training_loss(
     smollm2_tokenizer: Any, sample_data: Path, model_cache: Path, tmp_path: Path
