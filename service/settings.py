@@ -146,6 +146,12 @@ class Settings:
     infer_timeout_s: int = setting(120, minimum=1)
     infer_cache_models: int = setting(2, minimum=1)  # models an infer worker keeps loaded (LRU)
     export_timeout_s: int = setting(3600, minimum=10)  # one export build (merged or GGUF)
+    # Experiment trackers of local jobs (``integrations``, docs/local-trainer.md). W&B runs log
+    # offline (files under the job's output directory) unless a key is set; the key reaches only
+    # the training child's environment. MLflow: empty means a SQLite store under ``<data_dir>/mlflow``.
+    wandb_api_key: str = setting("", secret=True)
+    wandb_base_url: str = setting("")  # a W&B server of your own; empty: W&B's default
+    mlflow_tracking_uri: str = setting("")
     # Directories a local job may name as its base model; empty means ``<data_dir>/models``.
     local_model_roots: tuple[Path, ...] = setting(())
     # Python graders run the caller's code (sandboxed, docs/graders.md): off unless the operator says so.
@@ -213,6 +219,11 @@ class Settings:
             raise SettingsError(f"{var} must be >= {spec['minimum']}, got {value}")
         if spec["above"] is not None and value <= spec["above"]:
             raise SettingsError(f"{var} must be > {spec['above']}, got {value}")
+
+    @property
+    def effective_mlflow_tracking_uri(self) -> str:
+        """Where local jobs' MLflow runs go: the setting, else a SQLite store in the data directory."""
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
 
     @property
     def effective_broker_url(self) -> str:

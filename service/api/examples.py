@@ -75,6 +75,7 @@ JOB_CREATE = {
     "max_cost_usd": 5.0,
     "webhook": {"url": "https://hooks.example.com/tuneline", "events": ["fine_tuning.job.succeeded"]},
     "prepare": {"split": {"validation": 0.1, "seed": 3}},
+    "integrations": [{"type": "wandb", "wandb": {"project": "funds-qa", "tags": ["research"]}}],
 }
 
 JOB = {
@@ -93,7 +94,7 @@ JOB = {
     "trained_tokens": None,
     "training_file": FILE["id"],
     "validation_file": None,
-    "integrations": [],
+    "integrations": [{"type": "wandb", "wandb": {"project": "funds-qa", "tags": ["research"]}}],
     "metadata": {"team": "research"},
     "method": None,
     "estimated_finish": 1795690400,

@@ -1,4 +1,5 @@
-"""``tuneline jobs``: create, list, get, follow, cancel and read metrics of fine-tuning jobs over HTTP."""
+"""``tuneline jobs``: create, list, get, follow, cancel, pause, resume and read metrics of fine-tuning
+jobs over HTTP."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 METRIC_TABLE = ("step", "train_loss", "valid_loss", "train_mean_token_accuracy", "valid_mean_token_accuracy")
 FOLLOW_RECONNECTS = 5
 JOBS = "/v1/fine_tuning/jobs"
+METHODS = ("supervised", "dpo")  # OpenAI's method.type values
+DPO_METRIC_TABLE = ("step", "train_loss", "valid_loss", "train_reward_margin", "train_preference_accuracy")
 
 
 def _rows(found: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -49,6 +52,7 @@ def _describe(job: dict[str, Any]) -> None:
         "tenant",
         "training_file",
         "validation_file",
+        "seed",
         "created_at",
         "finished_at",
         "trained_tokens",
@@ -56,6 +60,10 @@ def _describe(job: dict[str, Any]) -> None:
     ):
         if job.get(name) not in (None, [], ""):
             click.echo(f"{name + ':':<18}{job[name]}")
+    if job.get("method"):
+        click.echo(f"{'method:':<18}{job['method'].get('type')}")
+    for item in job.get("integrations") or []:
+        click.echo(f"{'integration:':<18}{item.get('type')} {json.dumps(item.get(item.get('type')) or {})}")
     if job.get("error"):
         click.echo(f"{'error:':<18}{job['error'].get('code')}: {job['error'].get('message')}")
 
@@ -71,8 +79,21 @@ def jobs() -> None:
 @click.option("--validation-file", default=None, help="A processed file id for validation.")
 @click.option("--provider", default=None, help="openai, azure, sandbox or local (default: the server's).")
 @click.option("--suffix", default=None, help="Added to the fine-tuned model name.")
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=int, default=None, help="Default: the server picks one (the job says which).")
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default=None,
+    help="Training method; its hyperparameters go in method.<type>.hyperparameters.",
+)
 @click.option("--n-epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--learning-rate-multiplier", type=float, default=None)
+@click.option("--beta", type=float, default=None, help="DPO: how far the model may move from its base.")
+@click.option("--wandb-project", default=None, help="Log the training to this W&B project.")
+@click.option(
+    "--mlflow-experiment", default=None, help="Log the training to this MLflow experiment (local provider)."
+)
 @click.option("--metadata", "metadata", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
 @click.option("--webhook-url", default=None, help="Where to POST signed job events.")
 @click.option("--webhook-event", "webhook_events", multiple=True, help="Event type to send (repeatable).")
@@ -86,7 +107,13 @@ def create(
     provider: str | None,
     suffix: str | None,
     seed: int | None,
+    method: str | None,
     n_epochs: int | None,
+    batch_size: int | None,
+    learning_rate_multiplier: float | None,
+    beta: float | None,
+    wandb_project: str | None,
+    mlflow_experiment: str | None,
     metadata: tuple[str, ...],
     webhook_url: str | None,
     webhook_events: tuple[str, ...],
@@ -114,8 +141,26 @@ def create(
         body["suffix"] = suffix
     if seed is not None:
         body["seed"] = seed
-    if n_epochs is not None:
-        body["hyperparameters"] = {"n_epochs": n_epochs}
+    knobs = {
+        "n_epochs": n_epochs,
+        "batch_size": batch_size,
+        "learning_rate_multiplier": learning_rate_multiplier,
+        "beta": beta,
+    }
+    hyper = {k: v for k, v in knobs.items() if v is not None}
+    if beta is not None and method != "dpo":
+        raise click.BadParameter("applies to --method dpo only", param_hint="--beta")
+    if method:
+        body["method"] = {"type": method, method: {"hyperparameters": hyper}}
+    elif hyper:
+        body["hyperparameters"] = hyper
+    integrations = []
+    if wandb_project:
+        integrations.append({"type": "wandb", "wandb": {"project": wandb_project}})
+    if mlflow_experiment:
+        integrations.append({"type": "mlflow", "mlflow": {"experiment_name": mlflow_experiment}})
+    if integrations:
+        body["integrations"] = integrations
     if metadata:
         body["metadata"] = _pairs(metadata, "--metadata")
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -123,7 +168,9 @@ def create(
     if as_json:
         echo_json(job)
         return
-    click.echo(f"Created {job['id']} ({job['status']}, provider {job.get('provider')}).")
+    click.echo(
+        f"Created {job['id']} ({job['status']}, provider {job.get('provider')}, seed {job.get('seed')})."
+    )
     click.echo(f"Follow it: tuneline jobs follow {job['id']}")
 
 
@@ -178,6 +225,26 @@ def cancel(job_id: str, as_json: bool) -> None:
         as_json,
         lambda job: click.echo(f"{job['id']} is {job['status']}."),
     )
+
+
+@jobs.command("pause")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+def pause(job_id: str, as_json: bool) -> None:
+    """Pause a training job; it keeps its checkpoint until resumed."""
+    _show(connect().call("POST", f"{JOBS}/{job_id}/pause"), as_json, _state_line)
+
+
+@jobs.command("resume")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+def resume(job_id: str, as_json: bool) -> None:
+    """Resume a paused job from where it paused."""
+    _show(connect().call("POST", f"{JOBS}/{job_id}/resume"), as_json, _state_line)
+
+
+def _state_line(job: dict[str, Any]) -> None:
+    click.echo(f"{job['id']} is {job['status']} ({job['stage']}).")
 
 
 def _stream(conn: Connection, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -263,4 +330,5 @@ def metrics(job_id: str, as_csv: bool, png_path: str | None, as_json: bool) -> N
     elif not body["data"]:
         click.echo("No metrics yet.")
     else:
-        click.echo(_rows(body["data"], METRIC_TABLE))
+        dpo = any("train_reward_margin" in row for row in body["data"])  # a DPO job's columns
+        click.echo(_rows(body["data"], DPO_METRIC_TABLE if dpo else METRIC_TABLE))

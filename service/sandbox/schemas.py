@@ -5,10 +5,18 @@ from __future__ import annotations
 import marshmallow as ma
 
 from service.api.base import StrictSchema, list_schema
+from service.api.jobs.schemas import WandbSchema
 from service.api.openai_objects import CheckpointSchema, EventSchema, OpenAIFileSchema
 from service.sandbox.faults import SandboxFaultsSchema
 
 SandboxFileListSchema = list_schema(OpenAIFileSchema, "SandboxFileList")
+
+
+class SandboxIntegrationSchema(StrictSchema):
+    """OpenAI's integrations: Weights & Biases only, as OpenAI accepts them."""
+
+    type = ma.fields.String(required=True, validate=ma.validate.OneOf(["wandb"]))
+    wandb = ma.fields.Nested(WandbSchema, required=True)
 
 
 class SandboxJobCreateSchema(StrictSchema):
@@ -24,7 +32,7 @@ class SandboxJobCreateSchema(StrictSchema):
         values=ma.fields.String(validate=ma.validate.Length(max=512)),
         allow_none=True,
     )
-    integrations = ma.fields.List(ma.fields.Dict(), allow_none=True)
+    integrations = ma.fields.List(ma.fields.Nested(SandboxIntegrationSchema), allow_none=True)
     sandbox = ma.fields.Nested(SandboxFaultsSchema, allow_none=True)
 
 

@@ -241,6 +241,7 @@ class Sandbox:
             "suffix": suffix,
             "seed": int(seed) if seed is not None else int(digest(job_id, "seed")[:7], 16),
             "metadata": metadata or None,
+            "integrations": list(body.get("integrations") or []),  # echoed, as OpenAI does
             "sandbox": faults.as_dict(),
             "status": "validating_files",
             "training_bytes": int(training["bytes"]),
@@ -419,7 +420,7 @@ class Sandbox:
             "training_file": job["training_file"],
             "validation_file": job["validation_file"],
             "estimated_finish": estimated,
-            "integrations": [],
+            "integrations": job.get("integrations") or [],
             "metadata": job["metadata"],
             "method": job["method"],
             "user_provided_suffix": job["suffix"],

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.jobs.metrics import COLUMNS_BY_METHOD, row, to_csv
-from service.training import checkpoints
+from service.training import checkpoints, tracking
 from service.training.dpo import Preference, drop_reference_adapter
 from service.training.errors import TRAINING_FAILED, TrainingError
 from service.training.methods import Method, MetricNames, rounded
@@ -257,11 +257,39 @@ def _shared_args(
         "use_cpu": device == "cpu",
         "dataloader_pin_memory": device == "cuda",
         "dataloader_num_workers": 0,
-        "report_to": "none",
+        "report_to": spec.integrations.report_to or "none",  # logs into tracking's open runs
         "disable_tqdm": True,
         "log_level": "warning",
         **precision(device),
     }
+
+
+def tracked_hyperparameters(
+    spec: TrainSpec, max_length: int, base_model: str, continues_adapter: bool = False
+) -> dict[str, Any]:
+    """What the job's tracker runs record as its hyperparameters (beside the trainer's arguments);
+    ``lora_*`` only where they apply (a continued adapter keeps its own configuration)."""
+    hp = spec.hyperparameters
+    out: dict[str, Any] = {
+        "job_id": spec.job_id,
+        "method": spec.method,
+        "training_type": spec.training_type,
+        "base_model": base_model,
+        "n_epochs": hp.n_epochs,
+        "batch_size": hp.batch_size,
+        "learning_rate": hp.effective_learning_rate(spec.training_type, spec.method),
+        "learning_rate_multiplier": hp.learning_rate_multiplier,
+        "max_seq_length": max_length,
+        "checkpoint_every": hp.checkpoint_every,
+        "seed": hp.seed,
+    }
+    if spec.training_type == "lora" and not continues_adapter:
+        out.update(lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout)
+    if spec.method == "dpo":
+        out["beta"] = hp.beta
+    if hp.max_steps:
+        out["max_steps"] = hp.max_steps
+    return out
 
 
 def _peft_config(spec: TrainSpec, continues_adapter: bool) -> Any:
@@ -325,32 +353,35 @@ def train(
     callback = _make_callback(
         emitter, checkpoints.step_of(resume_from) if resume_from else None, method.metrics, pause
     )
-    trainer = method.trainer(
-        model=start.model,
-        tokenizer=tokenizer,
-        args=_shared_args(spec, checkpoints_dir, device, max_length, evaluate=bool(valid_examples)),
-        train=train_examples,
-        valid=valid_examples[:EVAL_MAX_EXAMPLES] or None,
-        peft_config=_peft_config(spec, start.continues_adapter),
-        callbacks=[callback],
-    )
-    if hooks:
-        trainer = hooks.wrap_trainer(trainer)
-    started = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    runtime = time.monotonic() - started
-    if callback.paused_at is not None:
-        pause.consume_file()
-        step = callback.paused_at
-        emitter.emit(
-            "paused",
-            step=step,
-            path=str(checkpoints_dir / f"checkpoint-{step}"),
-            metrics=callback.checkpoint_metrics(),
+    tracked = tracked_hyperparameters(spec, max_length, start.base_model, start.continues_adapter)
+    with tracking.reporting(spec.integrations, spec.job_id, spec.output_dir, tracked) as runs:
+        trainer = method.trainer(
+            model=start.model,
+            tokenizer=tokenizer,
+            args=_shared_args(spec, checkpoints_dir, device, max_length, evaluate=bool(valid_examples)),
+            train=train_examples,
+            valid=valid_examples[:EVAL_MAX_EXAMPLES] or None,
+            peft_config=_peft_config(spec, start.continues_adapter),
+            callbacks=[callback],
         )
-        return
-    pause.consume_file()  # a request that came after the last step: the run finished instead
-    final_eval = trainer.evaluate(eval_dataset=method.dataset(valid_examples)) if valid_examples else None
+        if hooks:
+            trainer = hooks.wrap_trainer(trainer)
+        started = time.monotonic()
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        runtime = time.monotonic() - started
+        if callback.paused_at is not None:
+            runs.outcome = "paused"
+            pause.consume_file()
+            step = callback.paused_at
+            emitter.emit(
+                "paused",
+                step=step,
+                path=str(checkpoints_dir / f"checkpoint-{step}"),
+                metrics=callback.checkpoint_metrics(),
+            )
+            return
+        pause.consume_file()  # a request that came after the last step: the run finished instead
+        final_eval = trainer.evaluate(eval_dataset=method.dataset(valid_examples)) if valid_examples else None
     if not trainer.is_world_process_zero():
         return  # the other data-parallel workers took part in training and evaluation only
     model_dir = _save_final(trainer, tokenizer, spec, start.base_model)

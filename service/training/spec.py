@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from service.training.errors import TRAINING_FAILED, TrainingError
+from service.training.tracking import Integrations
 
 # Documented in docs/local-trainer.md; change both together.
 DEFAULT_N_EPOCHS = 3
@@ -126,6 +127,7 @@ class TrainSpec:
     threads: int | None = None
     cache_dir: Path | None = None  # optional: where dequantized GGUF models are cached
     from_model: Path | None = None  # optional: a Tuneline model directory to continue training
+    integrations: Integrations = field(default_factory=Integrations)  # trackers (service.training.tracking)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -180,6 +182,7 @@ class TrainSpec:
                 threads=threads,
                 cache_dir=Path(cache_dir) if cache_dir else None,
                 from_model=Path(from_model) if from_model else None,
+                integrations=Integrations.from_dict(raw.get("integrations")),
             )
         except KeyError as exc:
             raise TrainingError(TRAINING_FAILED, f"spec is missing {exc.args[0]!r}") from None

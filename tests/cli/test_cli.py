@@ -197,3 +197,49 @@ def test_prepare_starts_without_the_http_client_or_ml_libraries(sample_data: Pat
     unreachable = {"TUNELINE_BASE_URL": f"http://127.0.0.1:{free_port()}", "TUNELINE_API_KEY": "tl-a-b"}
     status, heavy, _ = _imported(["jobs", "list"], tmp_path, **unreachable)
     assert (status, heavy) == (1, ["httpx2"])
+
+
+def test_jobs_create_dpo_with_integrations_then_pause_and_resume(
+    live, client, make_key, store, settings
+) -> None:
+    from service.core import preparation
+    from service.core.jobs import lifecycle, states
+    from tests.api.test_files import upload
+    from tests.api.test_jobs_local_api import PREFERENCE
+
+    token = make_key("acme")
+    file_id = upload(client, token, PREFERENCE).json["id"]
+    preparation.prepare_uploaded_file(store, settings.data_dir, file_id)
+    args = ["jobs", "create", "--model", "smollm2-135m", "--provider", "local", "--training-file", file_id]
+    dpo = ["--method", "dpo", "--beta", "0.3", "--n-epochs", "2", "--batch-size", "4"]
+    created = run(live, token, *args, *dpo, "--mlflow-experiment", "funds", "--wandb-project", "qa", "--json")
+    assert created.exit_code == 0, created.stderr
+    job = json.loads(created.stdout)
+    assert job["method"] == {
+        "type": "dpo",
+        "dpo": {"hyperparameters": {"n_epochs": 2, "batch_size": 4, "beta": 0.3}},
+    }
+    assert job["hyperparameters"]["beta"] == 0.3 and isinstance(job["seed"], int)
+    assert job["integrations"] == [
+        {"type": "wandb", "wandb": {"project": "qa"}},
+        {"type": "mlflow", "mlflow": {"experiment_name": "funds"}},
+    ]
+    human = run(live, token, *args, "--method", "dpo", "--seed", "5")
+    assert human.exit_code == 0 and human.stdout.startswith("Created ftjob-") and "seed 5)" in human.stdout
+    shown = run(live, token, "jobs", "get", job["id"]).stdout
+    assert f"seed:             {job['seed']}" in shown and "method:           dpo" in shown
+    assert 'integration:      mlflow {"experiment_name": "funds"}' in shown
+    no_dpo = run(live, token, *args, "--beta", "0.3")
+    assert no_dpo.exit_code == 2 and "--beta" in no_dpo.stderr and "--method dpo" in no_dpo.stderr
+
+    not_yet = run(live, token, "jobs", "pause", job["id"])
+    assert not_yet.exit_code == 1 and "HTTP 409 conflict_error (job_not_pausable)" in not_yet.stderr
+    training = stored_job(store, "acme", provider="local", status=states.RUNNING, stage="training")
+    paused = run(live, token, "jobs", "pause", training["id"], "--json")
+    assert paused.exit_code == 0, paused.stderr
+    assert (json.loads(paused.stdout)["status"], json.loads(paused.stdout)["stage"]) == states.PAUSING_STATE
+    lifecycle.transition(store, training["id"], *states.PAUSED_STATE, "the run saved its checkpoint")
+    resumed = run(live, token, "jobs", "resume", training["id"])
+    assert resumed.exit_code == 0 and resumed.stdout == f"{training['id']} is queued (train_queued).\n"
+    again = run(live, token, "jobs", "resume", training["id"], "--json")
+    assert again.exit_code == 1 and "(job_not_resumable)" in again.stderr

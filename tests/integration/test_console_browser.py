@@ -369,3 +369,52 @@ def test_overview_for_an_ops_key(console, stack, tenant_a):
     phone.sign_in(stack.key("ops-team", role="ops")).get_by_role("link", name="Jobs").click()
     phone.page.locator("tr[data-job-id]").first.wait_for()
     phone.shot("jobs-list-phone")
+
+
+def test_pause_and_resume_buttons_and_a_dpo_jobs_curves(console, stack, tenant_a):
+    """A running DPO job: its page draws preference accuracy and reward margin (not token
+    accuracy), pauses it with a button and resumes it with another (the sandbox pauses for real)."""
+    from service.core.jobs.metrics import DPO_METRIC_COLUMNS
+    from service.core.store import jobs as repo
+    from tests.api.test_jobs_local_api import PREFERENCE
+
+    preference = upload(tenant_a["client"], PREFERENCE, "pairs.jsonl")
+    job = tenant_a["client"].fine_tuning.jobs.create(
+        model=MODEL,
+        training_file=preference,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}},
+        extra_body={"provider": "sandbox", "sandbox": {"queued_s": 0, "validating_s": 0, "step_s": 5000}},
+    )
+    wait_until(lambda: api_status(tenant_a, job.id) == "running", 30, interval=0.2, what="job running")
+    rows = [
+        {name: None for name in DPO_METRIC_COLUMNS}
+        | {
+            "step": s,
+            "train_loss": 0.7 - 0.1 * s,
+            "train_preference_accuracy": 0.5 + 0.1 * s,
+            "train_reward_margin": 0.05 * s,
+        }
+        for s in (1, 2, 3)
+    ]
+    repo.put_metrics(stack.store, job.id, rows)
+    c = console()
+    page = c.sign_in(tenant_a["token"])
+    page.goto(f"{stack.base_url}/console/#/jobs/{job.id}")
+    points = 'title => document.querySelector(`figure[data-chart="${title}"] .chart-box`)?.dataset.points'
+    for title in ("Loss", "Preference accuracy", "Reward margin"):
+        page.wait_for_function(f"() => ({points})({json.dumps(title)}) === '3'")
+    assert page.locator('figure[data-chart="Token accuracy"]').count() == 0
+    accuracy = page.locator('figure[data-chart="Preference accuracy"]')
+    assert "train_preference_accuracy" in accuracy.locator(".u-legend").inner_text()
+    assert "Method\ndpo" in page.locator("#job-summary").inner_text()
+
+    page.get_by_role("button", name="Pause job").click()
+    page.locator("#job-status .badge.paused").wait_for()
+    assert api_status(tenant_a, job.id) == "paused"
+    assert not page.get_by_role("button", name="Pause job").is_visible()
+    c.shot("job-paused")
+    page.get_by_role("button", name="Resume job").click()
+    page.locator("#job-status .badge.running").wait_for()
+    assert api_status(tenant_a, job.id) == "running"
+    page.get_by_role("button", name="Pause job").wait_for()
+    tenant_a["client"].fine_tuning.jobs.cancel(job.id)

@@ -203,3 +203,59 @@ def test_bad_inputs_fail_clearly_and_the_worker_keeps_serving(local: Stack, loca
     assert train_worker.proc is not None and train_worker.proc.poll() is None
     ok = create_local(client, file_id, local_base_model, n_epochs=1, batch_size=4)
     assert wait_terminal(client, ok.id).status == "succeeded"
+
+
+def test_a_local_job_reports_to_mlflow_and_wandb(local: Stack, local_base_model: Path, monkeypatch) -> None:
+    """The job's integrations: an MLflow run in the default store under the data directory and a
+    W&B offline run under the job's output (no W&B key configured), each named after the job,
+    holding its per-step training loss and its hyperparameters."""
+    import mlflow
+
+    from tests.support.trackers import wandb_offline_run
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    token = local.key()
+    client = sdk(local, token)
+    file_id = upload(client, chat_rows(16))
+    integrations = [
+        {"type": "wandb", "wandb": {"project": "funds", "tags": ["qa"]}},
+        {"type": "mlflow", "mlflow": {"experiment_name": "funds-qa"}},
+    ]
+    job = client.fine_tuning.jobs.create(
+        model=str(local_base_model),
+        training_file=file_id,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}},  # type: ignore[typeddict-item]
+        extra_body={"provider": "local", "integrations": integrations},
+    )
+    assert job.integrations is not None and [i.type for i in job.integrations] == ["wandb", "mlflow"]
+    done = wait_terminal(client, job.id)
+    assert done.status == "succeeded", (done.error, local.logs())
+    rows = get_json(local, token, f"/v1/fine_tuning/jobs/{job.id}/metrics")["data"]
+    losses = {r["step"]: r["train_loss"] for r in rows}
+    assert sorted(losses) == [1, 2, 3, 4]
+
+    data = local.workdir / "data"
+    tracking = mlflow.MlflowClient(f"sqlite:///{(data / 'mlflow' / 'mlflow.db').resolve()}")
+    experiment = tracking.get_experiment_by_name("funds-qa")
+    assert experiment is not None
+    (run,) = tracking.search_runs([experiment.experiment_id], f"tags.`tuneline.job_id` = '{job.id}'")
+    assert run.info.run_name == job.id and run.info.status == "FINISHED"
+    assert run.data.tags["tuneline.tenant"] == done.organization_id
+    history = tracking.get_metric_history(run.info.run_id, "loss")  # transformers' name of train_loss
+    assert {m.step: m.value for m in history} == pytest.approx(losses, abs=1e-6)
+    params = run.data.params
+    assert params["tuneline.seed"] == params["seed"] == str(done.seed)
+    assert (params["tuneline.n_epochs"], params["tuneline.batch_size"], params["tuneline.method"]) == (
+        "1",
+        "4",
+        "supervised",
+    )
+    assert float(params["tuneline.learning_rate"]) == float(params["learning_rate"]) > 0
+
+    (run_dir,) = (data / "jobs" / job.id / "output" / "wandb").glob(f"offline-run-*-{job.id}")
+    offline = wandb_offline_run(run_dir)
+    assert (offline.run_id, offline.name, offline.project) == (job.id, job.id, "funds")
+    assert {"qa", f"tuneline/{job.id}"} <= set(offline.tags)
+    assert offline.config["tuneline"]["seed"] == done.seed and offline.config["tuneline"]["job_id"] == job.id
+    steps = {h["train/global_step"]: h["train/loss"] for h in offline.history if "train/loss" in h}
+    assert steps == pytest.approx(losses, abs=1e-6)

@@ -8,6 +8,7 @@ import marshmallow as ma
 
 from service.api.base import CursorArgsSchema, MetadataFilterArgsSchema, StrictSchema, list_schema
 from service.api.openai_objects import CheckpointSchema, EventSchema, MetricRowSchema
+from service.core.jobs.integrations import TYPES as INTEGRATION_TYPES
 from service.core.jobs.states import STATUSES
 from service.core.store.train_queue import PRIORITY_MAX, PRIORITY_MIN
 from service.core.webhooks.signing import EVENT_TYPES
@@ -90,6 +91,52 @@ class PrepareSchema(StrictSchema):
     split = ma.fields.Nested(SplitSchema)
 
 
+class WandbSchema(StrictSchema):
+    """OpenAI's Weights & Biases integration."""
+
+    project = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=128))
+    name = ma.fields.String(
+        allow_none=True,
+        validate=ma.validate.Length(min=1, max=128),
+        metadata={"description": "The run's display name; default: the job id."},
+    )
+    entity = ma.fields.String(allow_none=True, validate=ma.validate.Length(min=1, max=128))
+    tags = ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(min=1, max=64)), validate=ma.validate.Length(max=20)
+    )
+
+
+class MlflowSchema(StrictSchema):
+    """Tuneline extension: an MLflow run on the local trainer (TUNELINE_MLFLOW_TRACKING_URI)."""
+
+    experiment_name = ma.fields.String(
+        allow_none=True,
+        validate=ma.validate.Length(min=1, max=256),
+        metadata={"description": "Default: tuneline."},
+    )
+    run_name = ma.fields.String(
+        allow_none=True,
+        validate=ma.validate.Length(min=1, max=256),
+        metadata={"description": "Default: the job id."},
+    )
+
+
+class IntegrationSchema(StrictSchema):
+    type = ma.fields.String(required=True, validate=ma.validate.OneOf(INTEGRATION_TYPES))
+    wandb = ma.fields.Nested(WandbSchema)
+    mlflow = ma.fields.Nested(MlflowSchema)
+
+    @ma.validates_schema
+    def _settings_of_its_type(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """The object named by ``type`` is present (mlflow's may be left out), and no other."""
+        kind = data.get("type")
+        for other in INTEGRATION_TYPES:
+            if other != kind and other in data:
+                raise ma.ValidationError(f"Not allowed when type is {kind!r}.", field_name=other)
+        if kind == "wandb" and "wandb" not in data:
+            raise ma.ValidationError("Missing data for required field.", field_name="wandb")
+
+
 class JobCreateSchema(StrictSchema):
     model = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=256))
     training_file = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=128))
@@ -104,7 +151,12 @@ class JobCreateSchema(StrictSchema):
         allow_none=True,
         validate=ma.validate.Length(max=15),
     )
-    integrations = ma.fields.List(ma.fields.Dict(), allow_none=True)
+    integrations = ma.fields.List(
+        ma.fields.Nested(IntegrationSchema),
+        allow_none=True,
+        validate=ma.validate.Length(max=len(INTEGRATION_TYPES)),
+        metadata={"description": "Experiment trackers the training reports to (wandb; mlflow on local)."},
+    )
     provider = ma.fields.String(validate=ma.validate.OneOf(PROVIDERS))
     webhook = ma.fields.Nested(WebhookSchema)
     max_cost_usd = StrictNumber(validate=ma.validate.Range(0.0, 1_000_000.0))
@@ -140,7 +192,10 @@ class JobSchema(ma.Schema):
     model = ma.fields.String(required=True)
     organization_id = ma.fields.String(required=True)
     result_files = ma.fields.List(ma.fields.String(), required=True)
-    seed = ma.fields.Integer(allow_none=True)
+    seed = ma.fields.Integer(
+        required=True,
+        metadata={"description": "The job's seed: the caller's, or one Tuneline picked (0-2147483647)."},
+    )
     status = ma.fields.String(required=True, metadata={"enum": list(STATUSES)})
     trained_tokens = ma.fields.Integer(allow_none=True)
     training_file = ma.fields.String(required=True)

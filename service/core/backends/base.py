@@ -200,11 +200,13 @@ class Backend:
     ``name``: the provider name jobs carry. ``state_type``: the typed state it keeps on a job.
     ``extensions``: request fields it forwards to its provider (e.g. ``sandbox``).
     ``account``: identifies the provider account (file reuse, poll rate limits).
+    ``integrations``: the ``integrations[].type`` values it honours (others are refused at create).
     """
 
     name: str = ""
     state_type: ClassVar[type[BackendState]] = BackendState
     extensions: tuple[str, ...] = ()
+    integrations: tuple[str, ...] = ()
     account: str = ""
 
     # --- at create (the API process) -------------------------------------------------------

@@ -33,6 +33,7 @@ from service.core.datasets.models import DEFAULT_MODEL
 from service.core.dispatch import Dispatcher
 from service.core.errors import InvalidRequest, Unprocessable
 from service.core.jobs import lifecycle, states
+from service.core.jobs.integrations import MLFLOW, WANDB
 from service.core.jobs.metrics import columns_for
 from service.core.jobs.record import BackendState, Job, state_of, state_type
 from service.core.store import Store, train_queue
@@ -218,6 +219,7 @@ class LocalBackend(Backend):
     """Trains on this deployment's own device; serves and deletes the models it trained."""
 
     state_type = LocalState
+    integrations = (WANDB, MLFLOW)  # the engine logs to them (service.training.tracking)
 
     def __init__(self, name: str, settings: Settings, store: Store, dispatcher: Dispatcher | None) -> None:
         self.name = name

@@ -28,6 +28,7 @@ from service.core import ids
 from service.core.backends.base import Trained
 from service.core.backends.local import LocalState, base_model_of, device_id, local_state, method_type
 from service.core.jobs import lifecycle, metrics, record, retry, states
+from service.core.jobs.integrations import MLFLOW, WANDB
 from service.core.jobs.naming import fine_tuned_model_name
 from service.core.jobs.record import Job
 from service.core.jobs.stages.common import fail_job
@@ -113,7 +114,37 @@ def build_spec(settings: Settings, job: Job, resume: bool) -> dict[str, Any]:
         "device": device,
         "threads": settings.train_threads or None,
         "cache_dir": str(model_cache_dir(settings).resolve()),
+        "integrations": _integrations(settings, job),
     }
+
+
+def _integrations(settings: Settings, job: Job) -> dict[str, Any]:
+    """The trackers the run reports to (``service.training.tracking``), each with where its runs
+    go. Never a key: a W&B key reaches the child only through its environment (``child_env``)."""
+    out: dict[str, Any] = {}
+    for item in job.integrations:
+        kind = item.get("type")
+        given = {k: v for k, v in (item.get(kind) or {}).items() if v is not None}
+        if kind == WANDB:
+            mode = "online" if settings.wandb_api_key else "offline"
+            out[WANDB] = {**given, "mode": mode, "base_url": settings.wandb_base_url or None}
+        elif kind == MLFLOW:
+            own_store = not settings.mlflow_tracking_uri
+            artifacts = settings.data_dir / "mlflow" / "artifacts"
+            out[MLFLOW] = {
+                **given,
+                "tracking_uri": settings.effective_mlflow_tracking_uri,
+                "artifact_location": str(artifacts.resolve()) if own_store else None,
+            }
+    if out:
+        out["tags"] = {"tuneline.job_id": job.id, "tuneline.tenant": job.tenant, "tuneline.model": job.model}
+    return out
+
+
+def child_env(settings: Settings, job: Job) -> dict[str, str]:
+    """The training child's environment beyond the device's: the W&B key when the job logs to W&B."""
+    wandb = any(item.get("type") == WANDB for item in job.integrations)
+    return {"WANDB_API_KEY": settings.wandb_api_key} if wandb and settings.wandb_api_key else {}
 
 
 def _write_spec(settings: Settings, spec: dict[str, Any]) -> Path:
@@ -216,7 +247,7 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
     python = ctx.settings.train_python or sys.executable
     child = Child(
         [python, "-m", "service.training.run", "--spec", str(spec_path)],
-        {**extra_env, "PYTHONUNBUFFERED": "1"},
+        {**extra_env, **child_env(ctx.settings, job), "PYTHONUNBUFFERED": "1"},
         job_dir(ctx.settings, job_id) / "train.log",
     )
     log.info("training child started", extra={"job_id": job_id, "pid": child.pid, "resume": resume})

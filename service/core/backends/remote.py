@@ -42,6 +42,7 @@ from service.core.datasets import resolve_model
 from service.core.datasets.models import training_cost_usd
 from service.core.errors import InvalidRequest, Unprocessable
 from service.core.jobs import states
+from service.core.jobs.integrations import WANDB
 from service.core.jobs.metrics import METRIC_COLUMNS
 from service.core.jobs.record import BackendState, Job, state_of, state_type
 from service.core.store import Store
@@ -147,6 +148,8 @@ class SDKClient:
             kwargs["suffix"] = request.suffix
         if request.seed is not None:
             kwargs["seed"] = request.seed
+        if request.integrations:
+            kwargs["integrations"] = request.integrations
         if request.extra_body:
             kwargs["extra_body"] = request.extra_body
         return _job(self._call(self._create_client.fine_tuning.jobs.create, **kwargs))
@@ -303,6 +306,7 @@ class CreateJobRequest:
     metadata: dict[str, str]
     method: dict[str, Any] | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
+    integrations: list[dict[str, Any]] = field(default_factory=list)  # OpenAI's (wandb)
 
 
 @state_type
@@ -354,6 +358,7 @@ class RemoteBackend(Backend):
     """A provider with OpenAI's fine-tuning API, reached through the official SDK."""
 
     state_type = RemoteState
+    integrations = (WANDB,)  # OpenAI's W&B integration, forwarded as given
 
     def __init__(
         self, name: str, client: openai.OpenAI, account: str, store: Store, extensions: tuple[str, ...] = ()
@@ -423,6 +428,7 @@ class RemoteBackend(Backend):
                 metadata={**(job.metadata or {}), "tuneline_job_id": job.id},
                 method=job.method,
                 extra_body={k: v for k, v in job.extensions.items() if k in self.extensions and v},
+                integrations=list(job.integrations),
             )
         )
 

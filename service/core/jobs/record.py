@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from service.core.jobs.seeds import DEFAULT_SEED
 from service.core.store import Store
 from service.core.store import jobs as repo
 from service.core.store.base import Pipeline
@@ -147,6 +148,7 @@ class Job:
     def from_dict(cls, raw: dict[str, Any]) -> Job:
         _load_builtin_backends()
         common = {name: raw[name] for name in _COMMON if raw.get(name) is not None}
+        common.setdefault("seed", DEFAULT_SEED)  # stored before seeds were picked (jobs.seeds)
         common["extensions"] = {k: raw[k] for k in _EXTENSIONS if raw.get(k) is not None}
         stored = raw.get("backend_state")
         if isinstance(stored, dict):

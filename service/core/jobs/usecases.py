@@ -18,7 +18,7 @@ from service.core.datasets import default_epochs
 from service.core.datasets.checks import CHAT, PREFERENCE, PROMPT_COMPLETION
 from service.core.dispatch import Dispatcher
 from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
-from service.core.jobs import lifecycle, metrics, record, states
+from service.core.jobs import integrations, lifecycle, metrics, record, seeds, states
 from service.core.jobs.record import Job
 from service.core.jobs.stages.common import WATCHDOG_S
 from service.core.jobs.views import public_job
@@ -200,6 +200,8 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
             code="budget_exceeded",
             headers={"x-should-retry": "false"},
         )
+    seed, prepare = seeds.seeded(params.get("seed"), params.get("prepare"))
+    trackers = integrations.checked(params.get("integrations"), provider, backend.integrations)
     now = time.time()
     job = Job(
         id=ids.new_id("job"),
@@ -213,14 +215,15 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         hyperparameters=hyper,
         method=params.get("method"),
         suffix=suffix,
-        seed=params.get("seed"),
+        seed=seed,
         metadata=params.get("metadata"),
         provider=provider,
         webhook=webhook,
         max_cost_usd=max_cost,
         priority=int(params.get("priority") or 0),
         estimate=estimate,
-        prepare=params.get("prepare"),
+        prepare=prepare,
+        integrations=trackers,
         extensions={k: params[k] for k in record.extensions() if params.get(k) is not None},
         status=states.VALIDATING,
         stage="preparing",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.core.jobs.seeds import DEFAULT_SEED
+
 PUBLIC_FIELDS = (
     "id",
     "created_at",
@@ -51,6 +53,8 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
     out["result_files"] = job.get("result_files") or []
     out["integrations"] = job.get("integrations") or []
     out["priority"] = job.get("priority") or 0  # records from before the field load as 0
+    if out["seed"] is None:  # stored before Tuneline picked seeds: the one it used (jobs.seeds)
+        out["seed"] = DEFAULT_SEED
     if out["webhook"]:
         out["webhook"] = {"url": out["webhook"]["url"], "events": out["webhook"]["events"]}
     return out

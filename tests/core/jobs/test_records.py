@@ -18,6 +18,7 @@ from service.core.backends.remote import RemoteState
 from service.core.clock import ManualClock
 from service.core.jobs import record, states
 from service.core.jobs.record import Job
+from service.core.jobs.seeds import DEFAULT_SEED
 from service.core.jobs.stages import finalize, poll
 from service.core.jobs.views import public_job
 from service.core.store import jobs as repo
@@ -72,10 +73,21 @@ def test_an_old_record_loads_and_its_public_json_is_unchanged(name):
     view = public_job(job.to_dict())
     # Fields added since the dump are additive; an old record has their defaults.
     assert view.pop("priority") == 0 and job.priority == 0
-    assert view == public
+    assert view == answered_now(public)
+    assert job.seed == view["seed"]  # the seed later stages use is the one the job answers
     # Written back in the new shape, it reads the same again.
     again = Job.from_dict(json.loads(json.dumps(job.to_dict())))
-    assert again == job and public_job(again.to_dict()) == {**public, "priority": 0}
+    assert again == job and public_job(again.to_dict()) == {**answered_now(public), "priority": 0}
+
+
+def answered_now(public: dict[str, Any]) -> dict[str, Any]:
+    """What an old record answers today: as then, but a record stored before Tuneline picked seeds
+    (``seed: null``) answers the seed it was prepared and trained with (``jobs.seeds``)."""
+    return {**public, "seed": DEFAULT_SEED if public["seed"] is None else public["seed"]}
+
+
+def test_old_records_without_a_seed_are_covered():
+    assert {stored(n)["public"]["seed"] is None for n in NAMES} == {True, False}
 
 
 def test_the_state_of_old_records_lands_in_its_typed_part():
@@ -101,7 +113,7 @@ def test_the_api_answers_an_old_record_as_it_did(client, make_key, store, name):
     job_id = insert(store, data["record"])
     token = make_key(data["record"]["tenant"])
     body = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"}).json
-    assert body == {**data["public"], "priority": 0}  # the one field added since (additive)
+    assert body == {**answered_now(data["public"]), "priority": 0}  # the field added since (additive)
 
 
 def test_an_old_job_in_mid_poll_finishes_through_the_new_stages(settings, store):

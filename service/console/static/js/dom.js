@@ -36,7 +36,7 @@ export function fill(el, ...children) {
 }
 
 export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-export const STATUSES = ["validating_files", "queued", "running", "succeeded", "failed", "cancelled"];
+export const STATUSES = ["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"];
 export const PROVIDERS = ["openai", "azure", "sandbox", "local"];
 
 export function badge(value, extra = "") {

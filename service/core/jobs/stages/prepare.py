@@ -8,6 +8,7 @@ from service.core import files
 from service.core.datasets import PrepareOptions, prepare_file
 from service.core.jobs import lifecycle
 from service.core.jobs.record import Job
+from service.core.jobs.seeds import DEFAULT_SEED
 from service.core.jobs.stages.common import StageContext, enter, fail_job, run_stage
 from service.settings import Settings
 
@@ -38,7 +39,7 @@ def _prepare(ctx: StageContext, job: Job) -> str | None:
         dedupe=prep.get("dedupe", True),
         split_validation=0.0 if job.validation_file else float(split.get("validation", 0.0)),
         split_test=0.0 if job.test_file else float(split.get("test", 0.0)),
-        seed=int(split.get("seed", job.seed or 42)),
+        seed=int(split.get("seed", DEFAULT_SEED if job.seed is None else job.seed)),
     )
     out = prepared_dir(ctx.settings, job.id)
     report = prepare_file(files.blob_path(ctx.settings.data_dir, job.training_file), options, out / "train")

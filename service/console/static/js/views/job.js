@@ -1,4 +1,4 @@
-// Job page: summary, cancel, live event log (fetch-streamed SSE), curves, checkpoints, evaluation, webhooks.
+// Job page: summary, pause/resume and cancel, live event log (fetch-streamed SSE), curves, checkpoints, evaluation, webhooks.
 import { api, ApiError, stream, url } from "../api.js";
 import { lineChart } from "../chart.js";
 import {
@@ -10,6 +10,28 @@ import * as notfound from "./notfound.js";
 
 const LOSS = ["train_loss", "valid_loss", "full_valid_loss"];
 const ACCURACY = ["train_mean_token_accuracy", "valid_mean_token_accuracy", "full_valid_mean_token_accuracy"];
+// DPO jobs' columns (service/core/jobs/metrics.py DPO_METRIC_COLUMNS): no token accuracy, but how
+// often the preferred answer wins and by how much.
+const PREFERENCE = ["train_preference_accuracy", "valid_preference_accuracy", "full_valid_preference_accuracy"];
+const MARGIN = ["train_reward_margin", "valid_reward_margin", "full_valid_reward_margin"];
+
+/** The charts of a job's method: loss, then token accuracy (supervised) or the DPO figures. */
+function chartsFor(job) {
+  const loss = lineChart("Loss", LOSS, "loss");
+  if (job.method?.type === "dpo") {
+    return [loss, lineChart("Preference accuracy", PREFERENCE, "accuracy"), lineChart("Reward margin", MARGIN, "margin")];
+  }
+  return [loss, lineChart("Token accuracy", ACCURACY, "accuracy")];
+}
+
+function integrationsText(list) {
+  if (!list || !list.length) return "—";
+  return list.map((i) => {
+    const s = i[i.type] || {};
+    const where = i.type === "wandb" ? [s.entity, s.project].filter(Boolean).join("/") : s.experiment_name || "tuneline";
+    return h("span", { class: "badge info" }, `${i.type}: ${where}`);
+  });
+}
 const MAX_LOG = 2000;
 
 function debounce(fn, ms) {
@@ -38,6 +60,9 @@ function summary(job) {
       ? `${usd(job.estimate.cost_usd)} (${num(job.estimate.billed_tokens)} billed tokens, ${job.estimate.n_epochs} epochs)`
       : "—"],
     ["Budget (max_cost_usd)", usd(job.max_cost_usd)],
+    ["Method", job.method?.type || "supervised"],
+    ["Seed", job.seed ?? "—"],
+    ["Integrations", integrationsText(job.integrations)],
     ["Tenant", job.tenant || job.organization_id],
     ["Suffix", job.suffix || "—"],
     ["Metadata", job.metadata && Object.keys(job.metadata).length
@@ -107,8 +132,7 @@ export async function render(main, { params, signal }) {
   const actions = h("div", { class: "toolbar", id: "job-actions" });
   const actionFeedback = h("div", { id: "action-feedback" });
   const progressBox = h("div", { class: "progress", id: "job-progress" });
-  const lossChart = lineChart("Loss", LOSS, "loss");
-  const accChart = lineChart("Token accuracy", ACCURACY, "accuracy");
+  const charts = chartsFor(job);
   const metricsError = h("div");
   const checkpointsBox = h("div", { id: "checkpoints" });
   const evaluationBox = h("div", { id: "evaluation" });
@@ -134,6 +158,32 @@ export async function render(main, { params, signal }) {
       : [h("progress", { max: "100", value: String(Math.round(f * 100)), "aria-label": "Training progress" }),
         h("span", {}, activity.total ? `step ${activity.step} of ${activity.total}` : `${Math.round(f * 100)}%`)]);
     renderActions();
+  }
+
+  /** Pause (a training job) or resume (a paused one), as OpenAI's routes allow; the server has the last word. */
+  function controlButton() {
+    let what = null;
+    if (job.status === "running" && job.stage === "training") what = "pause";
+    else if (job.status === "paused" && job.stage !== "pausing") what = "resume";
+    if (!what) {
+      return job.stage === "pausing" ? h("span", { class: "muted", id: "pausing-note" }, "Pausing: saving a checkpoint…") : null;
+    }
+    const label = what === "pause" ? "Pause job" : "Resume job";
+    const button = h("button", { type: "button", class: "secondary", id: `${what}-job` }, label);
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        job = await api(`${base}/${what}`, { method: "POST", signal });
+        fill(actionFeedback, h("div", { class: "alert info", role: "status" }, `Job ${job.id} is ${job.status} (${job.stage}).`));
+        announce(`Job ${job.status}`);
+        renderJob();
+      } catch (err) {
+        if (err.name === "AbortError") return;
+        fill(actionFeedback, errorAlert(err, what === "pause" ? "Pause failed" : "Resume failed"));
+        renderActions();
+      }
+    });
+    return button;
   }
 
   function renderActions() {
@@ -163,7 +213,7 @@ export async function render(main, { params, signal }) {
         h("span", {}, "Cancel this job? A provider job is cancelled too."), yes, no));
       yes.focus();
     });
-    fill(actions, cancel);
+    fill(actions, controlButton(), cancel);
   }
 
   async function refreshJob() {
@@ -179,8 +229,7 @@ export async function render(main, { params, signal }) {
   async function refreshMetrics() {
     try {
       const rows = (await api(`${base}/metrics`, { signal })).data;
-      lossChart.update(rows);
-      accChart.update(rows);
+      charts.forEach((chart) => chart.update(rows));
       fill(metricsError);
     } catch (err) {
       if (err.name !== "AbortError") fill(metricsError, errorAlert(err, "Could not load metrics"));
@@ -302,7 +351,7 @@ export async function render(main, { params, signal }) {
     h("section", { "aria-labelledby": "h-summary" }, h("h2", { id: "h-summary", class: "visually-hidden" }, "Summary"),
       summaryBox, h("h3", {}, "Progress"), progressBox, actions, actionFeedback),
     h("section", { "aria-labelledby": "h-curves" }, h("h2", { id: "h-curves" }, "Training curves"),
-      metricsError, h("div", { class: "charts" }, lossChart.figure, accChart.figure)),
+      metricsError, h("div", { class: "charts" }, charts.map((chart) => chart.figure))),
     h("section", { "aria-labelledby": "h-log" }, h("h2", { id: "h-log" }, "Event log"), streamState, log),
     h("section", { "aria-labelledby": "h-ckpt" }, h("h2", { id: "h-ckpt" }, "Checkpoints"), checkpointsBox),
     h("section", { "aria-labelledby": "h-eval" }, h("h2", { id: "h-eval" }, "Evaluation"), evaluationBox),
@@ -323,7 +372,6 @@ export async function render(main, { params, signal }) {
   return () => {
     stop.abort();
     timers.forEach(clearInterval);
-    lossChart.destroy();
-    accChart.destroy();
+    charts.forEach((chart) => chart.destroy());
   };
 }
