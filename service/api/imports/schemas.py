@@ -8,6 +8,9 @@ from typing import Any
 import marshmallow as ma
 
 from service.api.base import StrictSchema, list_schema
+from service.api.experiments.schemas import CandidateSchema
+from service.api.jobs.schemas import SplitSchema
+from service.core.imports.retrain import DEFAULT_SPLIT, TEST_SETS
 from service.core.imports.usecases import PROGRESS_FIELDS, SOURCES
 
 
@@ -79,6 +82,76 @@ class ImportErrorSchema(ma.Schema):
     message = ma.fields.String(allow_none=True)
 
 
+class RetrainCreateSchema(StrictSchema):
+    candidates = ma.fields.List(
+        ma.fields.Nested(CandidateSchema),
+        required=True,
+        validate=ma.validate.Length(min=1, max=7),
+        metadata={
+            "description": "What to train on each imported job's data, as experiments take them "
+            '(e.g. `{"provider": "local", "model": "smollm2-135m"}`).'
+        },
+    )
+    split = ma.fields.Nested(
+        SplitSchema,
+        metadata={
+            "description": f"The held-out split of the training file (default {DEFAULT_SPLIT}); a job "
+            "imported with a validation file is tested on that file instead (`test` is then unused)."
+        },
+    )
+    include_original = ma.fields.Boolean(
+        load_default=True,
+        metadata={
+            "description": "Evaluate each job's original fine-tuned model beside the candidates (an "
+            "evaluate-only candidate, last in the table; it needs the account's provider configured)."
+        },
+    )
+    jobs = ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(min=1, max=256)),
+        validate=ma.validate.Length(min=1, max=1000),
+        metadata={
+            "description": "Only these imported jobs (Tuneline or provider job ids); default: every "
+            "succeeded job with a training file (the others are listed in `skipped`)."
+        },
+    )
+
+
+class RetrainedJobSchema(ma.Schema):
+    job_id = ma.fields.String(required=True, metadata={"description": "The imported job."})
+    provider_job_id = ma.fields.String(allow_none=True)
+    fine_tuned_model = ma.fields.String(allow_none=True, metadata={"description": "The original model."})
+    test_set = ma.fields.String(
+        required=True,
+        metadata={
+            "enum": list(TEST_SETS),
+            "description": "`validation_file`: the job's validation file, unseen by every model; "
+            "`split`: held out from the training file, which the original model trained on.",
+        },
+    )
+    experiment_id = ma.fields.String(required=True)
+
+
+class RetrainSkippedSchema(ma.Schema):
+    job_id = ma.fields.String(required=True)
+    provider_job_id = ma.fields.String(allow_none=True)
+    code = ma.fields.String(required=True)
+    message = ma.fields.String(required=True)
+
+
+class RetrainListsSchema(ma.Schema):
+    data = ma.fields.List(ma.fields.Nested(RetrainedJobSchema), required=True)
+    skipped = ma.fields.List(
+        ma.fields.Nested(RetrainSkippedSchema),
+        required=True,
+        metadata={"description": "Imported jobs not re-trained, and why."},
+    )
+
+
+class RetrainSchema(RetrainListsSchema):
+    object = ma.fields.Constant("import.retrain", required=True)
+    import_id = ma.fields.String(required=True)
+
+
 class ImportSchema(ma.Schema):
     id = ma.fields.String(required=True, metadata={"description": "`imp-…`"})
     object = ma.fields.Constant("import", required=True)
@@ -99,6 +172,9 @@ class ImportSchema(ma.Schema):
     updated_at = ma.fields.Integer()
     finished_at = ma.fields.Integer(allow_none=True)
     tenant = ma.fields.String()
+    retrain = ma.fields.Nested(
+        RetrainListsSchema, allow_none=True, metadata={"description": "Its re-training, once asked for."}
+    )
 
 
 ImportListSchema = list_schema(ImportSchema, "ImportList")

@@ -62,7 +62,10 @@ class ImportsContext:
 
 def public_import(doc: dict[str, Any]) -> dict[str, Any]:
     """What a client sees: never the key, nor the internal cursor and file map."""
-    return {name: doc.get(name) for name in PUBLIC_FIELDS}
+    out = {name: doc.get(name) for name in PUBLIC_FIELDS}
+    retrain = doc.get("retrain")  # set by imports.retrain: the experiments re-training it
+    out["retrain"] = None if retrain is None else {"data": retrain["data"], "skipped": retrain["skipped"]}
+    return out
 
 
 def _check_base_url(settings: Settings, base_url: str) -> str:

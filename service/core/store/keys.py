@@ -159,6 +159,12 @@ def import_lock(import_id: str) -> str:
     return f"{PREFIX}:import:{import_id}:lock"
 
 
+def imported_models(tenant: str) -> str:
+    """Fine-tuned model name -> the imported job that made it (a provider's model name does not
+    hold the Tuneline job id the way Tuneline's own names do)."""
+    return f"{PREFIX}:imported_models:{tenant}"
+
+
 def imported_files(tenant: str) -> str:
     """Hash: ``<account>|<provider file id>`` -> the tenant's file holding those bytes."""
     return f"{PREFIX}:imported_files:{tenant}"
