@@ -170,7 +170,7 @@ def test_one_experiment_per_job_with_the_original_model_beside_the_candidate(
 def test_an_imported_model_is_one_of_the_tenants_models_and_an_evaluate_only_candidate(
     client, store, account
 ):
-    token, import_id, training, _ = account
+    token, _, training, _ = account
     model = "ft:gpt-4o-mini-2024-07-18:acme::alone1"
     assert get(client, token, f"/v1/models/{model}")["provider"] == "openai"
     base = {"training_file": training, "prepare": {"split": {"test": 0.2}}}
