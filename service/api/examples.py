@@ -374,6 +374,7 @@ IMPORT = {
     "finished_at": 1764600042,
     "tenant": "acme",
     "retrain": None,
+    "distill": None,
 }
 
 IMPORTS = {
@@ -420,4 +421,29 @@ IMPORT_RETRAINED = {
             "message": "the job failed at the provider: it made no model",
         }
     ],
+}
+
+IMPORT_DISTILL = {"max_cost_usd": 5.0}
+
+IMPORT_DISTILLING = {
+    "object": "import.distill",
+    "import_id": IMPORT["id"],
+    "status": "queued",
+    "max_cost_usd": 5.0,
+    "estimated_cost_usd": 0.4213,
+    "spent_usd": 0.0,
+    "jobs": [
+        {
+            "job_id": "ftjob-9c1d0e2f3a4b5c6d7e8f9a0b",
+            "provider_job_id": "ftjob-abc123",
+            "fine_tuned_model": "ft:gpt-4o-mini-2024-07-18:acme:support:AbC123xy",
+            "prompts": 1200,
+            "answered": 0,
+            "errors": 0,
+            "file_id": None,
+            "complete": None,
+        }
+    ],
+    "skipped": [],
+    "error": None,
 }

@@ -1,4 +1,5 @@
-"""``tuneline migrate openai``: import an OpenAI account's fine-tuning history, then re-train it.
+"""``tuneline migrate openai``: import an OpenAI account's fine-tuning history, then re-train it
+(and, opt-in, distill its original models' answers into new training files).
 
 The account key comes from ``TUNELINE_OPENAI_API_KEY`` or ``OPENAI_API_KEY`` when one is set
 (sent with the import only, never printed), else the server uses its configured provider.
@@ -110,7 +111,34 @@ def _retrain(
     return result, warnings
 
 
-def _summary(doc: dict[str, Any], retrained: dict[str, Any] | None, warnings: list[str]) -> str:
+def _distill(conn: Connection, import_id: str, max_cost_usd: float, quiet: bool) -> dict[str, Any]:
+    """Start the distillation and follow it to its end (plain lines on stderr unless quiet)."""
+    started = _retry_while_files_prepare(
+        lambda: conn.call("POST", f"/v1/imports/{import_id}/distill", json={"max_cost_usd": max_cost_usd}),
+        quiet,
+    )
+    state = {k: v for k, v in started.items() if k not in ("object", "import_id")}
+    shown = ""
+    deadline = time.monotonic() + IMPORT_WAIT_S
+    while True:
+        answered = sum(j["answered"] for j in state["jobs"])
+        prompts = sum(j["prompts"] for j in state["jobs"])
+        line = f"distill {state['status']}: {answered}/{prompts} answers, ${state['spent_usd']:.4f} spent"
+        if not quiet and line != shown:
+            click.echo(line, err=True)
+        shown = line
+        if state["status"] in ("succeeded", "stopped", "failed") or time.monotonic() > deadline:
+            return state
+        time.sleep(POLL_S)
+        state = conn.call("GET", f"/v1/imports/{import_id}")["distill"]
+
+
+def _summary(
+    doc: dict[str, Any],
+    retrained: dict[str, Any] | None,
+    distilled: dict[str, Any] | None,
+    warnings: list[str],
+) -> str:
     p = doc["progress"]
     lines = [
         f"Import {doc['id']} from {doc['source']}: {doc['status']}"
@@ -154,6 +182,25 @@ def _summary(doc: dict[str, Any], retrained: dict[str, Any] | None, warnings: li
             lines.append(f"not re-trained: {s['provider_job_id']} ({s['code']}): {s['message']}")
         if retrained["data"]:
             lines.append("Compare them with: tuneline experiments get <experiment>")
+    if distilled is not None:
+        lines += [
+            "",
+            f"Distillation: {distilled['status']}, ${distilled['spent_usd']:.4f} spent of "
+            f"${distilled['max_cost_usd']:.2f}"
+            + (f" ({distilled['error']['message']})" if distilled.get("error") else ""),
+            table(
+                ["job", "answers", "errors", "new training file"],
+                [
+                    [
+                        j["provider_job_id"],
+                        f"{j['answered']}/{j['prompts']}",
+                        j["errors"],
+                        (j["file_id"] or "") + (" (partial)" if j.get("complete") is False else ""),
+                    ]
+                    for j in distilled["jobs"]
+                ],
+            ),
+        ]
     lines += [f"warning: {w}" for w in warnings]
     return "\n".join(lines)
 
@@ -182,16 +229,38 @@ def _summary(doc: dict[str, Any], retrained: dict[str, Any] | None, warnings: li
     help="Held out of the training file when a job has no validation file.",
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print the import (and re-training) as one JSON document."
+    "--distill",
+    is_flag=True,
+    help="Also have each original model answer its training prompts, as new training files (opt-in; "
+    "needs --max-cost-usd).",
+)
+@click.option(
+    "--max-cost-usd",
+    type=click.FloatRange(0.0, min_open=True),
+    default=None,
+    help="What --distill may spend on the original models' answers.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the import (and what followed) as one JSON document."
 )
 def openai_(
-    since: str | None, base_url: str | None, candidates: tuple[str, ...], test_split: float, as_json: bool
+    since: str | None,
+    base_url: str | None,
+    candidates: tuple[str, ...],
+    test_split: float,
+    distill: bool,
+    max_cost_usd: float | None,
+    as_json: bool,
 ) -> None:
-    """Import your OpenAI fine-tuning jobs, files and metrics; with --retrain, re-train each job.
+    """Import your OpenAI fine-tuning jobs, files and metrics; with --retrain, re-train each job on
+    open models beside its original model; with --distill, turn the original models' answers into
+    new training files.
 
     The key is TUNELINE_OPENAI_API_KEY or OPENAI_API_KEY (sent with the import only, never
     printed); without one, the server's configured OpenAI provider is used.
     """
+    if distill and max_cost_usd is None:
+        raise click.UsageError("--distill needs --max-cost-usd (what the original models' answers may cost).")
     retrain_body = {
         "candidates": [parse_candidate(c, "--retrain") for c in candidates],
         "split": {"test": test_split},
@@ -207,17 +276,23 @@ def openai_(
         body["since"] = _since(since)
     doc = _follow(conn, conn.call("POST", "/v1/imports", json=body), quiet=as_json)
     retrained: dict[str, Any] | None = None
+    distilled: dict[str, Any] | None = None
     warnings: list[str] = []
-    if candidates and doc["status"] in ("succeeded", "failed"):
-        if doc["progress"]["jobs_imported"]:
-            retrained, warnings = _retrain(conn, doc["id"], retrain_body, quiet=as_json)
-        else:
-            warnings.append(
-                "nothing new was imported, so nothing was re-trained (earlier imports hold the jobs)"
-            )
+    ended = doc["status"] in ("succeeded", "failed")
+    if (candidates or distill) and ended and not doc["progress"]["jobs_imported"]:
+        warnings.append(
+            "nothing new was imported, so nothing was re-trained or distilled (earlier imports hold the jobs)"
+        )
+    elif ended:
+        if distill:
+            assert max_cost_usd is not None
+            distilled = _distill(conn, doc["id"], max_cost_usd, quiet=as_json)
+        if candidates:
+            retrained, more = _retrain(conn, doc["id"], retrain_body, quiet=as_json)
+            warnings += more
     if as_json:
-        echo_json({"import": doc, "retrain": retrained, "warnings": warnings})
+        echo_json({"import": doc, "retrain": retrained, "distill": distilled, "warnings": warnings})
     else:
-        click.echo(_summary(doc, retrained, warnings))
+        click.echo(_summary(doc, retrained, distilled, warnings))
     if doc["status"] != "succeeded":
         click.get_current_context().exit(1)

@@ -1,6 +1,7 @@
-"""``POST /v1/imports/{id}/retrain`` over the Flask test client: one experiment per imported job
-with the original model as an evaluate-only candidate, the held-out set chosen per job, the same
-request answered again with the same experiments, and every refusal naming its field."""
+"""``POST /v1/imports/{id}/retrain`` and ``/distill`` over the Flask test client: one experiment per
+imported job with the original model as an evaluate-only candidate, the held-out set chosen per
+job, the same request answered again with the same experiments; a distillation started once
+within its budget; every refusal naming its field."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from service.app import create_app
 from service.core.imports import mapping
 from service.core.store import imports as repo
-from service.core.tasknames import JOB_PREPARE
+from service.core.tasknames import IMPORT_DISTILL, JOB_PREPARE
 from service.settings import Settings
 from tests.api.test_experiments_api import QA, processed
 from tests.api.test_files import assert_error, auth
@@ -306,3 +307,64 @@ def test_without_the_provider_configured_the_original_cannot_be_evaluated(
     r = retrain(bare.test_client(), token, import_id, {"candidates": [LOCAL]})
     assert_error(r, 422, "invalid_request_error", param="include_original", code="provider_not_configured")
     assert "include_original: false" in r.json["error"]["message"]
+
+
+def distill(client, token, import_id: str, body: dict[str, Any]):
+    return client.post(f"/v1/imports/{import_id}/distill", headers=auth(token), json=body)
+
+
+def test_distill_starts_once_within_its_budget(client, store, dispatcher, account):
+    token, import_id, _, _ = account
+    started = distill(client, token, import_id, {"max_cost_usd": 1.0})
+    assert started.status_code == 202, started.json
+    body = started.json
+    assert body["object"] == "import.distill" and body["status"] == "queued" and body["spent_usd"] == 0
+    assert [j["provider_job_id"] for j in body["jobs"]] == ["ftjob-alone1", "ftjob-valid2"]
+    assert all(j["prompts"] == 40 and j["file_id"] is None for j in body["jobs"])
+    assert 0 < body["estimated_cost_usd"] < 1.0
+    assert [s["code"] for s in body["skipped"]] == ["job_not_succeeded"]
+    assert [s for s in dispatcher.sent if s[0] == IMPORT_DISTILL] == [(IMPORT_DISTILL, (import_id,))]
+    shown = get(client, token, f"/v1/imports/{import_id}")["distill"]
+    assert shown == {k: v for k, v in body.items() if k not in ("object", "import_id")}
+    assert distill(client, token, import_id, {"max_cost_usd": 1.0}).json == body
+    assert_error(
+        distill(client, token, import_id, {"max_cost_usd": 2.0}),
+        409,
+        "conflict_error",
+        param="import_id",
+        code="import_already_distilled",
+    )
+    assert len([s for s in dispatcher.sent if s[0] == IMPORT_DISTILL]) == 1
+
+
+def test_distill_refusals_name_the_field(client, store, settings, dispatcher, account):
+    token, import_id, training, _ = account
+    assert_error(distill(client, token, import_id, {}), 400, "invalid_request_error", "max_cost_usd")
+    assert_error(
+        distill(client, token, import_id, {"max_cost_usd": 0}), 400, "invalid_request_error", "max_cost_usd"
+    )
+    assert_error(
+        distill(client, token, import_id, {"max_cost_usd": "5"}), 400, "invalid_request_error", "max_cost_usd"
+    )
+    over = distill(client, token, import_id, {"max_cost_usd": 0.000001})
+    assert_error(over, 422, "invalid_request_error", param="max_cost_usd", code="budget_exceeded")
+    assert "80 prompts" in over.json["error"]["message"]
+    assert_error(
+        distill(client, token, import_id, {"max_cost_usd": 1, "jobs": ["ftjob-broke3"]}),
+        422,
+        "invalid_request_error",
+        param="jobs.0",
+        code="job_not_succeeded",
+    )
+    running = make_import(store, "acme", [{"id": "ftjob-run8", "training_file": training}], status="running")
+    assert_error(distill(client, token, running, {"max_cost_usd": 1}), 409, "conflict_error", "import_id")
+    bare = create_app(dataclasses.replace(settings, openai_api_key=""), dispatcher=dispatcher)
+    bare.testing = True
+    assert_error(
+        distill(bare.test_client(), token, import_id, {"max_cost_usd": 1}),
+        422,
+        "invalid_request_error",
+        param="import_id",
+        code="provider_not_configured",
+    )
+    assert not [s for s in dispatcher.sent if s[0] == IMPORT_DISTILL]

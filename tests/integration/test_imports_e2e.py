@@ -2,8 +2,9 @@
 SDK) with finished jobs, events, checkpoints and result files is copied into another tenant via
 ``POST /v1/imports``; files are deduplicated, a second import adds nothing, the account key never
 shows up in responses, Redis or logs, and a worker killed mid-import resumes without duplicates.
-An imported job is re-trained on the tiny local model with its original model evaluated beside
-it, and ``tuneline migrate openai`` runs the whole move from the CLI.
+``tuneline migrate openai`` runs the whole move from the CLI: an imported job distilled (its
+original model's answers as a new file) and re-trained on the tiny local model with the original
+model evaluated beside it.
 
 The deployment's configured openai provider is the sandbox account (its key and URL), as a
 deployment leaving OpenAI would configure its OpenAI key: the original models answer through it."""
@@ -396,10 +397,11 @@ def local_workers(stack: Stack) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_migrate_openai_imports_and_retrains_beside_the_original_model(stack: Stack, local_base_model: Path):
-    """``tuneline migrate openai --retrain local:<tiny model>``: the account imported, its succeeded
-    job re-trained into an experiment whose table holds the original model's held-out scores beside
-    the local candidate's; run again, nothing is imported or re-trained twice."""
+def test_migrate_openai_imports_distills_and_retrains(stack: Stack, local_base_model: Path):
+    """``tuneline migrate openai --retrain local:<tiny model> --distill``: the account imported; the
+    original model's answers to its training prompts a new, prepared file; its succeeded job
+    re-trained into an experiment whose table holds the original model's held-out scores beside the
+    local candidate's; run again, nothing is imported, distilled or re-trained twice."""
     owner = sandbox(stack)
     time.sleep(1.1)  # `since` is in whole seconds: leave the other tests' jobs behind
     since = int(time.time())
@@ -418,7 +420,8 @@ def test_migrate_openai_imports_and_retrains_beside_the_original_model(stack: St
     }
     local = f"local:{local_base_model}:n_epochs=1,batch_size=8,lora_rank=8"
     args = ["migrate", "openai", "--since", str(since), "--retrain", local, "--test-split", "0.2"]
-    first = CliRunner().invoke(cli, [*args, "--json"], env=env, catch_exceptions=False)
+    distill = ["--distill", "--max-cost-usd", "1"]
+    first = CliRunner().invoke(cli, [*args, *distill, "--json"], env=env, catch_exceptions=False)
     assert first.exit_code == 0, first.output
     out = json.loads(first.stdout)
     doc, retrained = out["import"], out["retrain"]

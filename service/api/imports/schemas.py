@@ -12,6 +12,7 @@ from service.api.experiments.schemas import CandidateSchema
 from service.api.jobs.schemas import SplitSchema
 from service.core.imports.retrain import DEFAULT_SPLIT, TEST_SETS
 from service.core.imports.usecases import PROGRESS_FIELDS, SOURCES
+from service.fields import StrictNumber
 
 
 class Since(ma.fields.Field):
@@ -152,6 +153,54 @@ class RetrainSchema(RetrainListsSchema):
     import_id = ma.fields.String(required=True)
 
 
+class DistillCreateSchema(StrictSchema):
+    max_cost_usd = StrictNumber(
+        required=True,
+        validate=ma.validate.Range(min=0, min_inclusive=False),
+        metadata={
+            "description": "The most the original models' answers may cost (their usage prices): "
+            "an upper estimate over it is refused, and the run stops before passing it."
+        },
+    )
+    jobs = ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(min=1, max=256)),
+        validate=ma.validate.Length(min=1, max=1000),
+        metadata={"description": "Only these imported jobs (Tuneline or provider job ids)."},
+    )
+
+
+class DistilledJobSchema(ma.Schema):
+    job_id = ma.fields.String(required=True)
+    provider_job_id = ma.fields.String(allow_none=True)
+    fine_tuned_model = ma.fields.String(allow_none=True, metadata={"description": "The model answering."})
+    prompts = ma.fields.Integer(required=True)
+    answered = ma.fields.Integer(required=True)
+    errors = ma.fields.Integer(required=True)
+    file_id = ma.fields.String(
+        allow_none=True, metadata={"description": "The new training file (prepared like any other)."}
+    )
+    complete = ma.fields.Boolean(
+        allow_none=True, metadata={"description": "False when the run stopped before its last prompt."}
+    )
+
+
+class DistillStateSchema(ma.Schema):
+    status = ma.fields.String(
+        required=True, metadata={"enum": ["queued", "running", "succeeded", "stopped", "failed"]}
+    )
+    max_cost_usd = ma.fields.Float(required=True)
+    estimated_cost_usd = ma.fields.Float(required=True, metadata={"description": "The upper estimate."})
+    spent_usd = ma.fields.Float(required=True, metadata={"description": "From each answer's usage."})
+    jobs = ma.fields.List(ma.fields.Nested(DistilledJobSchema), required=True)
+    skipped = ma.fields.List(ma.fields.Nested(RetrainSkippedSchema), required=True)
+    error = ma.fields.Nested(ImportErrorSchema, allow_none=True)
+
+
+class DistillSchema(DistillStateSchema):
+    object = ma.fields.Constant("import.distill", required=True)
+    import_id = ma.fields.String(required=True)
+
+
 class ImportSchema(ma.Schema):
     id = ma.fields.String(required=True, metadata={"description": "`imp-…`"})
     object = ma.fields.Constant("import", required=True)
@@ -174,6 +223,9 @@ class ImportSchema(ma.Schema):
     tenant = ma.fields.String()
     retrain = ma.fields.Nested(
         RetrainListsSchema, allow_none=True, metadata={"description": "Its re-training, once asked for."}
+    )
+    distill = ma.fields.Nested(
+        DistillStateSchema, allow_none=True, metadata={"description": "Its distillation, once asked for."}
     )
 
 

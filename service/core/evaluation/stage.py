@@ -74,15 +74,25 @@ def _example(index: int, row: dict[str, Any], stop: str | None) -> Example | Non
     return None
 
 
-def load_examples(path: Path, stop: str | None = None) -> list[Example]:
-    """The prepared test split (chat or prompt/completion rows), in file order."""
+def load_examples(path: Path, stop: str | None = None, skip_invalid: bool = False) -> list[Example]:
+    """The prepared test split (chat or prompt/completion rows), in file order.
+
+    ``skip_invalid``: pass over lines that are not JSON objects (a file as it was uploaded).
+    """
     out: list[Example] = []
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:
         for line in fh:
-            if line.strip():
-                example = _example(len(out), json.loads(line), stop)
-                if example is not None:
-                    out.append(example)
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                if skip_invalid:
+                    continue
+                raise
+            example = _example(len(out), row, stop) if isinstance(row, dict) else None
+            if example is not None:
+                out.append(example)
     return out
 
 

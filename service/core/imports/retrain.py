@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,39 +62,45 @@ def _fingerprint(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def _load(store: Store, principal: Principal, import_id: str) -> dict[str, Any]:
+def finished_import(store: Store, principal: Principal, import_id: str, what: str) -> dict[str, Any]:
+    """The caller's own import, once it has ended (what it makes is the caller's tenant's)."""
     doc = repo.load(store, import_id)
-    # Its experiments are created in the caller's tenant: only the import's own tenant re-trains it.
     if doc is None or doc["tenant"] != principal.tenant:
         raise NotFound(f"No such import: {import_id}", param="import_id", code="import_not_found")
+    if doc["status"] not in TERMINAL:
+        raise Conflict(
+            f"Import {import_id} is {doc['status']}; {what} it once it has finished.",
+            param="import_id",
+            code="import_not_finished",
+            headers={"x-should-retry": "false"},
+        )
     return doc
+
+
+@contextmanager
+def import_lock(store: Store, import_id: str) -> Iterator[None]:
+    """One request at a time works on an ended import (the lock its task held while it ran)."""
+    token = secrets.token_hex(8)
+    if not repo.acquire_lock(store, import_id, token, LOCK_S):
+        raise Conflict(
+            f"Import {import_id} is busy with another request; try again.",
+            param="import_id",
+            code="import_busy",
+            headers={"x-should-retry": "true"},
+        )
+    try:
+        yield
+    finally:
+        repo.release_lock(store, import_id, token)
 
 
 def retrain_import(
     ctx: JobsContext, principal: Principal, import_id: str, params: dict[str, Any]
 ) -> dict[str, Any]:
     """``POST /v1/imports/{id}/retrain``: the experiments, one per imported job, and what was left out."""
-    doc = _load(ctx.store, principal, import_id)
-    if doc["status"] not in TERMINAL:
-        raise Conflict(
-            f"Import {import_id} is {doc['status']}; re-train it once it has finished.",
-            param="import_id",
-            code="import_not_finished",
-            headers={"x-should-retry": "false"},
-        )
-    request = _normalized(params)
-    token = secrets.token_hex(8)
-    if not repo.acquire_lock(ctx.store, import_id, token, LOCK_S):
-        raise Conflict(
-            f"Import {import_id} is being re-trained by another request; try again.",
-            param="import_id",
-            code="import_busy",
-            headers={"x-should-retry": "true"},
-        )
-    try:
-        return _retrain(ctx, principal, doc, request)
-    finally:
-        repo.release_lock(ctx.store, import_id, token)
+    doc = finished_import(ctx.store, principal, import_id, "re-train")
+    with import_lock(ctx.store, import_id):
+        return _retrain(ctx, principal, doc, _normalized(params))
 
 
 def _retrain(
@@ -111,9 +119,16 @@ def _retrain(
         )
     if done is not None and all(experiments.exists(ctx.store, e["experiment_id"]) for e in done["data"]):
         return view(doc["id"], done)
-    if request["include_original"]:
-        _check_original_served(ctx, doc)
-    chosen, skipped = _choose(ctx.store, doc, request["jobs"])
+    if request["include_original"] and (reason := original_not_served(ctx, doc)) is not None:
+        raise Unprocessable(
+            f"The original fine-tuned models cannot be evaluated here: {reason.message} Configure the "
+            "provider with that account's key (TUNELINE_OPENAI_API_KEY / TUNELINE_OPENAI_BASE_URL), or "
+            "send include_original: false to re-train without them.",
+            param="include_original",
+            code=reason.code,
+            headers={"x-should-retry": "false"},
+        )
+    chosen, skipped = choose_jobs(ctx.store, doc, request["jobs"])
     plans = []
     for index, job in chosen:
         experiment_id = experiment_id_for(doc["id"], job.id)
@@ -157,31 +172,28 @@ def view(import_id: str, result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _check_original_served(ctx: JobsContext, doc: dict[str, Any]) -> None:
-    """The original models answer only through the backend of the account the import read."""
+@dataclass(frozen=True)
+class Refusal:
+    code: str
+    message: str
+
+
+def original_not_served(ctx: JobsContext, doc: dict[str, Any]) -> Refusal | None:
+    """Why the import's original models cannot answer here, or None: they answer only through the
+    deployment's backend for the account the import read."""
     source = doc["source"]
     try:
         backend = ctx.backend(source)
     except TunelineError as exc:
-        raise _original_error(exc.message, "provider_not_configured") from None
+        return Refusal("provider_not_configured", exc.message)
     account = registry.account_name(ctx.settings, source, doc.get("base_url"))
     if backend.account.rstrip("/") != account.rstrip("/"):
-        raise _original_error(
+        return Refusal(
+            "original_model_not_served",
             f"The original models live in the account at {account.partition(':')[2]}, but this "
             f"deployment's {source} provider is {backend.account.partition(':')[2]}.",
-            "original_model_not_served",
         )
-
-
-def _original_error(reason: str, code: str) -> Unprocessable:
-    return Unprocessable(
-        f"The original fine-tuned models cannot be evaluated here: {reason} Configure the provider "
-        "with that account's key (TUNELINE_OPENAI_API_KEY / TUNELINE_OPENAI_BASE_URL), or send "
-        "include_original: false to re-train without them.",
-        param="include_original",
-        code=code,
-        headers={"x-should-retry": "false"},
-    )
+    return None
 
 
 # --- which jobs ------------------------------------------------------------------------------
@@ -199,26 +211,20 @@ def imported_jobs(store: Store, tenant: str, import_id: str) -> list[Job]:
         after = page[-1]["id"]
 
 
-@dataclass(frozen=True)
-class _Unfit:
-    code: str
-    message: str
-
-
-def _unfit(store: Store, job: Job) -> _Unfit | None:
+def _unfit(store: Store, job: Job) -> Refusal | None:
     """Why an imported job cannot be re-trained, or None."""
     if job.status != states.SUCCEEDED or not job.fine_tuned_model:
-        return _Unfit("job_not_succeeded", f"the job {job.status} at the provider: it made no model")
+        return Refusal("job_not_succeeded", f"the job {job.status} at the provider: it made no model")
     if not job.training_file:
-        return _Unfit(
+        return Refusal(
             "training_file_missing",
             "the account could not give its training file at import (see the import's `skipped`)",
         )
     record = files.load_file(store, job.training_file)
     if record is None:
-        return _Unfit("training_file_missing", f"its training file {job.training_file} was deleted")
+        return Refusal("training_file_missing", f"its training file {job.training_file} was deleted")
     if record.status == "error":
-        return _Unfit(
+        return Refusal(
             "invalid_training_file",
             f"its training file {record.id} failed preparation: {record.status_details}",
         )
@@ -238,10 +244,11 @@ def _not_ready(store: Store, job: Job, param: str) -> Unprocessable | None:
     return None
 
 
-def _choose(
+def choose_jobs(
     store: Store, doc: dict[str, Any], wanted: list[str] | None
 ) -> tuple[list[tuple[int | None, Job]], list[dict[str, Any]]]:
-    """The jobs to re-train (with their index in ``jobs``) and those left out, with why.
+    """The imported jobs to work on (with their index in ``jobs``) and those left out, with why:
+    succeeded, with a training file that is prepared.
 
     Jobs named in ``jobs`` must all fit (an error names the entry); by default every imported
     job that fits is taken and the others are listed in ``skipped``.
@@ -284,7 +291,7 @@ def _choose(
             )
     if not chosen:
         raise Unprocessable(
-            f"Import {doc['id']} holds no job to re-train: "
+            f"Import {doc['id']} holds no job with a model and a training file: "
             + ("; ".join(f"{s['provider_job_id']}: {s['message']}" for s in skipped) or "it recorded no jobs")
             + ".",
             param="import_id",

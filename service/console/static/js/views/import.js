@@ -1,5 +1,5 @@
-// Import page: progress, what was skipped and why, and its re-training: the original models'
-// held-out scores beside the open candidates', experiment by experiment.
+// Import page: progress, what was skipped and why, its distillation, and its re-training: the
+// original models' held-out scores beside the open candidates', experiment by experiment.
 import { api, ApiError } from "../api.js";
 import { badge, errorAlert, fill, h, num, table, TERMINAL, timeEl } from "../dom.js";
 import { loadSettings } from "../settings.js";
@@ -34,6 +34,19 @@ function candidateRows(exp) {
       h("a", { href: `#/jobs/${encodeURIComponent(c.job_id)}`, class: "mono" }, c.job_id),
     ],
   }));
+}
+
+function distilled(doc) {
+  const d = doc.distill;
+  if (!d) return null;
+  return [h("h2", {}, "Distillation"),
+    h("p", {}, badge(d.status), ` · $${Number(d.spent_usd).toFixed(4)} spent of $${Number(d.max_cost_usd).toFixed(2)}`,
+      ` (estimated at most $${Number(d.estimated_cost_usd).toFixed(4)})`, d.error ? ` · ${d.error.message}` : ""),
+    table(null, ["Job", "Original model", "Answers", "Errors", "New training file"],
+      d.jobs.map((j) => [h("span", { class: "mono" }, j.provider_job_id || j.job_id), h("span", { class: "mono" }, j.fine_tuned_model || "—"),
+        `${num(j.answered)} / ${num(j.prompts)}`, num(j.errors),
+        j.file_id ? [h("a", { href: `#/files/${encodeURIComponent(j.file_id)}`, class: "mono" }, j.file_id), j.complete === false ? " (partial)" : ""] : "—"]),
+      { numeric: [3] })];
 }
 
 async function retrained(doc, signal) {
@@ -79,13 +92,14 @@ export async function render(main, { params, signal }) {
       return;
     }
     try {
-      fill(box, summary(doc), skipped(doc), await retrained(doc, signal));
+      fill(box, summary(doc), skipped(doc), distilled(doc), await retrained(doc, signal));
     } catch (err) {
       if (err.name !== "AbortError") fill(box, summary(doc), skipped(doc), errorAlert(err, "Could not load its experiments"));
       return;
     }
     const experimentsRunning = doc.retrain && box.querySelector("section.experiment .badge.running");
-    if (!TERMINAL.has(doc.status) || experimentsRunning) timer = setTimeout(load, loadSettings().refreshSeconds * 1000);
+    const distilling = doc.distill && ["queued", "running"].includes(doc.distill.status);
+    if (!TERMINAL.has(doc.status) || experimentsRunning || distilling) timer = setTimeout(load, loadSettings().refreshSeconds * 1000);
   }
   await load();
   return () => clearTimeout(timer);
