@@ -211,8 +211,12 @@ class _Step:
         self.state: dict[str, Any] = doc["distill"]
 
     def run(self, attempt: int) -> bool:
-        backend = self.ctx.backends(self.doc["source"])
-        self.account = backend.account
+        self.spent = 0.0
+        try:
+            self.account = self.ctx.backends(self.doc["source"]).account
+        except TunelineError as exc:  # the provider was unconfigured since the start
+            self._finish(FAILED, {"code": exc.code, "message": exc.message})
+            return False
         if self.state["status"] == QUEUED:
             self._commit(lambda s: s.update(status=RUNNING))
         # Counted again from the stored answers: a killed step's answers are all in.
