@@ -7,6 +7,7 @@ from kombu import Queue
 
 # Task names live in the framework-free core (which enqueues them); re-exported for workers.
 from service.core.tasknames import (
+    IMPORT_DISTILL,
     IMPORT_RUN,
     INFER_COMPLETE,
     INFER_EXPORT,
@@ -51,6 +52,8 @@ ROUTES = {
     INFER_COMPLETE: "infer",
     # An import reads a provider account: short steps that wait on the provider, like uploads.
     IMPORT_RUN: "provider",
+    # A distillation waits on the original model's answers, a step at a time like an import.
+    IMPORT_DISTILL: "provider",
     # Exports load the model like inference does: workers with the train extra, beside completions.
     INFER_EXPORT: "infer",
 }

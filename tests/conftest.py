@@ -30,8 +30,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason=f"SmolLM2 test: opt-in with {SMOLLM2_OPT_IN}=1 (make test-smollm2)")
     for item in items:
-        if "smollm2" in item.keywords:
+        if item.get_closest_marker("smollm2") is not None:
             item.add_marker(skip)
+
 
 # Sample datasets (Chinese Q&A, chat) and the corpus of bad inputs, kept in the repository.
 SAMPLE_DATA = Path(__file__).resolve().parent / "data"

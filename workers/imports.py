@@ -7,11 +7,13 @@ import logging
 from celery import Celery, Task
 
 from service import taskqueue
-from service.core.imports import run
+from service.core.imports import distill, run
+from service.core.imports.distill import DistillContext
 from service.core.imports.usecases import ImportsContext
 from service.core.jobs.retry import RetryLater
 from service.core.secrets_box import box_for
 from workers.context import context
+from workers.jobs import backends
 
 log = logging.getLogger("tuneline.worker.imports")
 
@@ -26,6 +28,13 @@ def imports_context() -> ImportsContext:
     )
 
 
+def distill_context() -> DistillContext:
+    ctx = context()
+    return DistillContext(
+        settings=ctx.settings, store=ctx.store, dispatcher=ctx.dispatcher, backends=backends()
+    )
+
+
 def register(app: Celery) -> None:
     @app.task(name=taskqueue.IMPORT_RUN, bind=True)
     def run_(self: Task, import_id: str) -> None:
@@ -36,3 +45,13 @@ def register(app: Celery) -> None:
             raise self.retry(countdown=exc.delay, max_retries=None) from None
         if more:
             context().dispatcher.enqueue(taskqueue.IMPORT_RUN, import_id)
+
+    @app.task(name=taskqueue.IMPORT_DISTILL, bind=True)
+    def distill_(self: Task, import_id: str) -> None:
+        try:
+            more = distill.run_distill(distill_context(), import_id, self.request.retries)
+        except RetryLater as exc:
+            log.info("distill step will retry", extra={"import_id": import_id, "delay": exc.delay})
+            raise self.retry(countdown=exc.delay, max_retries=None) from None
+        if more:
+            context().dispatcher.enqueue(taskqueue.IMPORT_DISTILL, import_id)

@@ -374,6 +374,8 @@ IMPORT = {
     "updated_at": 1764600042,
     "finished_at": 1764600042,
     "tenant": "acme",
+    "retrain": None,
+    "distill": None,
 }
 
 IMPORTS = {
@@ -391,4 +393,58 @@ IMPORT_QUEUED = {
     "skipped": [],
     "updated_at": IMPORT["created_at"],
     "finished_at": None,
+}
+
+IMPORT_RETRAIN = {
+    "candidates": [
+        {"provider": "local", "model": "smollm2-135m", "hyperparameters": {"n_epochs": 2, "lora_rank": 16}}
+    ],
+    "split": {"test": 0.1, "seed": 42},
+}
+
+IMPORT_RETRAINED = {
+    "object": "import.retrain",
+    "import_id": IMPORT["id"],
+    "data": [
+        {
+            "job_id": "ftjob-9c1d0e2f3a4b5c6d7e8f9a0b",
+            "provider_job_id": "ftjob-abc123",
+            "fine_tuned_model": "ft:gpt-4o-mini-2024-07-18:acme:support:AbC123xy",
+            "test_set": "split",
+            "experiment_id": "exp-0f1e2d3c4b5a69788796a5b4",
+        }
+    ],
+    "skipped": [
+        {
+            "job_id": "ftjob-1a2b3c4d5e6f7a8b9c0d1e2f",
+            "provider_job_id": "ftjob-ghi789",
+            "code": "job_not_succeeded",
+            "message": "the job failed at the provider: it made no model",
+        }
+    ],
+}
+
+IMPORT_DISTILL = {"max_cost_usd": 5.0}
+
+IMPORT_DISTILLING = {
+    "object": "import.distill",
+    "import_id": IMPORT["id"],
+    "status": "queued",
+    "max_cost_usd": 5.0,
+    "estimated_cost_usd": 0.4213,
+    "spent_usd": 0.0,
+    "jobs": [
+        {
+            "job_id": "ftjob-9c1d0e2f3a4b5c6d7e8f9a0b",
+            "provider_job_id": "ftjob-abc123",
+            "fine_tuned_model": "ft:gpt-4o-mini-2024-07-18:acme:support:AbC123xy",
+            "prompts": 1200,
+            "answered": 0,
+            "errors": 0,
+            "file_id": None,
+            "complete": None,
+        }
+    ],
+    "skipped": [],
+    "error": None,
 }

@@ -117,13 +117,11 @@ def eval_(job_id: str, n_examples: int, as_json: bool) -> None:
         )
 
 
-def _candidate(spec: str) -> dict[str, Any]:
+def parse_candidate(spec: str, option: str = "--candidate") -> dict[str, Any]:
     """``PROVIDER:MODEL[:key=value,...]``; values are JSON where they parse (numbers, true)."""
     provider, sep, rest = spec.partition(":")
     if not sep or not rest:
-        raise click.BadParameter(
-            f"{spec!r}: expected PROVIDER:MODEL[:key=value,...]", param_hint="--candidate"
-        )
+        raise click.BadParameter(f"{spec!r}: expected PROVIDER:MODEL[:key=value,...]", param_hint=option)
     model, hyper = rest, {}
     head, _, tail = rest.rpartition(":")
     if head and "=" in tail:
@@ -131,7 +129,7 @@ def _candidate(spec: str) -> dict[str, Any]:
         for pair in tail.split(","):
             key, eq, raw = pair.partition("=")
             if not eq or not key:
-                raise click.BadParameter(f"{pair!r}: expected key=value", param_hint="--candidate")
+                raise click.BadParameter(f"{pair!r}: expected key=value", param_hint=option)
             try:
                 hyper[key] = json.loads(raw)
             except ValueError:
@@ -224,7 +222,10 @@ def create(
     as_json: bool,
 ) -> None:
     """Start one fine-tuning job per candidate on identical data and split."""
-    body: dict[str, Any] = {"training_file": training_file, "candidates": [_candidate(c) for c in candidates]}
+    body: dict[str, Any] = {
+        "training_file": training_file,
+        "candidates": [parse_candidate(c) for c in candidates],
+    }
     if test_file:
         body["test_file"] = test_file
     if test_split:

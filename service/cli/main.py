@@ -14,6 +14,7 @@ COMMANDS = {
     "experiments": "service.cli.evaluate:experiments",
     "jobs": "service.cli.jobs:jobs",
     "keys": "service.cli.keys:keys",
+    "migrate": "service.cli.migrate:migrate",
     "models": "service.cli.models:models",
     "prepare": "service.cli.prepare:prepare",
 }

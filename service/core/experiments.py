@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from service.core import ids
@@ -12,7 +13,7 @@ from service.core.evaluation.metrics import METRIC_NAMES
 from service.core.evaluation.results import example_rows
 from service.core.jobs import states
 from service.core.jobs.record import Job
-from service.core.jobs.usecases import JobsContext, build_job, start_job
+from service.core.jobs.usecases import JobsContext, build_evaluation, build_job, start_job
 from service.core.pagination import page_list
 from service.core.store import Store
 from service.core.store import experiments as repo
@@ -20,7 +21,15 @@ from service.core.store import jobs as jobs_repo
 
 DEFAULT_SEED = 42
 # A candidate's own fields; everything else is shared by all candidates.
-CANDIDATE_FIELDS = ("provider", "model", "hyperparameters", "method", "suffix", "sandbox")
+CANDIDATE_FIELDS = ("provider", "model", "hyperparameters", "method", "suffix", "sandbox", "evaluate_only")
+
+
+@dataclass
+class Planned:
+    """An experiment validated and built, nothing stored or started yet (``start_experiment``)."""
+
+    record: dict[str, Any]
+    jobs: list[Job]
 
 
 def _shared(params: dict[str, Any]) -> dict[str, Any]:
@@ -54,23 +63,42 @@ def _candidate_error(exc: TunelineError, index: int) -> TunelineError:
     return exc
 
 
-def create_experiment(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
-    """Validate every candidate first (nothing starts on bad input), then start one job each."""
+def _build(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> Job:
+    """A candidate's job: one that trains, or one that only evaluates an existing model."""
+    if params.pop("evaluate_only", False):
+        return build_evaluation(ctx, principal, params)
+    return build_job(ctx, principal, params)
+
+
+def plan_experiment(
+    ctx: JobsContext,
+    principal: Principal,
+    params: dict[str, Any],
+    experiment_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Planned:
+    """Validate every candidate and build its job (nothing is stored or started).
+
+    ``experiment_id``: a caller's own (derived) id; ``extra``: fields the record carries besides
+    (where the experiment came from).
+    """
     candidates = params.get("candidates") or []
     if not candidates:
         raise InvalidRequest("An experiment needs at least one candidate.", param="candidates")
     shared = _shared(params)
-    experiment_id = ids.new_id("experiment")
+    experiment_id = experiment_id or ids.new_id("experiment")
     built: list[Job] = []
     for index, candidate in enumerate(candidates):
         try:
-            job = build_job(ctx, principal, {**shared, **candidate})
+            job = _build(ctx, principal, {**shared, **candidate})
         except TunelineError as exc:
             raise _candidate_error(exc, index) from None
         job.experiment_id = experiment_id
-        # Where the base can be served (local models), its first candidate evaluates it too:
-        # one baseline per distinct (provider, base model), shared by the table.
-        job.evaluate_base = not any((b.provider, b.model) == (job.provider, job.model) for b in built)
+        # Where the base can be served (local models), its first training candidate evaluates it
+        # too: one baseline per distinct (provider, base model), shared by the table.
+        job.evaluate_base = not job.evaluated_model and not any(
+            (b.provider, b.model) == (job.provider, job.model) and not b.evaluated_model for b in built
+        )
         built.append(job)
     record = {
         "id": experiment_id,
@@ -90,11 +118,26 @@ def create_experiment(ctx: JobsContext, principal: Principal, params: dict[str, 
             for c, job in zip(candidates, built, strict=True)
         ],
         "metadata": params.get("metadata"),
+        **(extra or {}),
     }
-    repo.insert(ctx.store, record)
-    for job in built:
+    return Planned(record, built)
+
+
+def start_experiment(ctx: JobsContext, planned: Planned) -> dict[str, Any]:
+    """Store a planned experiment and start one job per candidate."""
+    repo.insert(ctx.store, planned.record)
+    for job in planned.jobs:
         start_job(ctx, job)
-    return experiment_view(ctx.store, record, None, 0)
+    return experiment_view(ctx.store, planned.record, None, 0)
+
+
+def create_experiment(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate every candidate first (nothing starts on bad input), then start one job each."""
+    return start_experiment(ctx, plan_experiment(ctx, principal, params))
+
+
+def exists(store: Store, experiment_id: str) -> bool:
+    return repo.load(store, experiment_id) is not None
 
 
 def _load(store: Store, principal: Principal, experiment_id: str) -> dict[str, Any]:
@@ -112,15 +155,18 @@ def _row(index: int, candidate: dict[str, Any], job: dict[str, Any] | None, now:
     evaluation = job.get("evaluation") or {}
     estimate = job.get("estimate") or {}
     finished = job.get("finished_at")
+    evaluated = job.get("evaluated_model")
     return {
         "index": index,
         "provider": job["provider"],
-        "model": job["model"],
+        # An evaluate-only candidate is the existing model it evaluates.
+        "model": evaluated or job["model"],
+        "evaluate_only": bool(evaluated),
         "hyperparameters": candidate.get("hyperparameters") or {},
         "job_id": job["id"],
         "status": job["status"],
         "stage": job["stage"],
-        "fine_tuned_model": job.get("fine_tuned_model"),
+        "fine_tuned_model": evaluated or job.get("fine_tuned_model"),
         "evaluation_status": evaluation.get("status"),
         "metrics": evaluation.get("metrics"),
         "baseline": evaluation.get("baseline"),

@@ -14,6 +14,7 @@ from service.core.errors import NotFound
 from service.core.jobs import lifecycle, record
 from service.core.jobs.record import Job
 from service.core.store import Store
+from service.core.store import imports as imports_repo
 from service.core.store import jobs as repo
 
 log = logging.getLogger("tuneline.models")
@@ -38,12 +39,15 @@ def job_id_of(model: str) -> str | None:
 
 
 def resolve(store: Store, principal: Principal, model: str) -> Job:
-    """The job that trained ``model``, when it belongs to the caller's tenant and still exists."""
-    job_id = job_id_of(model)
-    job = record.load(store, job_id) if job_id else None
-    if job is None or job.tenant != principal.tenant or job.fine_tuned_model != model or job.model_deleted:
-        raise not_found(model)
-    return job
+    """The job that trained ``model`` (or an imported job that names it), when it belongs to the
+    caller's tenant and still exists."""
+    for job_id in (job_id_of(model), imports_repo.imported_model_job(store, principal.tenant, model)):
+        job = record.load(store, job_id) if job_id else None
+        if job is not None and job.tenant == principal.tenant and job.fine_tuned_model == model:
+            if job.model_deleted:
+                break
+            return job
+    raise not_found(model)
 
 
 def resolve_checkpoint(store: Store, principal: Principal, model: str) -> tuple[Job, int | None]:

@@ -68,9 +68,12 @@ class Stack:
                 proc.stop()
 
 
-def make_stack(workdir: Path, secret_key: str, durable: bool = False, **extra_env: str) -> Stack:
+def make_stack(
+    workdir: Path, secret_key: str, durable: bool = False, port: int | None = None, **extra_env: str
+) -> Stack:
+    """``port``: the API's, when the caller must know it beforehand (e.g. for a URL in ``extra_env``)."""
     redis = RedisServer(workdir / "redis", durable=durable).start()
-    port = free_port()
+    port = port or free_port()
     env = base_env(
         {
             "TUNELINE_ENV": "test",

@@ -418,3 +418,64 @@ def test_pause_and_resume_buttons_and_a_dpo_jobs_curves(console, stack, tenant_a
     assert api_status(tenant_a, job.id) == "running"
     page.get_by_role("button", name="Pause job").wait_for()
     tenant_a["client"].fine_tuning.jobs.cancel(job.id)
+
+
+def test_imports_page_shows_progress_what_was_skipped_and_the_retraining(console, stack):
+    """An account (the sandbox's own) imported, two ids asked for, one unknown; then re-trained."""
+    owner = OpenAI(base_url=stack.base_url + "/sandbox/v1", api_key="sandbox-key", max_retries=0, timeout=30)
+    lines = (SAMPLE_DATA / "funds_qa.jsonl").read_bytes().splitlines()[:30]
+    training = owner.files.create(
+        file=("qa.jsonl", io.BytesIO(b"\n".join(lines) + b"\n")), purpose="fine-tune"
+    )
+    job = owner.fine_tuning.jobs.create(
+        model=MODEL, training_file=training.id, extra_body={"sandbox": {"steps": 2}}
+    )
+    wait_until(lambda: owner.fine_tuning.jobs.retrieve(job.id).status == "succeeded", 60, what="account job")
+    token = stack.key()
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {
+        "source": "openai",
+        "base_url": stack.base_url + "/sandbox/v1",
+        "api_key": "sandbox-key",
+        "jobs": [job.id, "ftjob-nosuchjob"],
+    }
+    import_id = httpx2.post(stack.base_url + "/v1/imports", json=body, headers=headers, timeout=30).json()[
+        "id"
+    ]
+
+    c = console()
+    page = c.sign_in(token)
+    page.get_by_role("link", name="Imports").click()
+    row = page.locator(f'tr[data-import-id="{import_id}"]')
+    row.wait_for()
+    page.locator(
+        f'tr[data-import-id="{import_id}"][data-status="succeeded"]'
+    ).wait_for()  # refreshed, no reload
+    c.shot("imports-list")
+    row.get_by_role("link", name=import_id).click()
+    skipped = page.get_by_role("row").filter(has_text="ftjob-nosuchjob")
+    skipped.wait_for()
+    assert "job_not_found" in skipped.inner_text()
+    assert "Not re-trained yet" in page.locator("main").inner_text()
+
+    # The session stack has no openai provider configured: the sandbox candidate alone.
+    retrain = {
+        "candidates": [{"provider": "sandbox", "model": MODEL}],
+        "include_original": False,
+        "split": {"test": 0.2},
+    }
+
+    def retrained() -> dict[str, Any] | None:
+        r = httpx2.post(
+            stack.base_url + f"/v1/imports/{import_id}/retrain", json=retrain, headers=headers, timeout=30
+        )
+        return None if r.status_code == 422 and r.json()["error"]["code"] == "file_not_ready" else r.json()
+
+    out = wait_until(retrained, 60, what="the imported file prepared")
+    (entry,) = out["data"]
+    page.reload()
+    section = page.locator(f'section[data-experiment-id="{entry["experiment_id"]}"]')
+    section.wait_for()
+    assert MODEL in section.inner_text() and "sandbox" in section.inner_text()
+    assert section.locator('tr[data-evaluate-only="false"]').count() == 1
+    c.shot("import-retrained")

@@ -1,24 +1,35 @@
 """Imports end to end: a sandbox account (the OpenAI stand-in, read over HTTP through the official
 SDK) with finished jobs, events, checkpoints and result files is copied into another tenant via
 ``POST /v1/imports``; files are deduplicated, a second import adds nothing, the account key never
-shows up in responses, Redis or logs, and a worker killed mid-import resumes without duplicates."""
+shows up in responses, Redis or logs, and a worker killed mid-import resumes without duplicates.
+``tuneline migrate openai`` runs the whole move from the CLI: an imported job distilled (its
+original model's answers as a new file) and re-trained on the tiny local model with the original
+model evaluated beside it.
+
+The deployment's configured openai provider is the sandbox account (its key and URL), as a
+deployment leaving OpenAI would configure its OpenAI key: the original models answer through it."""
 
 from __future__ import annotations
 
 import io
+import json
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+from click.testing import CliRunner
 from openai import OpenAI
 
+from service.cli.main import main as cli
 from service.core.backends.remote import parse_result_csv
 from service.core.store import keys
+from tests.conftest import SAMPLE_DATA
 from tests.integration.conftest import Stack, make_stack
-from tests.support.procs import wait_until
+from tests.support.procs import free_port, start_worker, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,15 +40,28 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[Stack]:
-    """A short broker visibility timeout, so a killed worker's import task comes back in seconds."""
+    """A short broker visibility timeout, so a killed worker's import task comes back in seconds.
+
+    The configured openai provider is the sandbox account; local models may load from any of the
+    session's temporary directories (the tiny model is built there, only by the tests needing it).
+    """
     workdir = tmp_path_factory.mktemp("imports")
+    port = free_port()
     s = make_stack(
         workdir,
         secret_key,
         durable=True,
+        port=port,
         TUNELINE_SANDBOX_TIME_SCALE="0.02",
         TUNELINE_SANDBOX_API_KEY=SANDBOX_KEY,
         TUNELINE_VISIBILITY_TIMEOUT_S="6",
+        TUNELINE_OPENAI_API_KEY=SANDBOX_KEY,
+        TUNELINE_OPENAI_BASE_URL=f"http://127.0.0.1:{port}/sandbox/v1",
+        TUNELINE_DEFAULT_PROVIDER="sandbox",
+        TUNELINE_LOCAL_MODEL_ROOTS=str(tmp_path_factory.getbasetemp()),
+        TUNELINE_TRAIN_DEVICE="cpu",
+        TUNELINE_TRAIN_THREADS="1",
+        HF_HUB_OFFLINE="1",
     )
     s.start_worker(QUEUES, "a")
     yield s
@@ -344,3 +368,137 @@ def test_a_worker_killed_mid_import_resumes_without_duplicates(stack: Stack):
         events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
         theirs = owner.fine_tuning.jobs.list_events(provider_id, limit=100).data
         assert len(events) == len(theirs) + 1  # no event twice, one closing event
+
+
+def funds_rows(n: int) -> bytes:
+    """Chinese Q&A rows (prompt/completion), the data the tiny local model's tokenizer knows; one
+    row per prompt, so that a model recalling its training answers has one answer to each."""
+    seen: dict[str, bytes] = {}
+    for line in (SAMPLE_DATA / "funds_qa.jsonl").read_bytes().splitlines():
+        seen.setdefault(json.loads(line)["prompt"].strip(), line)
+        if len(seen) == n:
+            break
+    return b"\n".join(seen.values()) + b"\n"
+
+
+def call(stack: Stack, token: str, method: str, path: str, **kwargs: Any) -> httpx2.Response:
+    return httpx2.request(
+        method, stack.base_url + path, headers={"Authorization": f"Bearer {token}"}, timeout=60, **kwargs
+    )
+
+
+def local_workers(stack: Stack) -> None:
+    """A train worker and an infer worker, started once for the module's tests that need them."""
+    if not any(p.log.name.startswith("worker-train") for p in stack.workers):
+        stack.start_train_worker()
+        stack.workers.append(
+            start_worker(stack.env, stack.workdir / "worker-infer.log", "infer", "infer", concurrency=1)
+        )
+
+
+@pytest.mark.timeout(600)
+def test_migrate_openai_imports_distills_and_retrains(stack: Stack, local_base_model: Path):
+    """``tuneline migrate openai --retrain local:<tiny model> --distill``: the account imported; the
+    original model's answers to its training prompts a new, prepared file; its succeeded job
+    re-trained into an experiment whose table holds the original model's held-out scores beside the
+    local candidate's; run again, nothing is imported, distilled or re-trained twice."""
+    owner = sandbox(stack)
+    time.sleep(1.1)  # `since` is in whole seconds: leave the other tests' jobs behind
+    since = int(time.time())
+    failed = {"fail_at": "running", "error": {"code": "server_error", "message": "boom"}}
+    good, bad = create_jobs(
+        owner, [(upload(owner, funds_rows(40)), None, {}), (upload(owner, rows("failed")), None, failed)]
+    )
+    local_workers(stack)
+    token = stack.key("migrator")
+    # No key in the CLI's environment: the server's configured openai provider reads the account.
+    env = {
+        "TUNELINE_BASE_URL": stack.base_url,
+        "TUNELINE_API_KEY": token,
+        "TUNELINE_OPENAI_API_KEY": None,
+        "OPENAI_API_KEY": None,
+    }
+    local = f"local:{local_base_model}:n_epochs=1,batch_size=8,lora_rank=8"
+    args = ["migrate", "openai", "--since", str(since), "--retrain", local, "--test-split", "0.2"]
+    distill = ["--distill", "--max-cost-usd", "1"]
+    first = CliRunner().invoke(cli, [*args, *distill, "--json"], env=env, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    out = json.loads(first.stdout)
+    doc, retrained = out["import"], out["retrain"]
+    assert doc["status"] == "succeeded" and out["warnings"] == [], out
+    assert doc["progress"]["jobs_imported"] == 2 and doc["progress"]["files_imported"] == 2, doc
+    jobs = {j["provider_job_id"]: j for j in call(stack, token, "GET", "/v1/fine_tuning/jobs").json()["data"]}
+    (entry,) = retrained["data"]
+    imported = jobs[good]
+    assert entry["job_id"] == imported["id"] and entry["test_set"] == "split"
+    assert entry["fine_tuned_model"] == imported["fine_tuned_model"]
+    assert [(s["job_id"], s["code"]) for s in retrained["skipped"]] == [
+        (jobs[bad]["id"], "job_not_succeeded")
+    ]
+    # The same request over HTTP: the same experiment; another request: 409.
+    path = f"/v1/imports/{doc['id']}/retrain"
+    body = {
+        "candidates": [
+            {
+                "provider": "local",
+                "model": str(local_base_model),
+                "hyperparameters": {"n_epochs": 1, "batch_size": 8, "lora_rank": 8},
+            }
+        ],
+        "split": {"test": 0.2},
+    }
+    again = call(stack, token, "POST", path, json=body)
+    assert again.status_code == 200 and again.json() == retrained, again.text
+    other = call(stack, token, "POST", path, json={**body, "split": {"test": 0.3}})
+    assert other.status_code == 409 and other.json()["error"]["code"] == "import_already_retrained"
+
+    try:
+        exp = wait_until(
+            lambda: (
+                (
+                    e := call(
+                        stack, token, "GET", f"/v1/experiments/{entry['experiment_id']}?limit=100"
+                    ).json()
+                )["status"]
+                == "completed"
+                and e
+            ),
+            540,
+            1,
+            "the experiment",
+        )
+    except TimeoutError:
+        raise AssertionError(stack.logs()) from None
+    print(json.dumps(exp["candidates"], ensure_ascii=False, indent=1))
+    mine, original = exp["candidates"]
+    assert (mine["status"], original["status"]) == ("succeeded", "succeeded"), stack.logs()
+    assert (mine["evaluate_only"], original["evaluate_only"]) == (False, True)
+    assert original["provider"] == "openai" and original["model"] == imported["fine_tuned_model"]
+    for row in (mine, original):
+        assert row["evaluation_status"] == "completed" and row["metrics"]["errors"] == 0
+    n = original["metrics"]["answered"]
+    assert n >= 3 and mine["metrics"]["answered"] == n == len(exp["examples"])
+    # The sandbox's model answers a prompt it was trained on with its training answer: the held-out
+    # rows came from the file the original model trained on (``test_set: split``), so it recalls
+    # every reference. The tiny model, one epoch from random weights, recalls none of them.
+    assert original["metrics"]["exact_match"] == 1.0, original
+    assert mine["metrics"]["exact_match"] < 1.0, mine
+    for example in exp["examples"]:
+        ours, theirs = example["answers"]
+        assert ours["answer"] is not None and theirs["exact_match"] == 1.0
+    # The evaluate-only job trained nothing and names the model it evaluated.
+    job = call(stack, token, "GET", f"/v1/fine_tuning/jobs/{original['job_id']}").json()
+    assert job["evaluated_model"] == imported["fine_tuned_model"] and job["trained_tokens"] is None
+    assert job["evaluation"]["metrics"] == original["metrics"]
+
+    # Again, for a person: nothing new, so nothing re-trained; a summary table.
+    second = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+    assert second.exit_code == 0, second.output
+    lines = second.stdout.splitlines()
+    assert lines[0].startswith("Import imp-") and lines[0].endswith("from openai: succeeded")
+    assert lines[1].split() == ["imported", "already", "imported", "skipped"]
+    assert lines[2].split() == ["jobs", "0", "2", "0"] and lines[3].split() == ["files", "0", "0"]
+    assert "warning: nothing new was imported, so nothing was re-trained" in second.stdout
+    # Not a terminal: progress as plain lines on stderr; the key nowhere.
+    assert "2 already imported" in second.stderr
+    assert SANDBOX_KEY not in first.output + second.output

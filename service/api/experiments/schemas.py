@@ -25,6 +25,12 @@ class CandidateSchema(StrictSchema):
     method = ma.fields.Nested(MethodSchema)
     suffix = ma.fields.String(validate=ma.validate.Length(min=1, max=64))
     sandbox = ma.fields.Nested(SandboxFaultsSchema)
+    evaluate_only = ma.fields.Boolean(
+        metadata={
+            "description": "Train nothing: `model` is one of your existing fine-tuned models (imported "
+            "ones included), evaluated on the same held-out set through the provider that serves it."
+        }
+    )
 
 
 class ExperimentCreateSchema(StrictSchema):
@@ -49,6 +55,7 @@ class CandidateRowSchema(ma.Schema):
     index = ma.fields.Integer(required=True)
     provider = ma.fields.String()
     model = ma.fields.String()
+    evaluate_only = ma.fields.Boolean(metadata={"description": "An existing model, evaluated only."})
     hyperparameters = ma.fields.Dict()
     job_id = ma.fields.String()
     status = ma.fields.String(required=True)
@@ -99,6 +106,10 @@ class ExperimentSchema(ma.Schema):
     )
     examples = ma.fields.List(ma.fields.Nested(ExampleSchema))
     examples_has_more = ma.fields.Boolean()
+    import_id = ma.fields.String(
+        metadata={"description": "Set on an experiment re-training an imported job: the import."}
+    )
+    imported_job_id = ma.fields.String(metadata={"description": "The imported job it re-trains."})
 
 
 ExperimentListSchema = list_schema(ExperimentSchema, "ExperimentList")

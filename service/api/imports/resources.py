@@ -9,8 +9,17 @@ from flask.views import MethodView
 from service.api import examples
 from service.api.base import Blueprint, CursorArgsSchema, list_body, principal, services
 from service.api.idempotent import idempotent
-from service.api.imports.schemas import ImportCreateSchema, ImportListSchema, ImportSchema
-from service.api.jobs.resources import IDEMPOTENCY_HEADER
+from service.api.imports.schemas import (
+    DistillCreateSchema,
+    DistillSchema,
+    ImportCreateSchema,
+    ImportListSchema,
+    ImportSchema,
+    RetrainCreateSchema,
+    RetrainSchema,
+)
+from service.api.jobs.resources import IDEMPOTENCY_HEADER, jobs_context
+from service.core.imports import distill, retrain
 from service.core.imports import usecases as imports
 from service.core.imports.usecases import ImportsContext
 
@@ -56,3 +65,32 @@ class ImportById(MethodView):
     def get(self, import_id: str) -> Any:
         """Retrieve an import: its status, progress, and what was skipped and why."""
         return imports.get_import(services().store, principal(), import_id)
+
+
+@blp.route("/<string:import_id>/retrain")
+class ImportRetrain(MethodView):
+    @blp.arguments(RetrainCreateSchema, example=examples.IMPORT_RETRAIN)
+    @blp.response(200, RetrainSchema, example=examples.IMPORT_RETRAINED)
+    @blp.doc(parameters=IDEMPOTENCY_HEADER)
+    def post(self, body: dict[str, Any], import_id: str) -> Any:
+        """Re-train a finished import: one experiment per imported job, the original model beside
+        the candidates. The same request again answers the same experiments."""
+        return idempotent(
+            {"route": "imports.retrain", "import_id": import_id, **body},
+            lambda: retrain.retrain_import(jobs_context(), principal(), import_id, body),
+        )
+
+
+@blp.route("/<string:import_id>/distill")
+class ImportDistill(MethodView):
+    @blp.arguments(DistillCreateSchema, example=examples.IMPORT_DISTILL)
+    @blp.response(202, DistillSchema, example=examples.IMPORT_DISTILLING)
+    @blp.doc(parameters=IDEMPOTENCY_HEADER)
+    def post(self, body: dict[str, Any], import_id: str) -> Any:
+        """Distill a finished import (opt-in): its original models answer their training prompts,
+        within `max_cost_usd`, as new training files; follow it in the import's `distill`."""
+        return idempotent(
+            {"route": "imports.distill", "import_id": import_id, **body},
+            lambda: distill.start_distill(jobs_context(), principal(), import_id, body),
+            status=202,
+        )

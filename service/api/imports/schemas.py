@@ -8,7 +8,11 @@ from typing import Any
 import marshmallow as ma
 
 from service.api.base import StrictSchema, list_schema
+from service.api.experiments.schemas import CandidateSchema
+from service.api.jobs.schemas import SplitSchema
+from service.core.imports.retrain import DEFAULT_SPLIT, TEST_SETS
 from service.core.imports.usecases import PROGRESS_FIELDS, SOURCES
+from service.fields import StrictNumber
 
 
 class Since(ma.fields.Field):
@@ -79,6 +83,124 @@ class ImportErrorSchema(ma.Schema):
     message = ma.fields.String(allow_none=True)
 
 
+class RetrainCreateSchema(StrictSchema):
+    candidates = ma.fields.List(
+        ma.fields.Nested(CandidateSchema),
+        required=True,
+        validate=ma.validate.Length(min=1, max=7),
+        metadata={
+            "description": "What to train on each imported job's data, as experiments take them "
+            '(e.g. `{"provider": "local", "model": "smollm2-135m"}`).'
+        },
+    )
+    split = ma.fields.Nested(
+        SplitSchema,
+        metadata={
+            "description": f"The held-out split of the training file (default {DEFAULT_SPLIT}); a job "
+            "imported with a validation file is tested on that file instead (`test` is then unused)."
+        },
+    )
+    include_original = ma.fields.Boolean(
+        load_default=True,
+        metadata={
+            "description": "Evaluate each job's original fine-tuned model beside the candidates (an "
+            "evaluate-only candidate, last in the table; it needs the account's provider configured)."
+        },
+    )
+    jobs = ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(min=1, max=256)),
+        validate=ma.validate.Length(min=1, max=1000),
+        metadata={
+            "description": "Only these imported jobs (Tuneline or provider job ids); default: every "
+            "succeeded job with a training file (the others are listed in `skipped`)."
+        },
+    )
+
+
+class RetrainedJobSchema(ma.Schema):
+    job_id = ma.fields.String(required=True, metadata={"description": "The imported job."})
+    provider_job_id = ma.fields.String(allow_none=True)
+    fine_tuned_model = ma.fields.String(allow_none=True, metadata={"description": "The original model."})
+    test_set = ma.fields.String(
+        required=True,
+        metadata={
+            "enum": list(TEST_SETS),
+            "description": "`validation_file`: the job's validation file, unseen by every model; "
+            "`split`: held out from the training file, which the original model trained on.",
+        },
+    )
+    experiment_id = ma.fields.String(required=True)
+
+
+class RetrainSkippedSchema(ma.Schema):
+    job_id = ma.fields.String(required=True)
+    provider_job_id = ma.fields.String(allow_none=True)
+    code = ma.fields.String(required=True)
+    message = ma.fields.String(required=True)
+
+
+class RetrainListsSchema(ma.Schema):
+    data = ma.fields.List(ma.fields.Nested(RetrainedJobSchema), required=True)
+    skipped = ma.fields.List(
+        ma.fields.Nested(RetrainSkippedSchema),
+        required=True,
+        metadata={"description": "Imported jobs not re-trained, and why."},
+    )
+
+
+class RetrainSchema(RetrainListsSchema):
+    object = ma.fields.Constant("import.retrain", required=True)
+    import_id = ma.fields.String(required=True)
+
+
+class DistillCreateSchema(StrictSchema):
+    max_cost_usd = StrictNumber(
+        required=True,
+        validate=ma.validate.Range(min=0, min_inclusive=False),
+        metadata={
+            "description": "The most the original models' answers may cost (their usage prices): "
+            "an upper estimate over it is refused, and the run stops before passing it."
+        },
+    )
+    jobs = ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(min=1, max=256)),
+        validate=ma.validate.Length(min=1, max=1000),
+        metadata={"description": "Only these imported jobs (Tuneline or provider job ids)."},
+    )
+
+
+class DistilledJobSchema(ma.Schema):
+    job_id = ma.fields.String(required=True)
+    provider_job_id = ma.fields.String(allow_none=True)
+    fine_tuned_model = ma.fields.String(allow_none=True, metadata={"description": "The model answering."})
+    prompts = ma.fields.Integer(required=True)
+    answered = ma.fields.Integer(required=True)
+    errors = ma.fields.Integer(required=True)
+    file_id = ma.fields.String(
+        allow_none=True, metadata={"description": "The new training file (prepared like any other)."}
+    )
+    complete = ma.fields.Boolean(
+        allow_none=True, metadata={"description": "False when the run stopped before its last prompt."}
+    )
+
+
+class DistillStateSchema(ma.Schema):
+    status = ma.fields.String(
+        required=True, metadata={"enum": ["queued", "running", "succeeded", "stopped", "failed"]}
+    )
+    max_cost_usd = ma.fields.Float(required=True)
+    estimated_cost_usd = ma.fields.Float(required=True, metadata={"description": "The upper estimate."})
+    spent_usd = ma.fields.Float(required=True, metadata={"description": "From each answer's usage."})
+    jobs = ma.fields.List(ma.fields.Nested(DistilledJobSchema), required=True)
+    skipped = ma.fields.List(ma.fields.Nested(RetrainSkippedSchema), required=True)
+    error = ma.fields.Nested(ImportErrorSchema, allow_none=True)
+
+
+class DistillSchema(DistillStateSchema):
+    object = ma.fields.Constant("import.distill", required=True)
+    import_id = ma.fields.String(required=True)
+
+
 class ImportSchema(ma.Schema):
     id = ma.fields.String(required=True, metadata={"description": "`imp-…`"})
     object = ma.fields.Constant("import", required=True)
@@ -99,6 +221,12 @@ class ImportSchema(ma.Schema):
     updated_at = ma.fields.Integer()
     finished_at = ma.fields.Integer(allow_none=True)
     tenant = ma.fields.String()
+    retrain = ma.fields.Nested(
+        RetrainListsSchema, allow_none=True, metadata={"description": "Its re-training, once asked for."}
+    )
+    distill = ma.fields.Nested(
+        DistillStateSchema, allow_none=True, metadata={"description": "Its distillation, once asked for."}
+    )
 
 
 ImportListSchema = list_schema(ImportSchema, "ImportList")

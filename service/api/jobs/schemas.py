@@ -222,6 +222,15 @@ class JobSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "Set on a job copied from a provider account by an import (read-only)."},
     )
+    evaluated_model = ma.fields.String(
+        metadata={
+            "description": "Set on an evaluate-only job (an experiment candidate that trains nothing): "
+            "the existing fine-tuned model it evaluates on its held-out test set."
+        }
+    )
+    evaluated_job = ma.fields.String(
+        allow_none=True, metadata={"description": "The job that made `evaluated_model`."}
+    )
     updated_at = ma.fields.Integer(allow_none=True)
     tenant = ma.fields.String(metadata={"description": "The tenant that owns the job (Tuneline extension)."})
     priority = ma.fields.Integer(

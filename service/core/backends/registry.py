@@ -130,6 +130,14 @@ def ensure_available(name: str, settings: Settings) -> None:
         )
 
 
+def account_name(settings: Settings, source: str, base_url: str | None) -> str:
+    """The name of the ``source`` account at ``base_url`` (default: the configured one), as its
+    backend names it: reads, polls and completions of one account share its rate budget."""
+    if source == "azure":
+        return f"azure:{base_url or settings.azure_openai_endpoint}"
+    return f"openai:{base_url or settings.openai_base_url or OPENAI_BASE_URL}"
+
+
 def account_reader(
     settings: Settings, source: str, api_key: str | None, base_url: str | None
 ) -> tuple[SDKClient, str]:
@@ -163,7 +171,7 @@ def account_reader(
             timeout=TIMEOUT_S,
             max_retries=2,
         )
-        return SDKClient(client), f"azure:{endpoint}"
+        return SDKClient(client), account_name(settings, source, endpoint)
     if source != "openai":
         raise Unprocessable(f"Imports read openai or azure accounts, not {source!r}.", param="source")
     if not api_key:
@@ -172,7 +180,7 @@ def account_reader(
     client = openai.OpenAI(
         api_key=api_key or settings.openai_api_key, base_url=url, timeout=TIMEOUT_S, max_retries=2
     )
-    return SDKClient(client), f"openai:{url}"
+    return SDKClient(client), account_name(settings, source, url)
 
 
 def configured_urls(settings: Settings) -> frozenset[str]:

@@ -41,6 +41,19 @@ MODELS: dict[str, ModelSpec] = {
     )
 }
 
+# What using a fine-tuned model of each base costs (OpenAI's published prices, USD per 1M input and
+# output tokens, as of PRICES_AS_OF).
+FT_USAGE_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini-2024-07-18": (0.30, 1.20),
+    "gpt-4o-2024-08-06": (3.75, 15.00),
+    "gpt-4.1-2025-04-14": (3.00, 12.00),
+    "gpt-4.1-mini-2025-04-14": (0.80, 3.20),
+    "gpt-4.1-nano-2025-04-14": (0.20, 0.80),
+    "gpt-3.5-turbo-0125": (3.00, 6.00),
+    "babbage-002": (1.60, 1.60),
+    "davinci-002": (12.00, 12.00),
+}
+
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 
 # OpenAI's default epoch rule (fine-tuning guide / cookbook "chat_finetuning_data_prep").
@@ -79,3 +92,9 @@ def default_epochs(n_examples: int) -> int:
 def training_cost_usd(spec: ModelSpec, billed_tokens_per_epoch: int, n_epochs: int) -> float:
     """Estimated training cost: epochs × billed tokens × price."""
     return round(billed_tokens_per_epoch * n_epochs * spec.price_per_million / 1_000_000, 4)
+
+
+def usage_cost_usd(model: str, input_tokens: int, output_tokens: int) -> float:
+    """What answering with a fine-tuned model of base ``model`` costs for these tokens."""
+    per_input, per_output = FT_USAGE_PRICES[resolve_model(model).name]
+    return (input_tokens * per_input + output_tokens * per_output) / 1e6

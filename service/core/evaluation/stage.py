@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +74,25 @@ def _example(index: int, row: dict[str, Any], stop: str | None) -> Example | Non
     return None
 
 
-def load_examples(path: Path, stop: str | None = None) -> list[Example]:
-    """The prepared test split (chat or prompt/completion rows), in file order."""
+def load_examples(path: Path, stop: str | None = None, skip_invalid: bool = False) -> list[Example]:
+    """The prepared test split (chat or prompt/completion rows), in file order.
+
+    ``skip_invalid``: pass over lines that are not JSON objects (a file as it was uploaded).
+    """
     out: list[Example] = []
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:
         for line in fh:
-            if line.strip():
-                example = _example(len(out), json.loads(line), stop)
-                if example is not None:
-                    out.append(example)
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                if skip_invalid:
+                    continue
+                raise
+            example = _example(len(out), row, stop) if isinstance(row, dict) else None
+            if example is not None:
+                out.append(example)
     return out
 
 
@@ -149,6 +159,19 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def served_by(ctx: CompletionsContext, job: Job) -> Job:
+    """The job whose model answers: the job itself, or the job that made the existing model an
+    evaluate-only job evaluates (its backend serves that model)."""
+    if not job.evaluated_job:
+        return job
+    source = record.load(ctx.store, job.evaluated_job)
+    if source is None or source.model_deleted or source.fine_tuned_model != job.evaluated_model:
+        raise BackendError(
+            f"the model {job.evaluated_model} no longer exists", kind="permanent", code="model_not_found"
+        )
+    return source
+
+
 def _run_target(
     ctx: CompletionsContext,
     job: Job,
@@ -158,9 +181,11 @@ def _run_target(
 ) -> dict[str, Any] | None:
     """Evaluate the examples not yet stored; None when the run was stopped (cancel, lost lease)."""
     base = target == "base"
+    served = served_by(ctx, job)
+    model = served.fine_tuned_model or ""
 
     def ask(request: CompletionRequest) -> CompletionResult:
-        return run_completion(ctx, job, request, base=base)
+        return run_completion(ctx, served, replace(request, model=model), base=base)
 
     limiter = RateLimiter(ctx.settings.eval_rate_per_s)
     stop = [job.prepared_stop] if job.prepared_stop else None
@@ -209,7 +234,7 @@ def _evaluate(ctx: CompletionsContext, job: Job, token: str) -> None:
     lifecycle.record_event(
         ctx.store,
         job_id,
-        f"Evaluating {job.fine_tuned_model} on {len(examples)} held-out examples"
+        f"Evaluating {job.evaluated_model or job.fine_tuned_model} on {len(examples)} held-out examples"
         + (" (and its base model)" if "base" in targets else ""),
     )
     summaries: dict[str, dict[str, Any]] = {}

@@ -31,6 +31,7 @@ PROGRESS_FIELDS = (
     "files_imported",  # new Tuneline files
     "files_reused",  # provider files whose bytes the tenant already had
 )
+DISTILL_FIELDS = ("status", "max_cost_usd", "estimated_cost_usd", "spent_usd", "jobs", "skipped", "error")
 PUBLIC_FIELDS = (
     "id",
     "object",
@@ -62,7 +63,12 @@ class ImportsContext:
 
 def public_import(doc: dict[str, Any]) -> dict[str, Any]:
     """What a client sees: never the key, nor the internal cursor and file map."""
-    return {name: doc.get(name) for name in PUBLIC_FIELDS}
+    out = {name: doc.get(name) for name in PUBLIC_FIELDS}
+    retrain = doc.get("retrain")  # set by imports.retrain: the experiments re-training it
+    out["retrain"] = None if retrain is None else {"data": retrain["data"], "skipped": retrain["skipped"]}
+    distill = doc.get("distill")  # set by imports.distill: the original models' answers as files
+    out["distill"] = None if distill is None else {k: distill[k] for k in DISTILL_FIELDS}
+    return out
 
 
 def _check_base_url(settings: Settings, base_url: str) -> str:

@@ -133,6 +133,10 @@ class Job:
     priority: int = 0  # order in the train wait queue (store.train_queue); older records: 0
     # Set on a job copied from a provider account by an import (DESIGN §15): read-only history.
     import_id: str | None = None
+    # Set on a job that trains nothing (an evaluate-only experiment candidate): it evaluates this
+    # existing fine-tuned model of the tenant, made by the job ``evaluated_job``, on its test set.
+    evaluated_model: str | None = None
+    evaluated_job: str | None = None
     state: BackendState = field(default_factory=BackendState)
     # Keys this code does not know (written by a newer version): kept as they are.
     extra: dict[str, Any] = field(default_factory=dict)

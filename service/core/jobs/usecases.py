@@ -147,6 +147,27 @@ def _check_method_data(ctx: JobsContext, params: dict[str, Any], report: dict[st
         )
 
 
+def _check_files(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> files.FileRecord:
+    """The training file, usable; the validation and test files too, when given."""
+    training = _usable_file(ctx, principal, params["training_file"], "training_file")
+    if params.get("validation_file"):
+        _usable_file(ctx, principal, params["validation_file"], "validation_file")
+    if params.get("test_file"):
+        _check_test_file(ctx, principal, params)
+    return training
+
+
+def _webhook(ctx: JobsContext, params: dict[str, Any]) -> dict[str, Any] | None:
+    webhook = params.get("webhook")
+    if not webhook:
+        return None
+    try:
+        check_url(webhook["url"], allow_loopback=ctx.settings.webhook_allow_loopback)
+    except UnsafeWebhookURL as exc:
+        raise Unprocessable(str(exc), param="webhook.url", code="unsafe_webhook_url") from None
+    return {"url": webhook["url"], "events": list(webhook.get("events") or DEFAULT_EVENTS)}
+
+
 def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> Job:
     """The job record for ``params``, validated; nothing is stored or started."""
     provider = params.get("provider") or ctx.settings.provider_default
@@ -173,18 +194,8 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
             "suffix must be 1-64 letters, digits, '-' or '_'.", param="suffix", code="invalid_suffix"
         )
     source = _check_owned_model(ctx, principal, model)
-    training = _usable_file(ctx, principal, params["training_file"], "training_file")
-    if params.get("validation_file"):
-        _usable_file(ctx, principal, params["validation_file"], "validation_file")
-    if params.get("test_file"):
-        _check_test_file(ctx, principal, params)
-    webhook = params.get("webhook")
-    if webhook:
-        try:
-            check_url(webhook["url"], allow_loopback=ctx.settings.webhook_allow_loopback)
-        except UnsafeWebhookURL as exc:
-            raise Unprocessable(str(exc), param="webhook.url", code="unsafe_webhook_url") from None
-        webhook = {"url": webhook["url"], "events": list(webhook.get("events") or DEFAULT_EVENTS)}
+    training = _check_files(ctx, principal, params)
+    webhook = _webhook(ctx, params)
     report = get_report(ctx.store, training.id) or {}
     _check_method_data(ctx, params, report)
     counts = report.get("counts") or {}
@@ -233,6 +244,72 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
     if source is not None:
         backend.continue_from(job, source)
     return job
+
+
+# Nothing is trained for an evaluate-only job: what only training uses has no meaning there.
+TRAINING_ONLY = ("hyperparameters", "method", "suffix", "max_cost_usd")
+NO_TRAINING = {"n_epochs": 0, "billed_tokens": 0, "price_per_million": 0.0, "cost_usd": 0.0}
+
+
+def build_evaluation(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> Job:
+    """An evaluate-only job, validated (nothing stored or started): the caller's existing
+    fine-tuned model ``params["model"]`` answers the test set that preparing ``params``' data
+    holds out, the same one a job trained on that data gets; nothing is trained.
+
+    The model is served by the backend of the job that made it (an imported OpenAI model by the
+    remote backend, a local one by the infer workers); its preparation is that job's own.
+    """
+    for name in TRAINING_ONLY:
+        if params.get(name) is not None:
+            raise InvalidRequest(
+                f"{name} has no meaning for an evaluate-only candidate: nothing is trained.",
+                param=name,
+                code="invalid_evaluate_only",
+            )
+    model = params["model"]
+    source = finetuned_models.resolve(ctx.store, principal, model)
+    provider = params.get("provider")
+    if provider is not None and provider != source.provider:
+        raise InvalidRequest(
+            f"{model} is served by provider {source.provider!r}, not {provider!r}.",
+            param="provider",
+            code="invalid_provider",
+        )
+    backend = ctx.backend(source.provider)  # refuses a provider this deployment cannot reach
+    backend.validate(source.model, {}, None)  # its base model: what preparation checks data against
+    split = (params.get("prepare") or {}).get("split") or {}
+    if not params.get("test_file") and not float(split.get("test") or 0) > 0:
+        raise InvalidRequest(
+            "An evaluation needs a test set: test_file, or prepare.split.test > 0.",
+            param="test_file",
+            code="missing_test_set",
+        )
+    training = _check_files(ctx, principal, params)
+    webhook = _webhook(ctx, params)
+    _check_method_data(ctx, {**params, "method": None}, get_report(ctx.store, training.id) or {})
+    now = time.time()
+    return Job(
+        id=ids.new_id("job"),
+        tenant=principal.tenant,
+        created_at=int(now),
+        updated_at=int(now),
+        model=source.model,
+        training_file=training.id,
+        validation_file=params.get("validation_file"),
+        test_file=params.get("test_file"),
+        seed=params.get("seed"),
+        metadata=params.get("metadata"),
+        provider=source.provider,
+        webhook=webhook,
+        estimate=dict(NO_TRAINING),
+        prepare=params.get("prepare"),
+        status=states.VALIDATING,
+        stage="preparing",
+        stage_changed_at=now,
+        evaluated_model=model,
+        evaluated_job=source.id,
+        state=backend.state_type(),
+    )
 
 
 def start_job(ctx: JobsContext, job: Job) -> dict[str, Any]:

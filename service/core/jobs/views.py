@@ -50,6 +50,9 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
     out["organization_id"] = job["tenant"]
     if job.get("import_id"):  # only on imported jobs: other jobs' JSON stays as it was
         out["import_id"] = job["import_id"]
+    if job.get("evaluated_model"):  # only on evaluate-only jobs (they train nothing)
+        out["evaluated_model"] = job["evaluated_model"]
+        out["evaluated_job"] = job.get("evaluated_job")
     out["result_files"] = job.get("result_files") or []
     out["integrations"] = job.get("integrations") or []
     out["priority"] = job.get("priority") or 0  # records from before the field load as 0

@@ -121,4 +121,24 @@ def queue_job(
     created_ms = float(job["created_at"]) * 1000
     pipe.zadd(keys.jobs_by_tenant(job["tenant"]), {job_id: created_ms})
     pipe.zadd(keys.jobs_all(), {job_id: created_ms})
+    if job.get("fine_tuned_model"):
+        pipe.hset(keys.imported_models(job["tenant"]), job["fine_tuned_model"], job_id)
     stats.count_new(pipe, job)
+
+
+def imported_model_job(store: Store, tenant: str, model: str) -> str | None:
+    """The imported job that made the fine-tuned model ``model`` of ``tenant``, if any."""
+    value = store.r.hget(keys.imported_models(tenant), model)
+    return None if value is None else str(value)
+
+
+# --- distillation: the original model's answers, one hash per imported job ----------------------
+
+
+def put_distilled(store: Store, import_id: str, job_id: str, index: int, row: dict[str, Any]) -> None:
+    store.r.hset(keys.distill_rows(import_id, job_id), str(index), dumps(row))
+
+
+def distilled(store: Store, import_id: str, job_id: str) -> dict[int, dict[str, Any]]:
+    raw: dict[str, str] = store.r.hgetall(keys.distill_rows(import_id, job_id))  # type: ignore[assignment]
+    return {int(k): loads(v) for k, v in raw.items()}

@@ -159,6 +159,17 @@ def import_lock(import_id: str) -> str:
     return f"{PREFIX}:import:{import_id}:lock"
 
 
+def distill_rows(import_id: str, job_id: str) -> str:
+    """The original model's answers of one imported job's distillation, by example index."""
+    return f"{PREFIX}:import:{import_id}:distill:{job_id}"
+
+
+def imported_models(tenant: str) -> str:
+    """Fine-tuned model name -> the imported job that made it (a provider's model name does not
+    hold the Tuneline job id the way Tuneline's own names do)."""
+    return f"{PREFIX}:imported_models:{tenant}"
+
+
 def imported_files(tenant: str) -> str:
     """Hash: ``<account>|<provider file id>`` -> the tenant's file holding those bytes."""
     return f"{PREFIX}:imported_files:{tenant}"

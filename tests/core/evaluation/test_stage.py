@@ -31,6 +31,7 @@ class FakeOpenAI:
 
     def __init__(self, fail_first: int = 0) -> None:
         self.asked: list[str] = []
+        self.models: set[str] = set()
         self.fail_first = fail_first
         self.lock = threading.Lock()
 
@@ -44,6 +45,7 @@ class FakeOpenAI:
                     429, headers={"retry-after": "0"}, json={"error": {"message": "slow down"}}
                 )
             self.asked.append(prompt)
+            self.models.add(body["model"])
         answer = dict(ROWS[:2]).get(prompt, "不知道")
         return httpx2.Response(
             200,
@@ -154,3 +156,50 @@ def test_a_cancelled_job_is_not_evaluated(settings, store, evaluating):
     repo.update(store, evaluating["id"], lambda job, pipe: {**job, "status": "cancelled", "stage": "done"})
     stage.run_evaluate(context(settings, store, fake), evaluating["id"])
     assert fake.asked == [] and evaluations.count(store, evaluating["id"], "model") == 0
+
+
+def test_an_evaluate_only_job_asks_the_model_it_evaluates(settings, store, evaluating):
+    """The original model of an imported job answers through its backend; nothing is trained."""
+    original = "ft:gpt-4o-mini-2024-07-18:acme:support:AbC123xy"
+    imported = finished_job(
+        store,
+        "alpha",
+        provider="openai",
+        fine_tuned_model=original,
+        import_id="imp-1",
+        provider_fine_tuned_model=None,  # an imported job keeps no provider state of its own
+    )
+    repo.update(
+        store,
+        evaluating["id"],
+        lambda job, pipe: {
+            **job,
+            "fine_tuned_model": None,
+            "evaluated_model": original,
+            "evaluated_job": imported["id"],
+        },
+    )
+    fake = FakeOpenAI()
+    stage.run_evaluate(context(settings, store, fake), evaluating["id"])
+    job = repo.load(store, evaluating["id"])
+    assert fake.models == {original} and len(fake.asked) == 3
+    assert job["status"] == "succeeded" and job["evaluation"]["metrics"]["answered"] == 3
+    assert job["fine_tuned_model"] is None
+
+
+def test_an_evaluate_only_job_fails_when_its_model_is_gone(settings, store, evaluating):
+    imported = finished_job(store, "alpha", provider="openai", model_deleted=True)
+    repo.update(
+        store,
+        evaluating["id"],
+        lambda job, pipe: {
+            **job,
+            "evaluated_model": imported["fine_tuned_model"],
+            "evaluated_job": imported["id"],
+        },
+    )
+    fake = FakeOpenAI()
+    stage.run_evaluate(context(settings, store, fake), evaluating["id"])
+    job = repo.load(store, evaluating["id"])
+    assert fake.asked == [] and job["status"] == "failed"
+    assert job["error"]["code"] == "model_not_found"

@@ -4,6 +4,8 @@ import { fill, h } from "./dom.js";
 import * as file from "./views/file.js";
 import * as files from "./views/files.js";
 import * as job from "./views/job.js";
+import * as imp from "./views/import.js";
+import * as imports from "./views/imports.js";
 import * as jobs from "./views/jobs.js";
 import * as notfound from "./views/notfound.js";
 import * as overview from "./views/overview.js";
@@ -16,6 +18,8 @@ const ROUTES = [
   [/^\/jobs\/([^/]+)$/, job, "jobs"],
   [/^\/files$/, files, "files"],
   [/^\/files\/([^/]+)$/, file, "files"],
+  [/^\/imports$/, imports, "imports"],
+  [/^\/imports\/([^/]+)$/, imp, "imports"],
   [/^\/settings$/, settings, "settings"],
 ];
 

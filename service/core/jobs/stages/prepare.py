@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.core import files
+from service.core import files, tasknames
+from service.core.backends.base import Backend, Next
 from service.core.datasets import PrepareOptions, prepare_file
-from service.core.jobs import lifecycle
+from service.core.jobs import lifecycle, states
 from service.core.jobs.record import Job
 from service.core.jobs.seeds import DEFAULT_SEED
-from service.core.jobs.stages.common import StageContext, enter, fail_job, run_stage
+from service.core.jobs.stages.common import StageContext, enter, fail_job, run_stage, watch
 from service.settings import Settings
 
 STAGE = "preparing"
+# An evaluate-only job trains nothing: its prepared test set goes straight to the evaluation.
+EVALUATE_ONLY = Next(states.RUNNING, "evaluating", tasknames.JOB_EVALUATE)
+
+
+def after_prepare(backend: Backend, job: Job) -> Next:
+    """Where a prepared job goes: its backend's next stage, or its evaluation when it trains nothing."""
+    return EVALUATE_ONLY if job.evaluated_model else backend.after_prepare()
 
 
 def prepared_dir(settings: Settings, job_id: str) -> Path:
@@ -77,6 +85,16 @@ def _prepare(ctx: StageContext, job: Job) -> str | None:
             )
             return None
         prepared[name] = str(side.outputs["train"])
+    after = after_prepare(backend, job)
+    if after is EVALUATE_ONLY and "test" not in prepared:
+        fail_job(
+            ctx.store,
+            job.id,
+            "empty_test_set",
+            f"preparing training file {job.training_file} left no held-out examples to evaluate on",
+            "prepare.split.test",
+        )
+        return None
     counts = report.to_dict().get("counts", {})
     # The stop sequence the completion-style rows end with, so evaluation can strip and send it.
     stop = (report.prepared or {}).get("stop")
@@ -84,7 +102,6 @@ def _prepare(ctx: StageContext, job: Job) -> str | None:
     def keep(j: Job) -> None:
         j.prepared, j.prepared_stop = prepared, stop
 
-    after = backend.after_prepare()
     lifecycle.transition(
         ctx.store,
         job.id,
@@ -95,4 +112,7 @@ def _prepare(ctx: StageContext, job: Job) -> str | None:
         + (f", {counts.get('test')} test" if counts.get("test") else ""),
         apply=keep,
     )
+    if after is EVALUATE_ONLY:
+        watch(ctx, job.id)  # the watchdog re-runs a lost evaluation task
+        return after.task
     return backend.start(job)
