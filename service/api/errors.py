@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify, request
+from marshmallow.exceptions import SCHEMA
 from werkzeug.exceptions import HTTPException
 
 from service.core.errors import TunelineError
@@ -37,7 +38,9 @@ def _first_error(messages: Any, path: tuple[str, ...] = ()) -> tuple[str | None,
     """The first (dotted path, message) in webargs' nested error dict."""
     if isinstance(messages, dict):
         for key, value in messages.items():
-            return _first_error(value, (*path, str(key)))
+            # marshmallow files an error of a nested object as a whole (not an object) under
+            # "_schema": the field is the object itself.
+            return _first_error(value, path if key == SCHEMA else (*path, str(key)))
     if isinstance(messages, list) and messages:
         if all(isinstance(m, str) for m in messages):
             return (".".join(path) or None), " ".join(messages)

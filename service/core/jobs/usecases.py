@@ -162,6 +162,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
     hyper = backend.validate(
         model, dict(params.get("hyperparameters") or {}), params.get("method")
     ).hyperparameters
+    compute = backend.validate_compute(params.get("compute"))
     if params.get("validation_file") and params["validation_file"] == params["training_file"]:
         raise InvalidRequest(
             "validation_file must differ from training_file (held-out data).",
@@ -220,6 +221,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         webhook=webhook,
         max_cost_usd=max_cost,
         priority=int(params.get("priority") or 0),
+        compute=compute,
         estimate=estimate,
         prepare=params.get("prepare"),
         extensions={k: params[k] for k in record.extensions() if params.get(k) is not None},

@@ -48,6 +48,8 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
     out["organization_id"] = job["tenant"]
     if job.get("import_id"):  # only on imported jobs: other jobs' JSON stays as it was
         out["import_id"] = job["import_id"]
+    if job.get("compute"):  # only on jobs Tuneline trains itself (the local provider)
+        out["compute"] = job["compute"]
     out["result_files"] = job.get("result_files") or []
     out["integrations"] = job.get("integrations") or []
     out["priority"] = job.get("priority") or 0  # records from before the field load as 0
