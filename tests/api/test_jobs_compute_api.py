@@ -53,7 +53,8 @@ def test_compute_is_resolved_and_echoed(client, ready, compute, echoed):
 
 
 def test_the_default_executor_comes_from_the_setting(make_key, store, settings):
-    client = create_app(replace(settings, train_executor="ray"), dispatcher=RecordingDispatcher()).test_client()
+    app = create_app(replace(settings, train_executor="ray"), dispatcher=RecordingDispatcher())
+    client = app.test_client()
     token = make_key()
     file_id = upload(client, token, CHAT).json["id"]
     preparation.prepare_uploaded_file(store, settings.data_dir, file_id)
@@ -78,7 +79,12 @@ def test_the_default_executor_comes_from_the_setting(make_key, store, settings):
         ("ray", 400, "compute", None),
         # The process executor trains in one process on its worker's device.
         ({"num_workers": 2}, 422, "compute.num_workers", "compute_not_supported"),
-        ({"executor": "process", "gpus_per_worker": 1}, 422, "compute.gpus_per_worker", "compute_not_supported"),
+        (
+            {"executor": "process", "gpus_per_worker": 1},
+            422,
+            "compute.gpus_per_worker",
+            "compute_not_supported",
+        ),
     ],
 )
 def test_bad_compute_is_a_clear_4xx_naming_the_field(client, ready, dispatcher, compute, status, param, code):
@@ -91,12 +97,11 @@ def test_bad_compute_is_a_clear_4xx_naming_the_field(client, ready, dispatcher, 
 
 def test_a_remote_provider_refuses_compute(client, ready, dispatcher):
     token, file_id = ready
-    r = create(
-        client, token, file_id, provider="sandbox", model="gpt-4o-mini-2024-07-18", compute={"executor": "ray"}
-    )
+    remote = {"provider": "sandbox", "model": "gpt-4o-mini-2024-07-18"}
+    r = create(client, token, file_id, **remote, compute={"executor": "ray"})
     assert_error(r, 422, "invalid_request_error", "compute", "compute_not_supported")
     assert "sandbox" in r.json["error"]["message"]
-    plain = create(client, token, file_id, provider="sandbox", model="gpt-4o-mini-2024-07-18")
+    plain = create(client, token, file_id, **remote)
     assert plain.status_code == 200, plain.json
     assert "compute" not in plain.json  # only jobs Tuneline trains itself carry it
     assert dispatcher.sent[-1] == (tasknames.JOB_PREPARE, (plain.json["id"],))

@@ -350,7 +350,11 @@ class _Follower:
         return None
 
     def _settle_pause(self) -> None:
-        """The job is paused; the next attempt is a new Ray job that resumes the Ray Train run."""
+        """The job is paused; the next attempt is a new Ray job that resumes the Ray Train run.
+
+        From the newest checkpoint Ray Train registered: the newest one the run reported, unless
+        the stop came between its upload and its registration (then the one before).
+        """
         steps = [int(c["step_number"]) for c in repo.list_checkpoints(self.ctx.store, self.job.id)]
         step = max(steps, default=0)
         following = RayAttempt(attempt=self.attempt.attempt + 1)
@@ -363,8 +367,8 @@ class _Follower:
             self.ctx.store,
             self.job.id,
             *states.PAUSED_STATE,
-            f"Training paused at step {step}: Ray job {self.sid} stopped; the next attempt resumes from "
-            "the newest checkpoint Ray Train kept",
+            f"Training paused: Ray job {self.sid} stopped; the next attempt resumes from the newest "
+            f"checkpoint Ray Train registered (the newest reported: step {step})",
             apply=paused,
             data={"step": step, "ray_submission_id": self.sid},
         )
