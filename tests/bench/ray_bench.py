@@ -5,10 +5,11 @@ costs against the process executor on the same job (issue 17, docs/ray.md).
     .venv/bin/python -m tests.bench.run_all --only ray --merge
 
 One local Ray head (``tests/support/ray.py``, as many CPUs as the machine has) runs the same
-SPEC.json three ways, in turn so that load on the shared machine hits all alike: the process
-executor's child (``python -m service.training.run``, 2 torch threads), one Ray worker (2 CPUs,
-2 threads, batch 8), two Ray workers (1 CPU and 1 thread each, batch 4 each: the same global
-batch, DDP over gloo). tokens/s = training tokens seen / wall time of ``trainer.train()`` on rank
+SPEC.json several ways, in turn so that load on the shared machine hits all alike: the process
+executor's child (``python -m service.training.run``, 1 torch thread), one Ray worker (1 CPU,
+1 thread, batch 8: the same job on the Ray path), two Ray workers (1 CPU and 1 thread each,
+batch 4 each: the same global batch, DDP over gloo, both cores), and the child with 2 threads
+(both cores in one process). tokens/s = training tokens seen / wall time of ``trainer.train()`` on rank
 0; wall = start of the child (or Ray submit) to its exit (or the Ray job's SUCCEEDED as the Jobs
 API reports it, polled every 0.5 s), which adds model loading, Ray's driver and worker start-up,
 and saving.
@@ -43,10 +44,14 @@ class Way:
     threads: int  # torch threads per worker (and CPUs Ray gives it)
 
 
+# The first is the baseline. One thread per process: on this shared 2-core machine a second
+# thread in one process stalls at every barrier when another engineer's work takes a core (the
+# last row shows it), which would drown the comparison.
 WAYS = (
+    Way("process executor (1 child, 1 thread, batch 8)", 0, 8, 1),
+    Way("ray, 1 worker (1 CPU, 1 thread, batch 8)", 1, 8, 1),
+    Way("ray, 2 workers (1 CPU, 1 thread, batch 4 each)", 2, 4, 1),
     Way("process executor (1 child, 2 threads, batch 8)", 0, 8, 2),
-    Way("ray, 1 worker (2 CPUs, batch 8)", 1, 8, 2),
-    Way("ray, 2 workers (1 CPU each, batch 4 each)", 2, 4, 1),
 )
 
 
@@ -106,7 +111,7 @@ def run_ray(head: RayHead, spec: Path, way: Way, storage: Path, index: int) -> d
     from service.core.ray_jobs import RayCompute, RayJobs, RayRun, entrypoint, submission_id
 
     jobs = RayJobs(head.address)
-    sid = submission_id(f"bench-{way.ray_workers}w", index)
+    sid = submission_id(f"bench-{spec.parent.name}", index)
     compute = RayCompute(
         num_workers=way.ray_workers,
         cpus_per_worker=way.threads,
@@ -143,8 +148,8 @@ def measure(workdir: Path, quick: bool, runs: int) -> tuple[dict[str, list[dict[
     results: dict[str, list[dict[str, Any]]] = {way.label: [] for way in WAYS}
     try:
         for index in range(runs):
-            for way in WAYS:
-                out = workdir / f"{way.ray_workers}w-{index}"
+            for number, way in enumerate(WAYS):
+                out = workdir / f"way{number}-run{index}"  # also names the Ray Train run: never resumed
                 spec = spec_for(way, model, data, steps, out)
                 result = (
                     run_process(spec, way.threads)
@@ -175,7 +180,8 @@ def section(opts: Options, runs: int = 3) -> str:
         "",
         f"The tiny demo model, full fine-tuning, {steps} steps of a global batch of 8 prompt/completion "
         "lines of `funds_qa.jsonl`, CPU, one local Ray head with all of the machine's CPUs "
-        "(`tests/bench/ray_bench.py`). tokens/s = training tokens / wall time of `trainer.train()` "
+        "(`tests/bench/ray_bench.py`), one torch thread per process unless said. "
+        "tokens/s = training tokens / wall time of `trainer.train()` "
         "on rank 0; wall = child start (or Ray submit) to its end as the caller sees it: model "
         "loading, Ray's driver and workers starting, saving. Ratios are against the process "
         "executor measured in the same rounds.",
@@ -193,7 +199,7 @@ def section(opts: Options, runs: int = 3) -> str:
         )
     lines += [
         "",
-        f"Medians of {runs} rounds (each round runs the three in turn). Per-run tokens/s: "
+        f"Medians of {runs} rounds (each round runs the {len(WAYS)} ways in turn). Per-run tokens/s: "
         + "; ".join(
             f"{way.label}: " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in results[way.label])
             for way in WAYS

@@ -8,6 +8,10 @@ lease expires; beat's reaper puts the job back in front of the queue and wakes a
 next run resumes from the last checkpoint. A job whose runs keep dying fails after
 ``train_max_restarts`` restarts. While jobs wait, beat sends a wake-up at most every
 ``WAKE_EVERY_S``, so a lost or deleted broker message delays a job, never strands it.
+
+A claimed job runs on its ``compute.executor`` (``EXECUTORS``): ``process``, the child on this
+host's device (below), or ``ray``, a Ray job that ``ray_executor`` submits and follows under the
+same lease while the device is free for other runs.
 """
 
 from __future__ import annotations
