@@ -100,6 +100,12 @@ def messages(client: Any, job_id: str) -> list[str]:
     return [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=100).data]
 
 
+def relayed(stack: Stack, job_id: str) -> int:
+    """How much of its Ray job's log the job's follower has recorded as relayed."""
+    job = record.load(stack.store, job_id)
+    return int(((local_state(job).ray or {}) if job else {}).get("offset") or 0)
+
+
 def no_train_workers(head: RayHead) -> bool:
     return not ray_processes(head, "RayTrainWorker")
 
@@ -110,13 +116,17 @@ def test_a_ray_job_outlives_its_follower_and_succeeds(
     token = stack.key()
     client = sdk(stack, token)
     file_id = upload(client, chat_rows(160))
-    # 160 examples, 2 workers x batch 4: 20 steps of 8 per epoch, 2 epochs.
+    # 160 examples, 2 workers x batch 4: 20 steps of 8 per epoch, 8 epochs. Long enough (about 10 s
+    # of training on an idle machine) that the kill below lands mid-training: the first metrics are
+    # relayed at most a poll (2 s) after training starts.
     follower = train_worker(stack)
-    job = create_on_ray(client, file_id, local_base_model, n_epochs=2, batch_size=4, checkpoint_every=10)
+    job = create_on_ray(client, file_id, local_base_model, n_epochs=8, batch_size=4, checkpoint_every=40)
     assert job.model_extra is not None
     assert job.model_extra["compute"] == {"executor": "ray", "num_workers": 2, "gpus_per_worker": 0.0}
     sid = f"tuneline-{job.id}-0"
     wait_until(lambda: steps(stack, token, job.id), RUN_TIMEOUT_S, interval=0.5, what="training on Ray")
+    # ... and the follower has recorded how far it read the run's log (the next one reads on).
+    wait_until(lambda: relayed(stack, job.id), 30, interval=0.2, what="the relayed offset")
 
     follower.kill9()  # the Celery worker that follows the run, with its pool
     assert ray_status(head, sid) == "RUNNING"  # the run does not depend on it
@@ -132,24 +142,21 @@ def test_a_ray_job_outlives_its_follower_and_succeeds(
     assert f"Submitted to the Ray cluster at {head.address}: Ray job {sid} (2 workers)" in events
     assert f"Training started on Ray job {sid}" in events
     assert any(m.startswith("The training worker stopped answering; re-queued") for m in events)
-    assert any(m.startswith("Step 40/40: training loss=") for m in events), events
+    assert f"Following Ray job {sid} from a new worker; it went on training meanwhile" in events
+    assert any(m.startswith("Step 160/160: training loss=") for m in events), events
 
     # The loss curve, every step once, in the metrics route; the outputs where finalize reads them.
     rows = get_json(stack, token, f"/v1/fine_tuning/jobs/{job.id}/metrics")["data"]
-    assert [r["step"] for r in rows] == list(range(1, 41))
+    assert [r["step"] for r in rows] == list(range(1, 161))
     losses = [r["train_loss"] for r in rows]
     assert sum(losses[-5:]) < sum(losses[:5]), losses
-    assert sorted(c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data) == [
-        10,
-        20,
-        30,
-        40,
-    ]
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert sorted(c.step_number for c in checkpoints) == [40, 80, 120, 160]
     trained = record.load(stack.store, job.id)
     assert trained is not None
     assert Path(local_state(trained).model_dir or "").is_dir()
     assert done.fine_tuned_model and done.fine_tuned_model.endswith(job.id)
-    assert len(client.files.content(done.result_files[0]).text.splitlines()) == 41
+    assert len(client.files.content(done.result_files[0]).text.splitlines()) == 161
 
 
 def registered_step(stack: Stack, job_id: str) -> int | None:
@@ -173,6 +180,8 @@ def test_pause_resume_and_cancel_stop_the_ray_job(
     registered = wait_until(
         lambda: registered_step(stack, job.id), RUN_TIMEOUT_S, interval=0.5, what="a registered checkpoint"
     )
+    # The follower reads the run every 2 s: the job says running once it has read that it started.
+    wait_until(lambda: client.fine_tuning.jobs.retrieve(job.id).status == "running", 30, what="running")
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"
     paused = wait_until(
         lambda: (j := record.load(stack.store, job.id)) and j.stage == "paused" and j,
