@@ -357,7 +357,7 @@ class LocalBackend(Backend):
         """
         train_queue.release(self.store, job.id)
         if compute_of(job).executor == RAY:
-            from service.core.backends import ray_executor
+            from service.core.backends import ray_executor  # here: it imports this module
 
             ray_executor.stop_run(self.settings, self.store, job)
         return None

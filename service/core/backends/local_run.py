@@ -277,7 +277,7 @@ class Executor:
 
 
 def _ray_run(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
-    from service.core.backends import ray_executor  # imports nothing of Ray until a run needs it
+    from service.core.backends import ray_executor  # here: it imports this module
 
     return ray_executor.run(ctx, job_id, token)
 
