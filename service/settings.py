@@ -11,6 +11,7 @@ from typing import Any
 
 PROVIDERS = ("openai", "azure", "sandbox", "local")
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
+TRAIN_EXECUTORS = ("process", "ray")  # how a local job trains (DESIGN §13; docs/ray.md)
 ENVIRONMENTS = ("production", "development", "test")
 DEFAULT_DATA_DIR = Path("./var/data")
 
@@ -143,6 +144,12 @@ class Settings:
     train_device: str = setting("auto", parse=_word)
     train_threads: int = setting(0, minimum=0)  # 0: the library's default
     train_python: str = setting("")  # interpreter for the training child; default: the worker's own
+    # The executor of local jobs that do not choose one (their ``compute.executor``).
+    train_executor: str = setting("process", parse=_word, choices=TRAIN_EXECUTORS)
+    ray_address: str = setting("")  # the Ray head's dashboard URL (its Jobs API), for executor ray
+    # Ray Train's checkpoint storage: a directory every Ray node mounts, or an object-store URL;
+    # empty means ``<data_dir>/ray`` (see ``ray_storage_path``).
+    ray_storage: str = setting("")
     infer_timeout_s: int = setting(120, minimum=1)
     infer_cache_models: int = setting(2, minimum=1)  # models an infer worker keeps loaded (LRU)
     export_timeout_s: int = setting(3600, minimum=10)  # one export build (merged or GGUF)
@@ -180,6 +187,13 @@ class Settings:
         roots = self.local_model_roots or (self.data_dir / "models",)
         return tuple(root.resolve() for root in roots)
 
+    @property
+    def ray_storage_path(self) -> str:
+        """Ray Train's ``storage_path`` for the ray executor: absolute, or the URL as given."""
+        if "://" in self.ray_storage:
+            return self.ray_storage
+        return str(Path(self.ray_storage or self.data_dir / "ray").resolve())
+
     def validated(self) -> Settings:
         """Return self after checking bounds and cross-field rules; raise SettingsError naming
         the variable."""
@@ -191,6 +205,11 @@ class Settings:
             )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(f"TUNELINE_REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
+        if self.ray_address and not self.ray_address.startswith(("http://", "https://")):
+            raise SettingsError(
+                "TUNELINE_RAY_ADDRESS must be the Ray dashboard's URL (its Jobs API), "
+                f"e.g. http://ray-head:8265, got {self.ray_address!r}"
+            )
         if self.env == "production" and not self.secret_key:
             raise SettingsError(
                 "TUNELINE_SECRET_KEY is required in production (a Fernet key: "

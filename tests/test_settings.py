@@ -75,6 +75,8 @@ def test_openai_key_falls_back_to_the_providers_own_variable() -> None:
         ("TUNELINE_TRAIN_DEVICE", "tpu", "cuda:N"),
         ("TUNELINE_REDIS_URL", "http://x", "redis://"),
         ("TUNELINE_SECRET_KEY", "short", "Fernet"),
+        ("TUNELINE_TRAIN_EXECUTOR", "slurm", "must be one of process, ray"),
+        ("TUNELINE_RAY_ADDRESS", "ray-head:6379", "dashboard's URL"),
     ],
 )
 def test_each_bad_value_names_its_variable(variable: str, raw: str, message: str) -> None:
@@ -122,3 +124,12 @@ def test_keys_never_downgrades_production(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "TUNELINE_SECRET_KEY is required in production" in done.stderr
     assert "Redis" not in done.stderr
+
+
+def test_ray_storage_defaults_under_the_data_dir() -> None:
+    settings = Settings.from_env({**BASE, "TUNELINE_DATA_DIR": "/srv/x"})
+    assert settings.train_executor == "process" and settings.ray_address == ""
+    assert settings.ray_storage_path == "/srv/x/ray"
+    chosen = {**BASE, "TUNELINE_TRAIN_EXECUTOR": "Ray", "TUNELINE_RAY_ADDRESS": "http://ray-head:8265"}
+    assert Settings.from_env(chosen).train_executor == "ray"
+    assert Settings.from_env({**chosen, "TUNELINE_RAY_STORAGE": "s3://b/t"}).ray_storage_path == "s3://b/t"

@@ -38,7 +38,8 @@ def _first_error(messages: Any, path: tuple[str, ...] = ()) -> tuple[str | None,
     """The first (dotted path, message) in webargs' nested error dict."""
     if isinstance(messages, dict):
         for key, value in messages.items():
-            # marshmallow files a whole-object error (wrong type, a schema validator) under _schema
+            # marshmallow files an error of a nested object as a whole (not an object) under
+            # "_schema": the field is the object itself.
             return _first_error(value, path if key == SCHEMA else (*path, str(key)))
     if isinstance(messages, list) and messages:
         if all(isinstance(m, str) for m in messages):

@@ -1,6 +1,6 @@
 """Run every benchmark and write ``docs/benchmarks.md``.
 
-    make bench                                   # full sizes (about 12-20 minutes on 2 cores)
+    make bench                                   # full sizes (about 20-30 minutes on 2 cores)
     .venv/bin/python -m tests.bench.run_all --only pipeline --jobs 100 --merge   # a smaller pipeline run
     .venv/bin/python -m tests.bench.run_all --quick   # smaller sizes (or TUNELINE_BENCH_QUICK=1)
     .venv/bin/python -m tests.bench.run_all --only upload --out -   # one benchmark, to stdout
@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench import datasets, job_get, pipeline, train_bench, upload, webhooks
+from tests.bench import datasets, job_get, pipeline, ray_bench, train_bench, upload, webhooks
 from tests.bench.common import Options, machine
 from tests.support.procs import REPO
 
@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[Options], str]] = {
     "pipeline": pipeline.run,
     "webhooks": webhooks.run,
     "train": train_bench.run,
+    "ray": ray_bench.run,
 }
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 
@@ -45,7 +46,7 @@ def header(command: str, quick: bool, ran: list[str], seconds: float) -> str:
         [
             "# Benchmarks",
             "",
-            "Reproduce with `make bench` (full sizes, about 12-20 minutes) or "
+            "Reproduce with `make bench` (full sizes, about 20-30 minutes) or "
             "`.venv/bin/python -m tests.bench.run_all --quick` (smaller sizes; also "
             "`TUNELINE_BENCH_QUICK=1`). The harness lives in `tests/bench/` (one module per benchmark); "
             "each benchmark starts its own redis-server on a free port and its own gunicorn processes, "

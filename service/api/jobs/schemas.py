@@ -14,7 +14,7 @@ from service.core.store.train_queue import PRIORITY_MAX, PRIORITY_MIN
 from service.core.webhooks.signing import EVENT_TYPES
 from service.fields import StrictInt, StrictNumber
 from service.sandbox.faults import SandboxFaultsSchema
-from service.settings import PROVIDERS
+from service.settings import PROVIDERS, TRAIN_EXECUTORS
 
 _AUTO = "auto"
 
@@ -137,6 +137,24 @@ class IntegrationSchema(StrictSchema):
             raise ma.ValidationError("Missing data for required field.", field_name="wandb")
 
 
+class ComputeSchema(StrictSchema):
+    executor = ma.fields.String(
+        validate=ma.validate.OneOf(TRAIN_EXECUTORS),
+        metadata={
+            "description": "process: one child process on a train worker's device; ray: a Ray "
+            "cluster (docs/ray.md). Default: TUNELINE_TRAIN_EXECUTOR."
+        },
+    )
+    num_workers = StrictInt(
+        validate=ma.validate.Range(1, 1024),
+        metadata={"description": "Data-parallel training workers (ray; the process executor runs 1)."},
+    )
+    gpus_per_worker = StrictNumber(
+        validate=ma.validate.Range(0.0, 64.0),
+        metadata={"description": "GPUs each Ray worker takes (fractions allowed); 0 trains on CPU."},
+    )
+
+
 class JobCreateSchema(StrictSchema):
     model = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=256))
     training_file = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=128))
@@ -163,6 +181,10 @@ class JobCreateSchema(StrictSchema):
     test_file = ma.fields.String(validate=ma.validate.Length(min=1, max=128))
     prepare = ma.fields.Nested(PrepareSchema)
     sandbox = ma.fields.Nested(SandboxFaultsSchema)
+    compute = ma.fields.Nested(
+        ComputeSchema,
+        metadata={"description": "How a local job trains (Tuneline extension; local provider only)."},
+    )
     priority = StrictInt(
         validate=ma.validate.Range(PRIORITY_MIN, PRIORITY_MAX),
         metadata={
@@ -235,6 +257,12 @@ class JobSchema(ma.Schema):
     tenant = ma.fields.String(metadata={"description": "The tenant that owns the job (Tuneline extension)."})
     priority = ma.fields.Integer(
         metadata={"description": "Wait-queue priority for local training (Tuneline extension)."}
+    )
+    compute = ma.fields.Dict(
+        metadata={
+            "description": "How a local job trains: {executor, num_workers, gpus_per_worker} as resolved "
+            "at create (Tuneline extension; local jobs only)."
+        }
     )
 
 

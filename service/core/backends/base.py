@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from service.core.errors import Conflict
+from service.core.errors import Conflict, Unprocessable
 from service.core.jobs.record import BackendState, Job
 
 ErrorKind = Literal["transient", "ambiguous", "permanent"]
@@ -215,6 +215,21 @@ class Backend:
     ) -> Validated:
         """Check the base model, method and knobs; return the job's normalised hyperparameters."""
         raise NotImplementedError
+
+    def validate_compute(self, compute: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Check the job's ``compute`` extension (how its training runs); the one it keeps.
+
+        A backend whose provider runs the training somewhere Tuneline does not choose refuses
+        any ``compute`` (422 naming it), rather than accept a request it cannot honour.
+        """
+        if compute is not None:
+            raise Unprocessable(
+                f"compute applies to training Tuneline runs itself (the local provider); provider "
+                f"{self.name!r} runs its jobs on its own hardware.",
+                param="compute",
+                code="compute_not_supported",
+            )
+        return None
 
     def continue_from(self, job: Job, source: Job) -> None:
         """``job``'s model is the caller's fine-tuned model trained by ``source``: prepare to train on.

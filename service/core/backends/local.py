@@ -181,6 +181,71 @@ def effective_hyperparameters(hyper: dict[str, Any], method: dict[str, Any] | No
     return merged
 
 
+PROCESS, RAY = "process", "ray"  # the executors (settings.TRAIN_EXECUTORS): local_run runs each
+
+
+@dataclass(frozen=True)
+class Compute:
+    """How a local job trains (the ``compute`` extension): a child process on the train worker's
+    device, or ``num_workers`` data-parallel workers on a Ray cluster (docs/ray.md)."""
+
+    executor: str = PROCESS
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.executor == PROCESS:
+            return {"executor": PROCESS, "num_workers": 1}
+        return {
+            "executor": self.executor,
+            "num_workers": self.num_workers,
+            "gpus_per_worker": self.gpus_per_worker,
+        }
+
+
+def resolve_compute(requested: dict[str, Any] | None, default_executor: str) -> Compute:
+    """The job's ``compute`` (already well-formed by the API's schema), with the deployment's
+    default executor; a 4xx naming the field for what the chosen executor cannot do."""
+    requested = requested or {}
+    executor = str(requested.get("executor") or default_executor)
+    if executor not in (PROCESS, RAY):
+        raise InvalidRequest(
+            f"compute.executor must be {PROCESS!r} or {RAY!r}, not {executor!r}.",
+            param="compute.executor",
+            code="invalid_executor",
+        )
+    workers = requested.get("num_workers", 1)
+    gpus = requested.get("gpus_per_worker", 0)
+    if executor == PROCESS:
+        chosen = "" if requested.get("executor") else " (the default, TUNELINE_TRAIN_EXECUTOR)"
+        if workers != 1:
+            raise Unprocessable(
+                f"The process executor{chosen} trains in one process; num_workers {workers} needs "
+                f"compute.executor 'ray'.",
+                param="compute.num_workers",
+                code="compute_not_supported",
+            )
+        if gpus:
+            raise Unprocessable(
+                f"The process executor{chosen} trains on its worker's device (TUNELINE_TRAIN_DEVICE); "
+                "gpus_per_worker applies to compute.executor 'ray'.",
+                param="compute.gpus_per_worker",
+                code="compute_not_supported",
+            )
+        return Compute()
+    return Compute(RAY, int(workers), float(gpus))
+
+
+def compute_of(job: Job) -> Compute:
+    """The job's compute; records from before the extension trained in a process."""
+    raw = job.compute or {}
+    return Compute(
+        str(raw.get("executor") or PROCESS),
+        int(raw.get("num_workers") or 1),
+        float(raw.get("gpus_per_worker") or 0.0),
+    )
+
+
 @state_type
 @dataclass
 class LocalState(BackendState):
@@ -203,6 +268,7 @@ class LocalState(BackendState):
     result_files: list[str] | None = None  # paths relative to the data directory
     runtime_s: float | None = None
     paused_step: int | None = None  # the checkpoint step of the last pause: the next run resumes
+    ray: dict[str, Any] | None = None  # executor ray: its current attempt (ray_executor.RayAttempt)
 
 
 def local_state(job: Job) -> LocalState:
@@ -235,6 +301,9 @@ class LocalBackend(Backend):
     ) -> Validated:
         check_base_model(model, self.settings.model_roots)
         return Validated(effective_hyperparameters(hyperparameters, method))
+
+    def validate_compute(self, compute: dict[str, Any] | None) -> dict[str, Any] | None:
+        return resolve_compute(compute, self.settings.train_executor).to_dict()
 
     def continue_from(self, job: Job, source: Job) -> None:
         """A job on the tenant's ``ft:`` model trains on from the model directory that job left.
@@ -283,8 +352,16 @@ class LocalBackend(Backend):
         return tasknames.TRAIN_RUN
 
     def cancel(self, job: Job) -> str | None:
-        """A cancelled job leaves the train queue (a training one is stopped by its supervisor)."""
+        """A cancelled job leaves the train queue (a training one is stopped by its supervisor).
+
+        A Ray run is stopped here too: its follower stops it within a second, but a run whose
+        follower died keeps training on the cluster until someone does.
+        """
         train_queue.release(self.store, job.id)
+        if compute_of(job).executor == RAY:
+            from service.core.backends import ray_executor  # here: it imports this module
+
+            ray_executor.stop_run(self.settings, self.store, job)
         return None
 
     def pause(self, job: Job) -> tuple[str, str]:

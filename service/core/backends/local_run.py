@@ -8,6 +8,10 @@ lease expires; beat's reaper puts the job back in front of the queue and wakes a
 next run resumes from the last checkpoint. A job whose runs keep dying fails after
 ``train_max_restarts`` restarts. While jobs wait, beat sends a wake-up at most every
 ``WAKE_EVERY_S``, so a lost or deleted broker message delays a job, never strands it.
+
+A claimed job runs on its ``compute.executor`` (``EXECUTORS``): ``process``, the child on this
+host's device (below), or ``ray``, a Ray job that ``ray_executor`` submits and follows under the
+same lease while the device is free for other runs.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ from typing import Any
 
 from service.core import ids
 from service.core.backends.base import Trained
-from service.core.backends.local import LocalState, base_model_of, device_id, local_state, method_type
+from service.core.backends.local import (
+    PROCESS,
+    RAY,
+    LocalState,
+    base_model_of,
+    compute_of,
+    device_id,
+    local_state,
+    method_type,
+)
 from service.core.jobs import lifecycle, metrics, record, retry, states
 from service.core.jobs.integrations import MLFLOW, WANDB
 from service.core.jobs.naming import fine_tuned_model_name
@@ -147,7 +160,7 @@ def child_env(settings: Settings, job: Job) -> dict[str, str]:
     return {"WANDB_API_KEY": settings.wandb_api_key} if wandb and settings.wandb_api_key else {}
 
 
-def _write_spec(settings: Settings, spec: dict[str, Any]) -> Path:
+def write_spec(settings: Settings, spec: dict[str, Any]) -> Path:
     path = job_dir(settings, spec["job_id"]) / "SPEC.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -185,19 +198,32 @@ class LocalRunner:
         try:
             while (job_id := self._claim(token, ttl)) is not None:
                 claimed.append(job_id)
+                executor = self._executor(job_id)
+                if not executor.uses_device:
+                    # The run trains elsewhere (a Ray cluster): this host's device is free meanwhile.
+                    leases.release_device(ctx.store, ctx.device_id, token)
                 try:
-                    outcome = self._run(job_id, token)
+                    outcome = self._run(job_id, token, executor)
                     if outcome is not None:
                         conclude(job_id, outcome)
                 finally:
                     # However the run ended (finished, failed, cancelled): its slot is free. An
                     # exception leaves the lease to expire, so beat's reaper re-queues the job.
                     train_queue.release(ctx.store, job_id)
-                if not leases.refresh_device(ctx.store, ctx.device_id, token, ttl):
+                held = (
+                    leases.refresh_device(ctx.store, ctx.device_id, token, ttl)
+                    if executor.uses_device
+                    else leases.acquire_device(ctx.store, ctx.device_id, token, ttl)
+                )
+                if not held:
                     break  # our hold on the device expired: leave the rest to whoever holds it
         finally:
             leases.release_device(ctx.store, ctx.device_id, token)
         return claimed
+
+    def _executor(self, job_id: str) -> Executor:
+        job = record.load(self.ctx.store, job_id)
+        return EXECUTORS[compute_of(job).executor if job is not None else PROCESS]
 
     def _claim(self, token: str, ttl: float) -> str | None:
         """The next job, its lease already ours (taken in the same step as the claim)."""
@@ -206,7 +232,7 @@ class LocalRunner:
             ctx.store, ctx.settings.train_max_per_tenant, lease_token=token, lease_ttl_s=ttl, now=time.time()
         )
 
-    def _run(self, job_id: str, token: str) -> Trained | None:
+    def _run(self, job_id: str, token: str, executor: Executor) -> Trained | None:
         """Train a claimed job to the end; None when this run leaves it (cancelled, leased elsewhere)."""
         ctx = self.ctx
         job = record.load(ctx.store, job_id)
@@ -218,7 +244,7 @@ class LocalRunner:
             log.info("job is leased by another worker", extra={"job_id": job_id})
             return None
         # On an exception the lease is left to expire: beat re-queues the job and it resumes.
-        outcome = _train(ctx, job_id, token)
+        outcome = executor.run(ctx, job_id, token)
         leases.release_lease(ctx.store, job_id, token)
         return outcome
 
@@ -242,7 +268,7 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
         if lifecycle.try_transition(ctx.store, job_id, states.RUNNING, "training", started) is None:
             return None
     spec = build_spec(ctx.settings, job, resume)
-    spec_path = _write_spec(ctx.settings, spec)
+    spec_path = write_spec(ctx.settings, spec)
     _, extra_env = _device(ctx.settings)
     python = ctx.settings.train_python or sys.executable
     child = Child(
@@ -256,7 +282,7 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
         local_state(j).child = {"pid": child.pid, "device": ctx.device_id}
 
     record.modify(ctx.store, job_id, running)
-    run = _Run(ctx, job, child)
+    run = _Run(ctx, job, child=child)
     try:
         stopped = _supervise(ctx, run, token)
         if not stopped:
@@ -271,11 +297,33 @@ def _train(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
     return _conclude(ctx, run, code)
 
 
+@dataclass(frozen=True)
+class Executor:
+    """How a claimed job's run is carried out: ``run`` trains it to its end under the lease the
+    caller holds (None when the run leaves the job: cancelled, paused, lease lost);
+    ``uses_device``: the run holds this host's training device meanwhile."""
+
+    run: Callable[[TrainingContext, str, str], Trained | None]
+    uses_device: bool
+
+
+def _ray_run(ctx: TrainingContext, job_id: str, token: str) -> Trained | None:
+    from service.core.backends import ray_executor  # here: it imports this module
+
+    return ray_executor.run(ctx, job_id, token)
+
+
+# compute.executor -> its run (DESIGN §11: an executor is its module plus this entry).
+EXECUTORS = {PROCESS: Executor(_train, uses_device=True), RAY: Executor(_ray_run, uses_device=False)}
+
+
 @dataclass
-class _Run:
+class Relay:
+    """A run's protocol messages (docs/local-trainer.md) turned into the job's events, metrics
+    and checkpoints, whichever executor runs it; what it said last is kept for its end."""
+
     ctx: TrainingContext
     job: Job
-    child: Child
     total_steps: int | None = None
     finished: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -284,6 +332,14 @@ class _Run:
     seen: set[str] = field(default_factory=set)
     pause_asked: bool = False
     paused: dict[str, Any] | None = None  # the child's ``paused`` message
+
+    def handle(self, message: dict[str, Any]) -> None:
+        _handle(self, message)
+
+
+@dataclass
+class _Run(Relay):
+    child: Child = field(kw_only=True)
 
 
 def _supervise(ctx: TrainingContext, run: _Run, token: str) -> bool:
@@ -353,7 +409,7 @@ def _settle_pause(ctx: TrainingContext, run: _Run) -> None:
 # --- the child's messages ----------------------------------------------------------------------
 
 
-def _handle(run: _Run, message: dict[str, Any]) -> None:
+def _handle(run: Relay, message: dict[str, Any]) -> None:
     kind = message["type"]
     data = {k: v for k, v in message.items() if k != "type"}
     handler = _HANDLERS.get(kind)
@@ -363,7 +419,7 @@ def _handle(run: _Run, message: dict[str, Any]) -> None:
     handler(run, data)
 
 
-def _on_started(run: _Run, data: dict[str, Any]) -> None:
+def _on_started(run: Relay, data: dict[str, Any]) -> None:
     store, job_id = run.ctx.store, run.job.id
     run.total_steps = int(data.get("total_steps") or 0) or None
     run.progress_every = max(1, (run.total_steps or PROGRESS_EVENTS) // PROGRESS_EVENTS)
@@ -379,7 +435,7 @@ def _on_started(run: _Run, data: dict[str, Any]) -> None:
     lifecycle.record_event(store, job_id, message, data=data)
 
 
-def _on_metrics(run: _Run, data: dict[str, Any]) -> None:
+def _on_metrics(run: Relay, data: dict[str, Any]) -> None:
     store, job_id = run.ctx.store, run.job.id
     step = int(data["step"])
     row = metrics.row(data, metrics.columns_for(run.job.method))
@@ -402,7 +458,7 @@ def _on_metrics(run: _Run, data: dict[str, Any]) -> None:
         )
 
 
-def _on_checkpoint(run: _Run, data: dict[str, Any]) -> None:
+def _on_checkpoint(run: Relay, data: dict[str, Any]) -> None:
     store, job = run.ctx.store, run.job
     step = int(data["step"])
     name = fine_tuned_model_name(job.model, job.tenant, job.suffix, job.id)
@@ -418,15 +474,15 @@ def _on_checkpoint(run: _Run, data: dict[str, Any]) -> None:
     lifecycle.record_checkpoint(store, job.id, checkpoint)
 
 
-def _on_finished(run: _Run, data: dict[str, Any]) -> None:
+def _on_finished(run: Relay, data: dict[str, Any]) -> None:
     run.finished = data
 
 
-def _on_paused(run: _Run, data: dict[str, Any]) -> None:
+def _on_paused(run: Relay, data: dict[str, Any]) -> None:
     run.paused = data
 
 
-def _on_error(run: _Run, data: dict[str, Any]) -> None:
+def _on_error(run: Relay, data: dict[str, Any]) -> None:
     run.error = {
         "code": str(data.get("code") or "training_failed"),
         "message": str(data.get("message") or ""),
@@ -462,7 +518,11 @@ def _conclude(ctx: TrainingContext, run: _Run, code: int) -> Trained | None:
         return Trained(
             "training failed", error={"code": "training_failed", "message": _crash_message(run, code)}
         )
-    finished = run.finished
+    return finished_run(ctx, run, run.finished)
+
+
+def finished_run(ctx: TrainingContext, run: Relay, finished: dict[str, Any]) -> Trained:
+    """A run that said ``finished``: its model and result file become the job's outputs."""
     out = output_dir(ctx.settings, run.job.id)
     result = Path(finished.get("result_file") or out / "result.csv")
     result_files = (

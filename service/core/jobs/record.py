@@ -131,6 +131,9 @@ class Job:
     model_deleted: bool = False
     integrations: list[Any] = field(default_factory=list)
     priority: int = 0  # order in the train wait queue (store.train_queue); older records: 0
+    # How its backend runs the training (``compute {executor, num_workers, gpus_per_worker}``,
+    # DESIGN §9), resolved at create; None for a backend that runs nothing itself.
+    compute: dict[str, Any] | None = None
     # Set on a job copied from a provider account by an import (DESIGN §15): read-only history.
     import_id: str | None = None
     # Set on a job that trains nothing (an evaluate-only experiment candidate): it evaluates this

@@ -182,6 +182,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
     hyper = backend.validate(
         model, dict(params.get("hyperparameters") or {}), params.get("method")
     ).hyperparameters
+    compute = backend.validate_compute(params.get("compute"))
     if params.get("validation_file") and params["validation_file"] == params["training_file"]:
         raise InvalidRequest(
             "validation_file must differ from training_file (held-out data).",
@@ -232,6 +233,7 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         webhook=webhook,
         max_cost_usd=max_cost,
         priority=int(params.get("priority") or 0),
+        compute=compute,
         estimate=estimate,
         prepare=prepare,
         integrations=trackers,

@@ -53,6 +53,8 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("evaluated_model"):  # only on evaluate-only jobs (they train nothing)
         out["evaluated_model"] = job["evaluated_model"]
         out["evaluated_job"] = job.get("evaluated_job")
+    if job.get("compute"):  # only on jobs Tuneline trains itself (the local provider)
+        out["compute"] = job["compute"]
     out["result_files"] = job.get("result_files") or []
     out["integrations"] = job.get("integrations") or []
     out["priority"] = job.get("priority") or 0  # records from before the field load as 0
