@@ -69,7 +69,7 @@ def test_learning_rate_multiplier_scales_the_default_unless_a_rate_is_given() ->
         ({"method": "qlora"}, "method"),
         ({"method": "full", "training_type": "lora"}, "contradicts"),
         ({"training_type": "qlora"}, "training_type"),
-        ({"hyperparameters": {"beta": 0.1}}, "dpo method only"),
+        ({"hyperparameters": {"beta": 0.1}}, "dpo and reinforcement methods only"),
         ({"method": "dpo", "hyperparameters": {"beta": 0}}, "beta"),
         ({"device": "tpu"}, "device"),
         ({"threads": 0}, "threads"),

@@ -31,11 +31,36 @@ DPO_METRIC_COLUMNS = (
     "full_valid_preference_accuracy",
 )
 COLUMNS_BY_METHOD = {"supervised": METRIC_COLUMNS, "dpo": DPO_METRIC_COLUMNS}
+# Reinforcement: the policy loss, the mean grader reward of the sampled answers and its spread
+# (standard deviation), their mean length in tokens and the KL divergence from the reference (with
+# a KL coefficient beta of 0 there is no reference and no KL); for a `multi` grader also each named
+# grader's mean score (`<prefix>_grader_<name>`).
+REINFORCEMENT_FIGURES = ("reward_mean", "reward_std", "completion_length", "kl")
+
+
+def reinforcement_columns(grader_keys: Iterable[str] = ()) -> tuple[str, ...]:
+    """Reinforcement's columns; ``grader_keys``: the names of a ``multi`` grader's graders."""
+    figures = (*REINFORCEMENT_FIGURES, *(f"grader_{key}" for key in grader_keys))
+    return (
+        "step",
+        *(f"{prefix}_{name}" for prefix in ("train", "valid", "full_valid") for name in ("loss", *figures)),
+    )
+
+
+def _multi_keys(method: Mapping[str, Any]) -> tuple[str, ...]:
+    grader = (method.get("reinforcement") or {}).get("grader") or {}
+    graders = grader.get("graders") if isinstance(grader, Mapping) and grader.get("type") == "multi" else None
+    if isinstance(graders, Mapping) and isinstance(graders.get("type"), str):
+        return (str(graders.get("name") or "grader"),)  # the SDK's single-grader form (graders.spec)
+    return tuple(str(key) for key in graders) if isinstance(graders, Mapping) else ()
 
 
 def columns_for(method: Mapping[str, Any] | None) -> tuple[str, ...]:
     """The metric columns of a job's ``method`` (OpenAI's object; none means supervised)."""
-    return COLUMNS_BY_METHOD.get(str((method or {}).get("type") or "supervised"), METRIC_COLUMNS)
+    kind = str((method or {}).get("type") or "supervised")
+    if kind == "reinforcement":
+        return reinforcement_columns(_multi_keys(method or {}))
+    return COLUMNS_BY_METHOD.get(kind, METRIC_COLUMNS)
 
 
 def row(data: Mapping[str, Any], columns: tuple[str, ...] = METRIC_COLUMNS) -> dict[str, Any]:
