@@ -25,7 +25,7 @@ from service.core.graders import run, spec
 from service.core.graders.sandbox import PythonLimits
 from service.core.jobs.metrics import reinforcement_columns
 from service.training.data import chat_messages, load_lines, render_chat
-from service.training.errors import EXAMPLE_TOO_LONG, INVALID_TRAINING_FILE, TRAINING_FAILED, TrainingError
+from service.training.errors import EXAMPLE_TOO_LONG, TRAINING_FAILED, TrainingError
 from service.training.methods import MetricNames
 from service.training.spec import Hyperparameters
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.core.datasets.reinforcement import DEFAULT_MAX_COMPLETION_LENGTH, num_generations
 from service.training.errors import TRAINING_FAILED, TrainingError
 
 # Documented in docs/local-trainer.md; change both together.
@@ -24,9 +25,6 @@ DEFAULT_BETA = 0.1
 DEFAULT_RL_LR_LORA = 2e-5
 DEFAULT_RL_LR_FULL = 1e-6
 DEFAULT_RL_BETA = 0.04
-DEFAULT_GENERATIONS = 4  # answers sampled per prompt at compute_multiplier 1 (GRPO's group)
-MAX_GENERATIONS = 64
-DEFAULT_MAX_COMPLETION_LENGTH = 256
 DEFAULT_LORA_RANK = 16
 DEFAULT_LORA_ALPHA = 32
 DEFAULT_LORA_DROPOUT = 0.05
@@ -80,7 +78,7 @@ class Hyperparameters:
     @property
     def num_generations(self) -> int:
         """Answers sampled per prompt (GRPO's group): compute_multiplier x 4, at least 2."""
-        return min(MAX_GENERATIONS, max(2, round(DEFAULT_GENERATIONS * self.compute_multiplier)))
+        return num_generations(self.compute_multiplier)
 
 
 _INT_FIELDS = (
