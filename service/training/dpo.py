@@ -81,7 +81,7 @@ class Preference:
 
     name = "dpo"
     metrics = MetricNames({"reward_margin": "rewards/margins", "preference_accuracy": "rewards/accuracies"})
-    columns = DPO_METRIC_COLUMNS
+    columns: tuple[str, ...] = DPO_METRIC_COLUMNS
 
     def __init__(self, beta: float) -> None:
         self.beta = beta

@@ -23,7 +23,7 @@ class Supervised:
 
     name = "supervised"
     metrics = MetricNames({"mean_token_accuracy": "mean_token_accuracy"})
-    columns = METRIC_COLUMNS
+    columns: tuple[str, ...] = METRIC_COLUMNS
 
     def load(self, path: Path, tokenizer: Any, max_length: int, what: str) -> list[Encoded]:
         return load_examples(path, tokenizer, max_length, what)

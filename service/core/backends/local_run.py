@@ -26,7 +26,15 @@ from typing import Any
 
 from service.core import ids
 from service.core.backends.base import Trained
-from service.core.backends.local import LocalState, base_model_of, device_id, local_state, method_type
+from service.core.backends.local import (
+    REINFORCEMENT,
+    LocalState,
+    base_model_of,
+    device_id,
+    local_state,
+    method_type,
+    python_grader_limits,
+)
 from service.core.jobs import lifecycle, metrics, record, retry, states
 from service.core.jobs.naming import fine_tuned_model_name
 from service.core.jobs.record import Job
@@ -58,6 +66,10 @@ SPEC_KNOBS = (
     "seed",
     "max_steps",
     "beta",
+    "compute_multiplier",
+    "eval_interval",
+    "eval_samples",
+    "max_completion_length",
 )
 RESTARTS_STAGE = "train_restarts"  # the delivery counter of restarts (service.core.jobs.retry)
 # While jobs wait, beat sends a trainer a wake-up at most this often: a lost message costs this long.
@@ -99,10 +111,18 @@ def build_spec(settings: Settings, job: Job, resume: bool) -> dict[str, Any]:
     prepared = job.prepared or {}
     device, _ = _device(settings)
     state = local_state(job)
+    method = method_type(job.method)
+    reward: dict[str, Any] = {}
+    if method == REINFORCEMENT:
+        reward = {
+            "grader": ((job.method or {}).get(REINFORCEMENT) or {}).get("grader"),
+            "python_grader": python_grader_limits(settings),
+        }
     return {
         "job_id": job.id,
         "base_model": base_model_of(job),
-        "method": method_type(job.method),
+        "method": method,
+        **reward,
         "training_type": "full" if job.hyperparameters.get("training_type") == "full" else "lora",
         "from_model": state.from_model,
         "train_file": prepared["train"],

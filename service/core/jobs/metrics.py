@@ -82,7 +82,9 @@ def plot_png(
 ) -> bytes:
     """The loss curve as a PNG: train and valid loss by step above, token accuracy below.
 
-    With the DPO ``columns`` the lower panel shows preference accuracy and reward margin instead.
+    With the DPO ``columns`` the lower panel shows preference accuracy and reward margin instead;
+    with reinforcement's, the mean reward and each named grader's score (the reward's spread,
+    answer lengths and KL are in the JSON and CSV).
 
     matplotlib is imported here, not at module level, so the API starts without it; the
     object-oriented API (``Figure`` + the Agg canvas) keeps no global pyplot state, so
@@ -108,15 +110,22 @@ def plot_png(
         if xs:
             loss_ax.plot(xs, ys, label=label, marker="." if len(xs) < 50 else None)
     # The lower panel: every per-step train/valid figure that is not a loss (token accuracy; for
-    # DPO, preference accuracy and reward margin).
+    # DPO, preference accuracy and reward margin; for reinforcement, the 0-1 scores only).
+    reinforcement = "train_reward_mean" in columns
     for name in columns:
+        if reinforcement and not name.endswith("_reward_mean") and "_grader_" not in name:
+            continue
         if name.startswith(("train_", "valid_")) and not name.endswith("_loss"):
             xs, ys = series(name)
             if xs:
                 acc_ax.plot(xs, ys, label=name.replace("_", " "), marker="." if len(xs) < 50 else None)
     loss_ax.set_ylabel("loss")
     dpo = "train_reward_margin" in columns
-    acc_ax.set_ylabel("preference accuracy / reward margin" if dpo else "token accuracy")
+    acc_ax.set_ylabel(
+        "mean reward / grader scores"
+        if reinforcement
+        else ("preference accuracy / reward margin" if dpo else "token accuracy")
+    )
     acc_ax.set_xlabel("step")
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)
