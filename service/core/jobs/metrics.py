@@ -39,8 +39,9 @@ REINFORCEMENT_FIGURES = ("reward_mean", "reward_std", "completion_length", "kl")
 
 
 def reinforcement_columns(grader_keys: Iterable[str] = ()) -> tuple[str, ...]:
-    """Reinforcement's columns; ``grader_keys``: the names of a ``multi`` grader's graders."""
-    figures = (*REINFORCEMENT_FIGURES, *(f"grader_{key}" for key in grader_keys))
+    """Reinforcement's columns; ``grader_keys``: the names of a ``multi`` grader's graders (in
+    sorted order: a stored job's JSON does not keep the order they were given in)."""
+    figures = (*REINFORCEMENT_FIGURES, *(f"grader_{key}" for key in sorted(grader_keys)))
     return (
         "step",
         *(f"{prefix}_{name}" for prefix in ("train", "valid", "full_valid") for name in ("loss", *figures)),
