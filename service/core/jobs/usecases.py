@@ -242,6 +242,8 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         stage="preparing",
         stage_changed_at=now,
         state=backend.state_type(),
+        # Reinforcement's held-out score is read against the base's (DESIGN §12), where it is served.
+        evaluate_base=(params.get("method") or {}).get("type") == "reinforcement",
     )
     if source is not None:
         backend.continue_from(job, source)
