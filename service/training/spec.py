@@ -20,8 +20,9 @@ DEFAULT_LR_FULL = 2e-5
 DEFAULT_DPO_LR_LORA = 5e-5
 DEFAULT_DPO_LR_FULL = 1e-6
 DEFAULT_BETA = 0.1
-# Reinforcement (GRPO): a policy-gradient step per batch of sampled answers; LoRA moves little per
-# step at trl's 1e-6, so the LoRA default is the supervised one. beta is the KL coefficient here.
+# Reinforcement (GRPO): full fine-tuning at trl's 1e-6; LoRA barely moves at that rate, so an
+# order of magnitude below supervised LoRA (policy-gradient steps are noisier). beta is the KL
+# coefficient here (DeepSeekMath's GRPO value), 0 allowed.
 DEFAULT_RL_LR_LORA = 2e-5
 DEFAULT_RL_LR_FULL = 1e-6
 DEFAULT_RL_BETA = 0.04

@@ -60,6 +60,8 @@ def test_reinforcement_job_beats_its_base_on_the_held_out_grader_score(
     metrics = get_json(local, token, f"/v1/fine_tuning/jobs/{job.id}/metrics")["data"]
     assert len(metrics) >= 30
     assert all(0 <= m["train_reward_mean"] <= 1 and m["train_kl"] is not None for m in metrics)
+    events = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
+    assert any(m.startswith("Step 1/") and "mean reward=" in m for m in events)
     csv_text = get_json(local, token, f"/v1/fine_tuning/jobs/{job.id}/metrics?format=csv")
     assert csv_text.splitlines()[0] == ",".join(reinforcement_columns())
     result = client.files.content(done.result_files[0]).text.splitlines()

@@ -377,6 +377,8 @@ def _on_metrics(run: _Run, data: dict[str, Any]) -> None:
     total = run.total_steps
     if step == 1 or step % run.progress_every == 0 or step == total:
         message = f"Step {step}/{total or '?'}: training loss={_fmt(data.get('train_loss'))}"
+        if data.get("train_reward_mean") is not None:  # reinforcement: the grader's mean score
+            message += f", mean reward={_fmt(data.get('train_reward_mean'))}"
         if data.get("valid_loss") is not None:
             message += f", validation loss={_fmt(data.get('valid_loss'))}"
         eta = data.get("eta_s")
