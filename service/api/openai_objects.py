@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import marshmallow as ma
 
 
@@ -44,6 +46,31 @@ class MetricRowSchema(ma.Schema):
     valid_preference_accuracy = ma.fields.Float(allow_none=True)
     full_valid_reward_margin = ma.fields.Float(allow_none=True)
     full_valid_preference_accuracy = ma.fields.Float(allow_none=True)
+    # Reinforcement jobs: the loss, then the grader's mean reward over the sampled answers and its
+    # spread, their mean length in tokens and the KL divergence from the reference model.
+    train_reward_mean = ma.fields.Float(allow_none=True)
+    train_reward_std = ma.fields.Float(allow_none=True)
+    train_completion_length = ma.fields.Float(allow_none=True)
+    train_kl = ma.fields.Float(allow_none=True)
+    valid_reward_mean = ma.fields.Float(allow_none=True)
+    valid_reward_std = ma.fields.Float(allow_none=True)
+    valid_completion_length = ma.fields.Float(allow_none=True)
+    valid_kl = ma.fields.Float(allow_none=True)
+    full_valid_reward_mean = ma.fields.Float(allow_none=True)
+    full_valid_reward_std = ma.fields.Float(allow_none=True)
+    full_valid_completion_length = ma.fields.Float(allow_none=True)
+    full_valid_kl = ma.fields.Float(allow_none=True)
+
+    @ma.post_dump(pass_original=True)
+    def _grader_scores(self, data: dict[str, Any], original: Any, **kwargs: Any) -> dict[str, Any]:
+        """A reinforcement job's ``multi`` grader adds one column per named grader
+        (``train_grader_<name>``, ``valid_grader_<name>``, ``full_valid_grader_<name>``)."""
+        if isinstance(original, dict):
+            data.update({k: v for k, v in original.items() if k.split("_grader_", 1)[0] in _PREFIXES})
+        return data
+
+
+_PREFIXES = ("train", "valid", "full_valid")
 
 
 class CheckpointSchema(ma.Schema):

@@ -45,6 +45,14 @@ HYPERPARAMETERS = {
     "batch_size": (1, 256, 1),
     "learning_rate_multiplier": (1e-6, 10.0, 2.0),
 }
+# Reinforcement's own knobs and what ``auto`` resolves to here (the grader is echoed as sent).
+REINFORCEMENT_DEFAULTS: dict[str, Any] = {
+    "compute_multiplier": 1.0,
+    "eval_interval": 1,
+    "eval_samples": 1,
+    "reasoning_effort": "default",
+}
+METHOD_TYPES = ("supervised", "dpo", "reinforcement")
 
 
 def base_models() -> tuple[str, ...]:
@@ -562,7 +570,7 @@ def _resolve_hyperparameters(body: Mapping[str, Any]) -> tuple[dict[str, Any], d
     """(hyperparameters, method) with ``auto`` resolved, as OpenAI reports them once validated."""
     method = dict(body.get("method") or {"type": "supervised"})
     method_type = method.get("type", "supervised")
-    if method_type not in ("supervised", "dpo"):
+    if method_type not in METHOD_TYPES:
         raise InvalidRequest(
             f"The sandbox does not simulate method {method_type!r}.",
             param="method.type",
@@ -584,9 +592,20 @@ def _resolve_hyperparameters(body: Mapping[str, Any]) -> tuple[dict[str, Any], d
                 code="invalid_hyperparameter",
             )
         resolved[name] = int(value) if name != "learning_rate_multiplier" else float(value)
-    extra = {k: v for k, v in given.items() if k not in HYPERPARAMETERS}
+    extra: dict[str, Any] = {k: v for k, v in given.items() if k not in HYPERPARAMETERS}
     if method_type == "dpo":
         extra.setdefault("beta", 0.1)
-    method[method_type] = {"hyperparameters": {**resolved, **extra}}
+    detail = dict(method.get(method_type) or {})
+    if method_type == "reinforcement":
+        if not isinstance(detail.get("grader"), dict):
+            raise InvalidRequest(
+                "Missing required parameter: 'method.reinforcement.grader'.",
+                param="method.reinforcement.grader",
+                code="missing_required_parameter",
+            )
+        for name, default in REINFORCEMENT_DEFAULTS.items():
+            if extra.get(name, "auto") in ("auto", None):
+                extra[name] = default
+    method[method_type] = {**detail, "hyperparameters": {**resolved, **extra}}
     method["type"] = method_type
     return resolved, method

@@ -37,7 +37,7 @@ def _text(content: Any) -> str:
     raise ValueError("message content must be a string or a list of text parts")
 
 
-def _chat_messages(raw: Any) -> tuple[list[dict[str, str]], list[bool]]:
+def chat_messages(raw: Any) -> tuple[list[dict[str, str]], list[bool]]:
     if not isinstance(raw, list) or not raw:
         raise ValueError("`messages` must be a non-empty list")
     messages: list[dict[str, str]] = []
@@ -50,7 +50,7 @@ def _chat_messages(raw: Any) -> tuple[list[dict[str, str]], list[bool]]:
     return messages, trained
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+def render_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=add_generation_prompt
     )
@@ -77,13 +77,13 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]], trained: list[bo
     reply and its end-of-turn token, and a token is trained when it lies inside such a span.
     """
     trained = trained if trained is not None else [m["role"] == "assistant" for m in messages]
-    full = _render(tokenizer, messages)
+    full = render_chat(tokenizer, messages)
     spans: list[tuple[int, int]] = []
     for index in range(len(messages)):
         if not trained[index]:
             continue
-        before = _render(tokenizer, messages[:index], add_generation_prompt=True) if index else ""
-        upto = _render(tokenizer, messages[: index + 1])
+        before = render_chat(tokenizer, messages[:index], add_generation_prompt=True) if index else ""
+        upto = render_chat(tokenizer, messages[: index + 1])
         if not (upto.startswith(before) and full.startswith(upto)):
             raise TrainingError(
                 TRAINING_FAILED,
@@ -108,7 +108,7 @@ def encode_record(tokenizer: Any, record: Any) -> Encoded:
     if not isinstance(record, dict):
         raise ValueError("each line must be a JSON object")
     if "messages" in record:
-        messages, trained = _chat_messages(record["messages"])
+        messages, trained = chat_messages(record["messages"])
         return encode_chat(tokenizer, messages, trained)
     if "prompt" in record and "completion" in record:
         prompt, completion = record["prompt"], record["completion"]
@@ -153,7 +153,7 @@ def _completion_ids(
 ) -> list[int]:
     """The tokens the chat template adds for ``output`` after the generation prompt: the reply and
     its end-of-turn token (the trailing newline is not the reply's, as in ``encode_chat``)."""
-    full = _render(tokenizer, [*messages, output])
+    full = render_chat(tokenizer, [*messages, output])
     if not full.startswith(prompt):
         raise TrainingError(
             TRAINING_FAILED,
@@ -172,14 +172,14 @@ def encode_preference(tokenizer: Any, record: Any) -> EncodedPair:
         raise ValueError("each line must be a JSON object")
     if not isinstance(record.get("input"), dict):
         raise ValueError("`input` must be an object with `messages`")
-    messages, _ = _chat_messages(record["input"].get("messages"))
+    messages, _ = chat_messages(record["input"].get("messages"))
     if messages[-1]["role"] == "assistant":
         raise ValueError("`input.messages` must not end with an assistant message")
     preferred = _one_assistant_message(record.get("preferred_output"), "preferred_output")
     rejected = _one_assistant_message(record.get("non_preferred_output"), "non_preferred_output")
     if preferred["content"] == rejected["content"]:
         raise ValueError("`preferred_output` and `non_preferred_output` are identical")
-    prompt = _render(tokenizer, messages, add_generation_prompt=True)
+    prompt = render_chat(tokenizer, messages, add_generation_prompt=True)
     return EncodedPair(
         prompt_ids=list(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
         chosen_ids=_completion_ids(tokenizer, messages, prompt, preferred),
@@ -190,7 +190,7 @@ def encode_preference(tokenizer: Any, record: Any) -> EncodedPair:
 _Item = TypeVar("_Item")
 
 
-def _load_lines(path: Path, what: str, encode: Callable[[Any], _Item]) -> Iterator[tuple[int, _Item]]:
+def load_lines(path: Path, what: str, encode: Callable[[Any], _Item]) -> Iterator[tuple[int, _Item]]:
     """``(line number, encode(record))`` for every non-blank line; errors name the line."""
     try:
         handle = path.open(encoding="utf-8-sig")
@@ -231,7 +231,7 @@ def _nothing_to_train(line_no: int, what: str) -> TrainingError:
 def load_examples(path: Path, tokenizer: Any, max_length: int, what: str = "training file") -> list[Encoded]:
     """Every example of a JSONL file, tokenized; bad or over-long lines are errors naming the line."""
     examples: list[Encoded] = []
-    for line_no, encoded in _load_lines(path, what, lambda record: encode_record(tokenizer, record)):
+    for line_no, encoded in load_lines(path, what, lambda record: encode_record(tokenizer, record)):
         if len(encoded.input_ids) > max_length:
             raise _too_long(line_no, what, len(encoded.input_ids), max_length)
         if encoded.trained_tokens == 0:
@@ -244,7 +244,7 @@ def load_pairs(path: Path, tokenizer: Any, max_length: int, what: str = "trainin
     """Every preference pair of a JSONL file; a pair whose prompt plus either output is longer than
     ``max_length`` is an error naming the line (nothing is truncated)."""
     pairs: list[EncodedPair] = []
-    for line_no, pair in _load_lines(path, what, lambda record: encode_preference(tokenizer, record)):
+    for line_no, pair in load_lines(path, what, lambda record: encode_preference(tokenizer, record)):
         if pair.longest > max_length:
             raise _too_long(line_no, what, pair.longest, max_length)
         if not pair.chosen_ids or not pair.rejected_ids:

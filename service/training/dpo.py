@@ -12,6 +12,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from service.core.jobs.metrics import DPO_METRIC_COLUMNS
 from service.training.data import EncodedPair, load_pairs
 from service.training.methods import MetricNames
 
@@ -80,6 +81,7 @@ class Preference:
 
     name = "dpo"
     metrics = MetricNames({"reward_margin": "rewards/margins", "preference_accuracy": "rewards/accuracies"})
+    columns: tuple[str, ...] = DPO_METRIC_COLUMNS
 
     def __init__(self, beta: float) -> None:
         self.beta = beta

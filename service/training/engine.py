@@ -1,6 +1,6 @@
-"""One training run: load the starting model and data, train with trl (SFTTrainer or DPOTrainer,
-+ peft LoRA), stream protocol lines, checkpoint, pause and resume, save the final model and
-``result.csv``."""
+"""One training run: load the starting model and data, train with trl (SFTTrainer, DPOTrainer or
+GRPOTrainer, + peft LoRA), stream protocol lines, checkpoint, pause and resume, save the final model
+and ``result.csv``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.core.jobs.metrics import COLUMNS_BY_METHOD, row, to_csv
+from service.core.jobs.metrics import row, to_csv
 from service.training import checkpoints, tracking
 from service.training.dpo import Preference, drop_reference_adapter
 from service.training.errors import TRAINING_FAILED, TrainingError
@@ -75,6 +75,11 @@ def model_context(model: Any, tokenizer: Any) -> int:
 def method_of(spec: TrainSpec) -> Method:
     if spec.method == "dpo":
         return Preference(beta=spec.hyperparameters.beta)
+    if spec.method == "reinforcement":
+        from service.training.reinforcement import Reinforcement
+
+        assert spec.grader is not None  # TrainSpec.from_dict requires it
+        return Reinforcement(spec.grader, spec.python_grader, spec.hyperparameters)
     return Supervised()
 
 
@@ -176,7 +181,7 @@ def result_rows(
     log_history: list[dict[str, Any]], final_eval: dict[str, Any] | None, method: Method
 ) -> list[dict[str, Any]]:
     """Per-step rows with the method's result-file columns, from the trainer's log history."""
-    columns = COLUMNS_BY_METHOD[method.name]
+    columns = method.columns
     rows: dict[int, dict[str, Any]] = {}
     for entry in log_history:
         step = entry.get("step")
@@ -386,7 +391,7 @@ def train(
         return  # the other data-parallel workers took part in training and evaluation only
     model_dir = _save_final(trainer, tokenizer, spec, start.base_model)
     rows = result_rows(trainer.state.log_history, final_eval, method)
-    columns = COLUMNS_BY_METHOD[method.name]
+    columns = method.columns
     (spec.output_dir / RESULT_FILE).write_text(to_csv(rows, columns), encoding="utf-8")
     peak = None
     if device == "cuda":

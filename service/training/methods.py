@@ -53,6 +53,7 @@ class Method(Protocol):
 
     name: str
     metrics: MetricNames
+    columns: tuple[str, ...]  # of result.csv and the metrics route (service.core.jobs.metrics)
 
     def load(self, path: Path, tokenizer: Any, max_length: int, what: str) -> list[Any]:
         """Every example of a file, tokenized; errors name the line."""

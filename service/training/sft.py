@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from service.core.jobs.metrics import METRIC_COLUMNS
 from service.training.data import Encoded, load_examples
 from service.training.methods import MetricNames
 
@@ -22,6 +23,7 @@ class Supervised:
 
     name = "supervised"
     metrics = MetricNames({"mean_token_accuracy": "mean_token_accuracy"})
+    columns: tuple[str, ...] = METRIC_COLUMNS
 
     def load(self, path: Path, tokenizer: Any, max_length: int, what: str) -> list[Encoded]:
         return load_examples(path, tokenizer, max_length, what)

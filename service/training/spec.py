@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.core.datasets.reinforcement import DEFAULT_MAX_COMPLETION_LENGTH, num_generations
 from service.training.errors import TRAINING_FAILED, TrainingError
 from service.training.tracking import Integrations
 
@@ -20,6 +21,12 @@ DEFAULT_LR_FULL = 2e-5
 DEFAULT_DPO_LR_LORA = 5e-5
 DEFAULT_DPO_LR_FULL = 1e-6
 DEFAULT_BETA = 0.1
+# Reinforcement (GRPO): full fine-tuning at trl's 1e-6; LoRA barely moves at that rate, so an
+# order of magnitude below supervised LoRA (policy-gradient steps are noisier). beta is the KL
+# coefficient here (DeepSeekMath's GRPO value), 0 allowed.
+DEFAULT_RL_LR_LORA = 2e-5
+DEFAULT_RL_LR_FULL = 1e-6
+DEFAULT_RL_BETA = 0.04
 DEFAULT_LORA_RANK = 16
 DEFAULT_LORA_ALPHA = 32
 DEFAULT_LORA_DROPOUT = 0.05
@@ -29,7 +36,7 @@ DEFAULT_SEED = 42
 KEEP_CHECKPOINTS = 3
 EVAL_MAX_EXAMPLES = 64
 
-METHODS = ("supervised", "dpo")  # OpenAI's `method.type`
+METHODS = ("supervised", "dpo", "reinforcement")  # OpenAI's `method.type`
 TRAINING_TYPES = ("lora", "full")
 # Older specs put the training type in `method`; they still load, as supervised runs.
 LEGACY_METHODS = TRAINING_TYPES
@@ -53,15 +60,27 @@ class Hyperparameters:
     seed: int = DEFAULT_SEED
     max_steps: int | None = None
     beta: float = DEFAULT_BETA
+    # Reinforcement only (OpenAI's names, then the local trainer's).
+    compute_multiplier: float = 1.0
+    eval_interval: int | None = None
+    eval_samples: int | None = None
+    max_completion_length: int = DEFAULT_MAX_COMPLETION_LENGTH
 
     def effective_learning_rate(self, training_type: str, method: str = "supervised") -> float:
         if self.learning_rate is not None:
             return self.learning_rate
         if method == "dpo":
             base = DEFAULT_DPO_LR_LORA if training_type == "lora" else DEFAULT_DPO_LR_FULL
+        elif method == "reinforcement":
+            base = DEFAULT_RL_LR_LORA if training_type == "lora" else DEFAULT_RL_LR_FULL
         else:
             base = DEFAULT_LR_LORA if training_type == "lora" else DEFAULT_LR_FULL
         return base * self.learning_rate_multiplier
+
+    @property
+    def num_generations(self) -> int:
+        """Answers sampled per prompt (GRPO's group): compute_multiplier x 4, at least 2."""
+        return num_generations(self.compute_multiplier)
 
 
 _INT_FIELDS = (
@@ -73,15 +92,24 @@ _INT_FIELDS = (
     "checkpoint_every",
     "seed",
     "max_steps",
+    "eval_interval",
+    "eval_samples",
+    "max_completion_length",
 )
-_FLOAT_FIELDS = ("learning_rate", "learning_rate_multiplier", "lora_dropout", "beta")
+_FLOAT_FIELDS = ("learning_rate", "learning_rate_multiplier", "lora_dropout", "beta", "compute_multiplier")
 _POSITIVE = (
     *(name for name in _INT_FIELDS if name != "seed"),
     "learning_rate",
     "learning_rate_multiplier",
     "beta",
+    "compute_multiplier",
 )
-_DPO_ONLY = ("beta",)
+_ONLY = {
+    "beta": ("dpo", "reinforcement"),
+    **dict.fromkeys(
+        ("compute_multiplier", "eval_interval", "eval_samples", "max_completion_length"), ("reinforcement",)
+    ),
+}
 
 
 def _hyperparameters(raw: dict[str, Any], method: str) -> Hyperparameters:
@@ -89,8 +117,10 @@ def _hyperparameters(raw: dict[str, Any], method: str) -> Hyperparameters:
     for name, value in raw.items():
         if value is None or value == "auto":
             continue  # OpenAI's "auto" means "use the default"
-        if name in _DPO_ONLY and method != "dpo":
-            raise TrainingError(TRAINING_FAILED, f"hyperparameter {name} applies to the dpo method only")
+        methods = _ONLY.get(name)
+        if methods and method not in methods:
+            which = " and ".join(methods) + (" methods" if len(methods) > 1 else " method")
+            raise TrainingError(TRAINING_FAILED, f"hyperparameter {name} applies to the {which} only")
         if name in _INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
                 raise TrainingError(
@@ -103,10 +133,14 @@ def _hyperparameters(raw: dict[str, Any], method: str) -> Hyperparameters:
             values[name] = float(value)
         else:
             raise TrainingError(TRAINING_FAILED, f"unknown hyperparameter {name!r}")
-        if name in _POSITIVE and values[name] <= 0:
+        # GRPO's KL coefficient may be 0 (no reference model); DPO's beta may not.
+        zero_ok = name == "beta" and method == "reinforcement"
+        if name in _POSITIVE and (values[name] < 0 if zero_ok else values[name] <= 0):
             raise TrainingError(TRAINING_FAILED, f"hyperparameter {name} must be positive, got {value!r}")
     if not 0 <= values.get("lora_dropout", 0.0) < 1:
         raise TrainingError(TRAINING_FAILED, "hyperparameter lora_dropout must be in [0, 1)")
+    if method == "reinforcement":
+        values.setdefault("beta", DEFAULT_RL_BETA)
     return Hyperparameters(**values)
 
 
@@ -128,6 +162,10 @@ class TrainSpec:
     cache_dir: Path | None = None  # optional: where dequantized GGUF models are cached
     from_model: Path | None = None  # optional: a Tuneline model directory to continue training
     integrations: Integrations = field(default_factory=Integrations)  # trackers (service.training.tracking)
+    # Reinforcement: OpenAI's grader JSON (the reward), and the python grader's limits when the
+    # operator enabled python graders (None: a python grader is refused).
+    grader: dict[str, Any] | None = None
+    python_grader: dict[str, float] | None = None
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -168,6 +206,17 @@ class TrainSpec:
             validation = raw.get("validation_file")
             cache_dir = raw.get("cache_dir")
             from_model = raw.get("from_model")
+            grader = raw.get("grader")
+            if (method == "reinforcement") != isinstance(grader, dict):
+                raise TrainingError(
+                    TRAINING_FAILED,
+                    "a grader (an object) is required by, and only by, the reinforcement method",
+                )
+            python_grader = raw.get("python_grader")
+            if python_grader is not None and not isinstance(python_grader, dict):
+                raise TrainingError(
+                    TRAINING_FAILED, f"python_grader must be an object, got {python_grader!r}"
+                )
             return cls(
                 job_id=str(raw.get("job_id") or ""),
                 base_model=str(raw["base_model"]),
@@ -183,6 +232,8 @@ class TrainSpec:
                 cache_dir=Path(cache_dir) if cache_dir else None,
                 from_model=Path(from_model) if from_model else None,
                 integrations=Integrations.from_dict(raw.get("integrations")),
+                grader=grader,
+                python_grader=python_grader,
             )
         except KeyError as exc:
             raise TrainingError(TRAINING_FAILED, f"spec is missing {exc.args[0]!r}") from None

@@ -321,3 +321,66 @@ def test_official_openai_sdk_against_the_sandbox(live_url, settings):
     assert len(client.fine_tuning.jobs.list(metadata={"tuneline_job_id": "ftjob-amb"}).data) == 1
     with pytest.raises(openai.AuthenticationError):
         OpenAI(base_url=live_url, api_key="wrong", max_retries=0).fine_tuning.jobs.list()
+
+
+REINFORCEMENT = {
+    "type": "reinforcement",
+    "reinforcement": {
+        "grader": {
+            "type": "string_check",
+            "name": "mentions gold",
+            "input": "{{sample.output_text}}",
+            "reference": "{{item.keyword}}",
+            "operation": "like",
+        },
+        "hyperparameters": {"n_epochs": 1, "compute_multiplier": 2, "eval_samples": "auto"},
+    },
+}
+
+
+def test_reinforcement_through_the_sdk_and_tunelines_provider_client(live_url, settings):
+    """The official SDK's reinforcement request is simulated with its grader as sent; Tuneline's
+    provider client (service.core.backends.remote) forwards a job's method unchanged."""
+    from service.core.backends.remote import CreateJobRequest, SDKClient
+
+    client = OpenAI(base_url=live_url, api_key=settings.sandbox_api_key, max_retries=0, timeout=20)
+    rows = '{"messages": [{"role": "user", "content": "黄金能买吗？"}], "keyword": "黄金"}\n'
+    training = client.files.create(file=("rl.jsonl", rows.encode()), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini-2024-07-18", training_file=training.id, method=REINFORCEMENT
+    )
+    assert job.method is not None and job.method.type == "reinforcement" and job.method.reinforcement
+    assert (
+        job.method.reinforcement.grader.model_dump(exclude_none=True)
+        == REINFORCEMENT["reinforcement"]["grader"]
+    )
+    hyper = job.method.reinforcement.hyperparameters
+    assert hyper is not None and (hyper.n_epochs, hyper.compute_multiplier, hyper.eval_samples) == (1, 2, 1)
+    done = wait_until(
+        lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status == "succeeded" and j, 10, what="rl job"
+    )
+    assert done.fine_tuned_model
+
+    forwarded = SDKClient(client).create_job(
+        CreateJobRequest(
+            model="gpt-4o-mini-2024-07-18",
+            training_file=training.id,
+            validation_file=None,
+            hyperparameters={},
+            suffix=None,
+            seed=None,
+            metadata={"tuneline_job_id": "ftjob-rl"},
+            method=REINFORCEMENT,
+        )
+    )
+    raw = client.fine_tuning.jobs.retrieve(forwarded.id).method
+    assert raw is not None and raw.reinforcement is not None
+    assert raw.reinforcement.grader.model_dump(exclude_none=True) == REINFORCEMENT["reinforcement"]["grader"]
+
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.fine_tuning.jobs.create(
+            model="gpt-4o-mini-2024-07-18",
+            training_file=training.id,
+            method={"type": "reinforcement", "reinforcement": {}},  # type: ignore[typeddict-item]
+        )
+    assert bad.value.code == "missing_required_parameter"

@@ -53,6 +53,32 @@ def preference_pairs(source: Path, out: Path, start: int, count: int, shift: int
     return out
 
 
+# The reinforcement tests' answer format: answers that mention this word score 1. The tiny model's
+# sampled answers contain it now and then (about one in eight at four tokens), its greedy answers
+# never: what GRPO can learn, and what the base never does.
+KEYWORD = "黄金"
+KEYWORD_GRADER = {
+    "type": "string_check",
+    "name": "mentions the keyword",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.keyword}}",
+    "operation": "like",
+}
+
+
+def reinforcement_rows(source: Path, out: Path, start: int, count: int, keyword: str = KEYWORD) -> Path:
+    """OpenAI reinforcement rows from the prompts of lines ``start .. start + count``: the user's
+    question, and the field the grader reads (``keyword``)."""
+    with out.open("w", encoding="utf-8") as handle:
+        for line in source.read_text(encoding="utf-8").splitlines()[start : start + count]:
+            record = {
+                "messages": [{"role": "user", "content": json.loads(line)["prompt"]}],
+                "keyword": keyword,
+            }
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return out
+
+
 def write_spec(path: Path, **fields: Any) -> Path:
     path.write_text(json.dumps(fields, default=str), encoding="utf-8")
     return path

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.training import TrainedRun, child_spec, preference_pairs, subset, train_to_end
+from tests.support.training import (
+    TrainedRun,
+    child_spec,
+    preference_pairs,
+    reinforcement_rows,
+    subset,
+    train_to_end,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,6 +39,9 @@ def data_dir(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     subset(sample_data / "funds_chat.jsonl", folder / "chat_valid.jsonl", 280, 16)
     preference_pairs(sample_data / "funds_qa.jsonl", folder / "pref_train.jsonl", 0, 48)
     preference_pairs(sample_data / "funds_qa.jsonl", folder / "pref_valid.jsonl", 2000, 16)
+    reinforcement_rows(sample_data / "funds_qa.jsonl", folder / "rl_train.jsonl", 0, 32)
+    reinforcement_rows(sample_data / "funds_qa.jsonl", folder / "rl_valid.jsonl", 1000, 8)
+    reinforcement_rows(sample_data / "funds_qa.jsonl", folder / "rl_test.jsonl", 2000, 16)
     return folder
 
 

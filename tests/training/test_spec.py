@@ -13,6 +13,9 @@ from service.training.spec import (
     DEFAULT_DPO_LR_LORA,
     DEFAULT_LR_FULL,
     DEFAULT_LR_LORA,
+    DEFAULT_RL_BETA,
+    DEFAULT_RL_LR_FULL,
+    DEFAULT_RL_LR_LORA,
     Hyperparameters,
     TrainSpec,
 )
@@ -48,6 +51,31 @@ def test_dpo_method_its_defaults_and_beta() -> None:
     assert hp.effective_learning_rate("lora", "dpo") == DEFAULT_DPO_LR_LORA
 
 
+def test_reinforcement_defaults_and_the_generations_of_compute_multiplier() -> None:
+    grader = {"type": "string_check", "name": "g", "input": "x", "reference": "x", "operation": "eq"}
+    spec = TrainSpec.from_dict({**BASE, "method": "reinforcement", "grader": grader})
+    hp = spec.hyperparameters
+    assert spec.grader == grader and spec.python_grader is None
+    assert (hp.beta, hp.num_generations, hp.max_completion_length) == (DEFAULT_RL_BETA, 4, 256)
+    assert hp.effective_learning_rate("lora", "reinforcement") == DEFAULT_RL_LR_LORA
+    assert hp.effective_learning_rate("full", "reinforcement") == DEFAULT_RL_LR_FULL
+
+    def generations(multiplier: float) -> int:
+        raw = {
+            **BASE,
+            "method": "reinforcement",
+            "grader": grader,
+            "hyperparameters": {"compute_multiplier": multiplier},
+        }
+        return TrainSpec.from_dict(raw).hyperparameters.num_generations
+
+    assert [generations(m) for m in (0.1, 0.5, 1.5, 2, 100)] == [2, 2, 6, 8, 64]
+    no_kl = TrainSpec.from_dict(
+        {**BASE, "method": "reinforcement", "grader": grader, "hyperparameters": {"beta": 0}}
+    )
+    assert no_kl.hyperparameters.beta == 0  # GRPO without a reference model
+
+
 @pytest.mark.parametrize("legacy", ["lora", "full"])
 def test_older_specs_with_the_training_type_in_method_are_supervised(legacy: str) -> None:
     spec = TrainSpec.from_dict({**BASE, "method": legacy})
@@ -69,7 +97,7 @@ def test_learning_rate_multiplier_scales_the_default_unless_a_rate_is_given() ->
         ({"method": "qlora"}, "method"),
         ({"method": "full", "training_type": "lora"}, "contradicts"),
         ({"training_type": "qlora"}, "training_type"),
-        ({"hyperparameters": {"beta": 0.1}}, "dpo method only"),
+        ({"hyperparameters": {"beta": 0.1}}, "dpo and reinforcement methods only"),
         ({"method": "dpo", "hyperparameters": {"beta": 0}}, "beta"),
         ({"device": "tpu"}, "device"),
         ({"threads": 0}, "threads"),
@@ -78,6 +106,12 @@ def test_learning_rate_multiplier_scales_the_default_unless_a_rate_is_given() ->
         ({"hyperparameters": {"learning_rate": "fast"}}, "learning_rate"),
         ({"hyperparameters": {"lora_dropout": 1.0}}, "lora_dropout"),
         ({"hyperparameters": {"warmup": 3}}, "warmup"),
+        ({"method": "reinforcement"}, "grader"),
+        ({"grader": {"type": "string_check"}}, "grader"),
+        ({"hyperparameters": {"compute_multiplier": 2}}, "reinforcement method only"),
+        ({"method": "dpo", "hyperparameters": {"max_completion_length": 8}}, "reinforcement method only"),
+        ({"method": "reinforcement", "grader": {}, "hyperparameters": {"beta": -0.1}}, "beta"),
+        ({"method": "reinforcement", "grader": {}, "hyperparameters": {"compute_multiplier": 0}}, "compute"),
     ],
 )
 def test_bad_values_are_named(change: dict[str, object], fragment: str) -> None:

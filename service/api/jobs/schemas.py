@@ -65,10 +65,39 @@ class MethodDetailSchema(StrictSchema):
     hyperparameters = ma.fields.Nested(HyperparametersSchema)
 
 
+class ReinforcementHyperparametersSchema(HyperparametersSchema):
+    """OpenAI's reinforcement hyperparameters, and the local trainer's GRPO knobs beside them."""
+
+    compute_multiplier = AutoOr(float, 0.0001, 10.0)
+    eval_interval = AutoOr(int, 1, 1_000_000)
+    eval_samples = AutoOr(int, 1, 64)
+    reasoning_effort = ma.fields.String(validate=ma.validate.OneOf(["default", "low", "medium", "high"]))
+    # Local trainer: GRPO's KL coefficient (0: no reference model) and the longest sampled answer.
+    beta = AutoOr(float, 0.0, 2.0)
+    max_completion_length = StrictInt(validate=ma.validate.Range(1, 32768))
+
+
+class ReinforcementSchema(StrictSchema):
+    grader = ma.fields.Dict(
+        required=True,
+        metadata={
+            "description": "OpenAI's grader JSON (string_check, text_similarity, python, score_model, "
+            "multi): the reward. Check it first with /v1/fine_tuning/alpha/graders/validate."
+        },
+    )
+    hyperparameters = ma.fields.Nested(ReinforcementHyperparametersSchema)
+
+
 class MethodSchema(StrictSchema):
-    type = ma.fields.String(required=True, validate=ma.validate.OneOf(["supervised", "dpo"]))
+    type = ma.fields.String(required=True, validate=ma.validate.OneOf(["supervised", "dpo", "reinforcement"]))
     supervised = ma.fields.Nested(MethodDetailSchema)
     dpo = ma.fields.Nested(MethodDetailSchema)
+    reinforcement = ma.fields.Nested(ReinforcementSchema)
+
+    @ma.validates_schema
+    def _reinforcement_has_a_grader(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("type") == "reinforcement" and "reinforcement" not in data:
+            raise ma.ValidationError({"grader": ["Missing data for required field."]}, "reinforcement")
 
 
 class WebhookSchema(StrictSchema):
@@ -312,6 +341,9 @@ class EvaluationScoresSchema(ma.Schema):
     char_f1 = ma.fields.Float(allow_none=True)
     rouge_l = ma.fields.Float(allow_none=True)
     bleu = ma.fields.Float(allow_none=True, metadata={"description": "Sentence BLEU, 0-100."})
+    grader_score = ma.fields.Float(
+        allow_none=True, metadata={"description": "Reinforcement jobs: the job's grader's score, 0-1."}
+    )
 
 
 class EvaluationExampleSchema(EvaluationScoresSchema):
@@ -327,10 +359,13 @@ class EvaluationSummarySchema(ma.Schema):
     examples = ma.fields.Integer(required=True)
     answered = ma.fields.Integer(required=True)
     errors = ma.fields.Integer(required=True)
-    exact_match = ma.fields.Float(required=True, metadata={"description": "Mean, 0-1."})
-    char_f1 = ma.fields.Float(required=True, metadata={"description": "Mean, 0-1 (CJK characters, words)."})
-    rouge_l = ma.fields.Float(required=True, metadata={"description": "Mean ROUGE-L F1, 0-1."})
-    bleu = ma.fields.Float(required=True, metadata={"description": "Corpus BLEU (sacrebleu), 0-100."})
+    # Against the reference answers (supervised jobs).
+    exact_match = ma.fields.Float(metadata={"description": "Mean, 0-1."})
+    char_f1 = ma.fields.Float(metadata={"description": "Mean, 0-1 (CJK characters, words)."})
+    rouge_l = ma.fields.Float(metadata={"description": "Mean ROUGE-L F1, 0-1."})
+    bleu = ma.fields.Float(metadata={"description": "Corpus BLEU (sacrebleu), 0-100."})
+    # Reinforcement jobs: scored by the job's grader.
+    grader_score = ma.fields.Float(metadata={"description": "Mean grader score on the test split, 0-1."})
 
 
 class EvaluationSchema(ma.Schema):

@@ -54,8 +54,11 @@ LOCAL_KNOBS = (
 LORA_KNOBS = ("lora_rank", "lora_alpha", "lora_dropout")
 OPENAI_KNOBS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 DPO_KNOBS = ("beta",)
-SUPERVISED, DPO = "supervised", "dpo"
-METHODS = (SUPERVISED, DPO)  # OpenAI's method.type values the local trainer runs
+# Reinforcement knobs only the local trainer has (beta is GRPO's KL coefficient there; OpenAI's
+# reinforcement has no beta).
+RL_LOCAL_KNOBS = ("beta", "max_completion_length")
+SUPERVISED, DPO, REINFORCEMENT = "supervised", "dpo", "reinforcement"
+METHODS = (SUPERVISED, DPO, REINFORCEMENT)  # OpenAI's method.type values the local trainer runs
 # Preparation only checks format here (chat conversion, duplicates, splits): the trainer checks
 # each example against the base model's own tokenizer and context and reports example_too_long.
 PREPARE_MODEL = DEFAULT_MODEL
@@ -122,17 +125,12 @@ def _given(hyper: dict[str, Any], name: str) -> bool:
 
 def refuse_local_knobs(hyper: dict[str, Any], method: dict[str, Any] | None, provider: str) -> None:
     """Another provider would reject (or silently ignore) the local trainer's knobs: say so now."""
-    nested = {
-        kind: ((method or {}).get(kind) or {}).get("hyperparameters") or {} for kind in ("supervised", "dpo")
-    }
-    for prefix, values in (
-        ("hyperparameters", hyper),
-        *((f"method.{k}.hyperparameters", v) for k, v in nested.items()),
-    ):
+    nested = {kind: ((method or {}).get(kind) or {}).get("hyperparameters") or {} for kind in METHODS}
+    for kind, values in (("", hyper), *nested.items()):
         _refuse_present(
             values,
-            LOCAL_KNOBS,
-            prefix,
+            LOCAL_KNOBS + (RL_LOCAL_KNOBS if kind == REINFORCEMENT else ()),
+            f"method.{kind}.hyperparameters" if kind else "hyperparameters",
             f"is a local-trainer setting; provider {provider!r} does not accept it.",
             "unsupported_hyperparameter",
         )
@@ -155,14 +153,21 @@ def effective_hyperparameters(hyper: dict[str, Any], method: dict[str, Any] | No
     merged.update(hyper)
     merged.update(nested)
     param = f"method.{kind}.hyperparameters" if nested else "hyperparameters"
-    if kind != DPO:
+    if kind not in (DPO, REINFORCEMENT):
         where = f"method.{kind}.hyperparameters" if "beta" in nested else "hyperparameters"
         _refuse_present(
             merged,
             DPO_KNOBS,
             where,
-            f"applies to method 'dpo' only; method.type is {kind!r}.",
+            f"applies to methods 'dpo' and 'reinforcement' only; method.type is {kind!r}.",
             "conflicting_hyperparameters",
+        )
+    if kind == REINFORCEMENT and merged.get("reasoning_effort", "default") != "default":
+        raise Unprocessable(
+            "reasoning_effort is an OpenAI reasoning-model setting; the local trainer's open models "
+            "have none (leave it out, or 'default').",
+            param=f"{param}.reasoning_effort",
+            code="unsupported_hyperparameter",
         )
     if _given(merged, "learning_rate") and _given(merged, "learning_rate_multiplier"):
         raise InvalidRequest(
@@ -246,6 +251,27 @@ def compute_of(job: Job) -> Compute:
     )
 
 
+def check_reward_grader(settings: Settings, reinforcement: dict[str, Any]) -> None:
+    """The grader must run inside the trainer: python graders when the operator enabled them; no
+    model graders (a judge answers through the service's completions, which a run does not call)."""
+    from service.core.graders.usecases import REWARD_ROOT, reward_grader
+
+    if "grader" not in reinforcement:
+        raise InvalidRequest(
+            f"Missing required parameter: '{REWARD_ROOT}'.",
+            param=REWARD_ROOT,
+            code="missing_required_parameter",
+        )
+    reward_grader(settings, reinforcement["grader"])
+
+
+def python_grader_limits(settings: Settings) -> dict[str, float] | None:
+    """What the training child runs python graders with; None when they are switched off."""
+    if not settings.python_grader_enabled:
+        return None
+    return {"timeout_s": settings.python_grader_timeout_s, "memory_mb": settings.python_grader_memory_mb}
+
+
 @state_type
 @dataclass
 class LocalState(BackendState):
@@ -300,7 +326,10 @@ class LocalBackend(Backend):
         self, model: str, hyperparameters: dict[str, Any], method: dict[str, Any] | None
     ) -> Validated:
         check_base_model(model, self.settings.model_roots)
-        return Validated(effective_hyperparameters(hyperparameters, method))
+        merged = effective_hyperparameters(hyperparameters, method)
+        if method_type(method) == REINFORCEMENT:
+            check_reward_grader(self.settings, (method or {}).get(REINFORCEMENT) or {})
+        return Validated(merged)
 
     def validate_compute(self, compute: dict[str, Any] | None) -> dict[str, Any] | None:
         return resolve_compute(compute, self.settings.train_executor).to_dict()

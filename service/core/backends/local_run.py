@@ -33,12 +33,14 @@ from service.core.backends.base import Trained
 from service.core.backends.local import (
     PROCESS,
     RAY,
+    REINFORCEMENT,
     LocalState,
     base_model_of,
     compute_of,
     device_id,
     local_state,
     method_type,
+    python_grader_limits,
 )
 from service.core.jobs import lifecycle, metrics, record, retry, states
 from service.core.jobs.integrations import MLFLOW, WANDB
@@ -72,6 +74,10 @@ SPEC_KNOBS = (
     "seed",
     "max_steps",
     "beta",
+    "compute_multiplier",
+    "eval_interval",
+    "eval_samples",
+    "max_completion_length",
 )
 RESTARTS_STAGE = "train_restarts"  # the delivery counter of restarts (service.core.jobs.retry)
 # While jobs wait, beat sends a trainer a wake-up at most this often: a lost message costs this long.
@@ -113,10 +119,18 @@ def build_spec(settings: Settings, job: Job, resume: bool) -> dict[str, Any]:
     prepared = job.prepared or {}
     device, _ = _device(settings)
     state = local_state(job)
+    method = method_type(job.method)
+    reward: dict[str, Any] = {}
+    if method == REINFORCEMENT:
+        reward = {
+            "grader": ((job.method or {}).get(REINFORCEMENT) or {}).get("grader"),
+            "python_grader": python_grader_limits(settings),
+        }
     return {
         "job_id": job.id,
         "base_model": base_model_of(job),
-        "method": method_type(job.method),
+        "method": method,
+        **reward,
         "training_type": "full" if job.hyperparameters.get("training_type") == "full" else "lora",
         "from_model": state.from_model,
         "train_file": prepared["train"],
@@ -444,6 +458,8 @@ def _on_metrics(run: Relay, data: dict[str, Any]) -> None:
     total = run.total_steps
     if step == 1 or step % run.progress_every == 0 or step == total:
         message = f"Step {step}/{total or '?'}: training loss={_fmt(data.get('train_loss'))}"
+        if data.get("train_reward_mean") is not None:  # reinforcement: the grader's mean score
+            message += f", mean reward={_fmt(data.get('train_reward_mean'))}"
         if data.get("valid_loss") is not None:
             message += f", validation loss={_fmt(data.get('valid_loss'))}"
         eta = data.get("eta_s")

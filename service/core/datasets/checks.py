@@ -1,4 +1,4 @@
-"""Per-record checks for prompt/completion, chat and preference (DPO) examples."""
+"""Per-record checks for prompt/completion, chat, preference (DPO) and reinforcement examples."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ INFO = "info"
 PROMPT_COMPLETION = "prompt_completion"
 CHAT = "chat"
 PREFERENCE = "preference"
+# OpenAI's reinforcement rows: `messages` ending on the user's turn (the model answers it), plus
+# any fields the grader reads as `{{item.<field>}}`.
+REINFORCEMENT = "reinforcement"
 
 PC_KEYS = frozenset({"prompt", "completion"})
 CHAT_KEYS = frozenset({"messages", "tools", "functions", "parallel_tool_calls"})
@@ -67,8 +70,19 @@ def detect_kind(value: dict[str, Any]) -> str | None:
     return None
 
 
-def check_value(value: Any) -> Checked:
-    """All structural checks for one parsed record."""
+def ends_on_user(value: dict[str, Any]) -> bool:
+    """A `messages` row whose last message is the user's: a reinforcement prompt, not a chat example."""
+    messages = value.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    return isinstance(last, dict) and last.get("role") == "user"
+
+
+def check_value(value: Any, messages_kind: str | None = None) -> Checked:
+    """All structural checks for one parsed record.
+
+    A `messages` row is checked as ``messages_kind`` (CHAT or REINFORCEMENT) when it is given
+    (the file's or the job's format), else as reinforcement when it ends on a user message.
+    """
     if not isinstance(value, dict):
         hint = ""
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
@@ -81,6 +95,8 @@ def check_value(value: Any) -> Checked:
     if kind == PROMPT_COMPLETION:
         return _check_prompt_completion(value)
     if kind == CHAT:
+        if messages_kind == REINFORCEMENT or (messages_kind is None and ends_on_user(value)):
+            return _check_reinforcement(value)
         return _check_chat(value)
     if kind == PREFERENCE:
         return _check_preference(value)
@@ -232,6 +248,27 @@ def _check_chat(value: dict[str, Any]) -> Checked:
     extra = _unknown(value, CHAT_KEYS)
     out.issues.extend(extra)
     out.unknown_keys = tuple(i.field for i in extra if i.field)
+    for key in ("tools", "functions"):
+        if key in value and not isinstance(value[key], list):
+            out.issues.append(Issue("wrong_type", ERROR, key, f"`{key}` must be a list"))
+    return out
+
+
+def _check_reinforcement(value: dict[str, Any]) -> Checked:
+    """Chat checks without the assistant reply; other top-level keys are the grader's fields."""
+    out = Checked(REINFORCEMENT, value=value)
+    messages = value.get("messages")
+    check_messages(messages, "messages", out, need_assistant=False)
+    if isinstance(messages, list) and messages and not ends_on_user(value):
+        out.issues.append(
+            Issue(
+                "reinforcement_last_message",
+                ERROR,
+                f"messages[{len(messages) - 1}].role",
+                "a reinforcement example ends on a user message (the model answers it), "
+                "not on an assistant reply",
+            )
+        )
     for key in ("tools", "functions"):
         if key in value and not isinstance(value[key], list):
             out.issues.append(Issue("wrong_type", ERROR, key, f"`{key}` must be a list"))

@@ -11,12 +11,21 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from service.core.datasets import checks, reader
-from service.core.datasets.checks import CHAT, ERROR, INFO, PREFERENCE, PROMPT_COMPLETION, WARNING
+from service.core.datasets import reinforcement as rl
+from service.core.datasets.checks import (
+    CHAT,
+    ERROR,
+    INFO,
+    PREFERENCE,
+    PROMPT_COMPLETION,
+    REINFORCEMENT,
+    WARNING,
+)
 from service.core.datasets.dedupe import DigestIndex, digest
 from service.core.datasets.heuristics import (
     COMPLETION_PREFIX_MIN,
@@ -40,6 +49,9 @@ from service.core.datasets.tokens import (
     get_encoding,
     pool,
 )
+
+if TYPE_CHECKING:
+    from service.core.graders.spec import Grader
 
 MIN_EXAMPLES = 10
 RECOMMENDED_EXAMPLES = 100
@@ -80,6 +92,11 @@ class PrepareOptions:
     completion_fixes: bool = True  # separator, stop sequence, leading space (completion models)
     max_findings_per_code: int = 20
     n_epochs: int | None = None
+    # The job's OpenAI `method.type` (None: tell from the data); for reinforcement, its grader
+    # (OpenAI's JSON: every row must have the fields it reads) and hyperparameters (the estimate).
+    method: str | None = None
+    grader: dict[str, Any] | None = None
+    hyperparameters: dict[str, Any] | None = None
 
     def validate(self) -> None:
         """Raise ValueError on options that cannot work together."""
@@ -94,6 +111,23 @@ class PrepareOptions:
             raise ValueError("n_epochs must be between 1 and 50")
         if self.max_findings_per_code < 0:
             raise ValueError("max_findings_per_code must be >= 0")
+        if self.grader is not None:
+            self.parsed_grader()
+
+    def parsed_grader(self) -> Grader | None:
+        """The grader's shape and templates (whether it may run here was decided at create)."""
+        if self.grader is None:
+            return None
+        # Imported here: graders bring the text-similarity libraries, which plain preparation skips.
+        from service.core.errors import TunelineError
+        from service.core.graders import spec
+
+        try:
+            return spec.parse(
+                self.grader, spec.Policy(templates_only=True), root="method.reinforcement.grader"
+            )
+        except TunelineError as exc:
+            raise ValueError(exc.message) from None
 
 
 @dataclass
@@ -287,8 +321,26 @@ def _prompt_key(checked: checks.Checked) -> bytes:
             "utf-8", "surrogatepass"
         )
     messages = value.get("messages") or []
-    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=0)
+    if checked.kind == REINFORCEMENT:
+        last = len(messages)  # the whole conversation is the prompt
+    else:
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=0)
     return json.dumps(messages[:last], sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def _missing_fields_check(grader: Grader | None) -> Callable[[dict[str, Any]], list[checks.Issue]] | None:
+    """For a reinforcement job: the findings of a row that lacks a field its grader reads."""
+    if grader is None:
+        return None
+    from service.core.graders.run import missing_fields
+
+    def check(row: dict[str, Any]) -> list[checks.Issue]:
+        return [
+            checks.Issue("grader_missing_field", ERROR, m.field, m.message)
+            for m in missing_fields(grader, row, root="method.reinforcement.grader")
+        ]
+
+    return check
 
 
 def _row_digest(checked: checks.Checked) -> int:
@@ -555,6 +607,9 @@ def prepare_file(
     dedupe = options.dedupe
 
     limit = spec.max_tokens_per_example
+    grader = options.parsed_grader()
+    missing_fields = _missing_fields_check(grader)
+    messages_kind = {"reinforcement": REINFORCEMENT, "supervised": CHAT}.get(options.method or "")
 
     def finish_row(n_tokens: int, meta: Meta) -> None:
         position, line, element, bucket, ordinal = meta
@@ -621,20 +676,24 @@ def prepare_file(
         checked: checks.Checked | None = None
         prompt: Any = ""
         completion: Any = ""
+        common = False
         if type(value) is dict and len(value) == 2:
             prompt = value.get("prompt")
             completion = value.get("completion")
-            if not (
+            common = bool(
                 type(prompt) is str
                 and type(completion) is str
                 and prompt
                 and completion
                 and not prompt.isspace()
                 and not completion.isspace()
-            ):
-                checked = checks.check_value(value)
-        else:
-            checked = checks.check_value(value)
+            )
+        if not common:
+            # A messages row is read as the file's format once known (else the job's, else its own).
+            expect = plan.kind if plan.kind in (CHAT, REINFORCEMENT) else messages_kind
+            checked = checks.check_value(value, expect)
+            if checked.kind == REINFORCEMENT and not checked.has_error and missing_fields is not None:
+                checked.issues += missing_fields(checked.value or {})
         if checked is None:
             kind: str | None = PROMPT_COMPLETION
             if plan.kind is None:
@@ -704,7 +763,7 @@ def prepare_file(
             if len(heur_prompts) >= _Tokens.BATCH_TEXTS:
                 flush_heuristics()
             tokens.prompt_completion(prompt, completion, meta)
-        elif kind == CHAT:
+        elif kind in (CHAT, REINFORCEMENT):
             tokens.chat(checked.value or {}, meta)  # type: ignore[union-attr]
         else:
             tokens.preference(checked.value or {}, meta)  # type: ignore[union-attr]
@@ -997,6 +1056,9 @@ def _finish(
         "prices_as_of": _prices_date(),
         "candidates": _candidates(report, spec, plan, tokens, histogram, extra, train_share, n_epochs),
     }
+    if plan.kind == REINFORCEMENT:
+        # Sampled answers and steps of a run on the training split (the job's knobs, else defaults).
+        report.estimate["reinforcement"] = rl.estimate(counts["train"], n_epochs, options.hyperparameters)
     report.prepared = {
         "format": "chat" if plan.to_chat else (plan.kind or "unknown"),
         "separator": plan.separator or None,
@@ -1032,6 +1094,8 @@ def _candidates(
             reason = f"completion model; data is {plan.kind}"
         elif plan.kind == PREFERENCE and "dpo" not in cand.methods:
             reason = "no preference (DPO) fine-tuning"
+        elif plan.kind == REINFORCEMENT and "reinforcement" not in cand.methods:
+            reason = "no reinforcement fine-tuning (the local trainer runs it)"
         if reason or tokens is None:
             entry.update(trainable=False, reason=reason, billed_tokens=0, cost_usd=0.0, over_limit_examples=0)
             result.append(entry)
@@ -1099,6 +1163,12 @@ def _renderer(plan: _Plan) -> Callable[[Any], bytes]:
             )
 
         return completion_line
+    if plan.kind == REINFORCEMENT:
+
+        def row_line(value: Any) -> bytes:
+            return (json.dumps(value, ensure_ascii=False) + "\n").encode()  # every field: the grader's
+
+        return row_line
     allowed = checks.CHAT_KEYS if plan.kind == CHAT else checks.PREFERENCE_KEYS
 
     def value_line(value: Any) -> bytes:

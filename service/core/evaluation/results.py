@@ -30,11 +30,14 @@ def status_of(job: dict[str, Any]) -> str:
 
 
 def _scores(row: dict[str, Any]) -> dict[str, Any]:
-    return {
+    scores = {
         "answer": row.get("answer"),
         "error": row.get("error"),
         **{name: row.get(name) for name in METRIC_NAMES},
     }
+    if "grader_score" in row:  # a reinforcement job's row, scored by its grader
+        scores["grader_score"] = row["grader_score"]
+    return scores
 
 
 def example_rows(store: Store, job_id: str) -> list[dict[str, Any]]:

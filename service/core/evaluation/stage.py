@@ -116,15 +116,34 @@ class RateLimiter:
 Ask = Callable[[CompletionRequest], CompletionResult]
 
 
-def _answer(ask: Ask, limiter: RateLimiter, example: Example, stop: list[str] | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Scoring:
+    """What a job's held-out rows are and how each answer is scored: against the reference
+    (``REFERENCE``, the default) or, for a reinforcement job, by its grader
+    (``service.core.evaluation.graded``)."""
+
+    load: Callable[[Path, str | None], list[Example]]
+    max_tokens: Callable[[Example], int]
+    score: Callable[[str, Example], dict[str, Any]]
+    summarize: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    headline: Callable[[dict[str, Any]], str]  # a summary's figures, for the job's event
+
+
+def _reference_tokens(example: Example) -> int:
+    # Room for an answer twice the reference's length (a CJK character is about one token or
+    # less), so a model that never stops (an untrained base) cannot stall the evaluation.
+    return 2 * len(example.reference) + 16
+
+
+def _answer(
+    ask: Ask, limiter: RateLimiter, example: Example, stop: list[str] | None, scoring: Scoring
+) -> dict[str, Any]:
     """One evaluated row; a failure after retries is recorded on the row, not raised."""
     request = CompletionRequest(
         model="",
         messages=example.messages,
         prompt=example.prompt,
-        # Room for an answer twice the reference's length (a CJK character is about one token or
-        # less), so a model that never stops (an untrained base) cannot stall the evaluation.
-        max_tokens=min(MAX_TOKENS, 2 * len(example.reference) + 16),
+        max_tokens=min(MAX_TOKENS, scoring.max_tokens(example)),
         temperature=0.0,
         stop=stop,
     )
@@ -142,8 +161,8 @@ def _answer(ask: Ask, limiter: RateLimiter, example: Example, stop: list[str] | 
             return {**row, "answer": None, "error": {"code": exc.code, "message": exc.message}}
         except TunelineError as exc:
             return {**row, "answer": None, "error": {"code": exc.code, "message": exc.message}}
-        scores = metrics.score(result.text, example.reference)
-        return {**row, "answer": result.text, "finish_reason": result.finish_reason, **scores.as_dict()}
+        scores = scoring.score(result.text, example)
+        return {**row, "answer": result.text, "finish_reason": result.finish_reason, **scores}
     raise AssertionError("unreachable")
 
 
@@ -172,12 +191,31 @@ def served_by(ctx: CompletionsContext, job: Job) -> Job:
     return source
 
 
+REFERENCE = Scoring(
+    load=lambda path, stop: load_examples(path, stop),
+    max_tokens=_reference_tokens,
+    score=lambda answer, example: metrics.score(answer, example.reference).as_dict(),
+    summarize=summarize,
+    headline=lambda summary: (
+        f"exact_match {summary['exact_match']}, char_f1 {summary['char_f1']}, "
+        f"rouge_l {summary['rouge_l']}, bleu {summary['bleu']}"
+    ),
+)
+
+
+def scoring_for(ctx: CompletionsContext, job: Job) -> Scoring:
+    from service.core.evaluation import graded  # it builds on this module
+
+    return graded.scoring(ctx.settings, job) if graded.applies(job) else REFERENCE
+
+
 def _run_target(
     ctx: CompletionsContext,
     job: Job,
     target: str,
     examples: list[Example],
     keep_going: Callable[[], bool],
+    scoring: Scoring = REFERENCE,
 ) -> dict[str, Any] | None:
     """Evaluate the examples not yet stored; None when the run was stopped (cancel, lost lease)."""
     base = target == "base"
@@ -196,10 +234,10 @@ def _run_target(
             if not keep_going():
                 return None
             batch = todo[start : start + BATCH]
-            for row in pool.map(lambda e: _answer(ask, limiter, e, stop), batch):
+            for row in pool.map(lambda e: _answer(ask, limiter, e, stop, scoring), batch):
                 evaluations.put_row(ctx.store, job.id, target, row["index"], row)
     stored = evaluations.rows(ctx.store, job.id, target)
-    return summarize([stored[i] for i in sorted(stored)])
+    return scoring.summarize([stored[i] for i in sorted(stored)])
 
 
 def run_evaluate(ctx: CompletionsContext, job_id: str, attempt: int = 0) -> None:
@@ -229,7 +267,8 @@ def _evaluate(ctx: CompletionsContext, job: Job, token: str) -> None:
         alive = current is not None and current["status"] == states.RUNNING and current["stage"] == STAGE
         return alive and evaluations.renew_lease(ctx.store, job_id, STAGE, LEASE_S, token)
 
-    examples = load_examples(Path((job.prepared or {})["test"]), job.prepared_stop)
+    scoring = scoring_for(ctx, job)
+    examples = scoring.load(Path((job.prepared or {})["test"]), job.prepared_stop)
     targets = ["model"] + (["base"] if job.evaluate_base and can_serve_base(ctx, job) else [])
     lifecycle.record_event(
         ctx.store,
@@ -239,7 +278,7 @@ def _evaluate(ctx: CompletionsContext, job: Job, token: str) -> None:
     )
     summaries: dict[str, dict[str, Any]] = {}
     for target in targets:
-        summary = _run_target(ctx, job, target, examples, keep_going)
+        summary = _run_target(ctx, job, target, examples, keep_going, scoring)
         if summary is None:
             log.info("evaluation stopped", extra={"job_id": job_id})
             return
@@ -255,11 +294,10 @@ def _evaluate(ctx: CompletionsContext, job: Job, token: str) -> None:
         "baseline_model": job.model if "base" in summaries else None,
     }
     message = (
-        f"Evaluation {status}: exact_match {model['exact_match']}, char_f1 {model['char_f1']}, "
-        f"rouge_l {model['rouge_l']}, bleu {model['bleu']} over {model['answered']}/{len(examples)} examples"
+        f"Evaluation {status}: {scoring.headline(model)} over {model['answered']}/{len(examples)} examples"
     )
     if baseline:
-        message += f"; base model char_f1 {baseline['char_f1']}"
+        message += f"; base model {scoring.headline(baseline)}"
     lifecycle.try_transition(
         ctx.store,
         job_id,

@@ -17,7 +17,7 @@ from typing import Any
 from service.core.graders import judges, similarity, spec
 from service.core.graders.grade import Grade
 from service.core.graders.sandbox import PythonLimits, run_python
-from service.core.graders.templates import Sample, Where, render
+from service.core.graders.templates import Sample, Where, missing_item_variables, render
 
 ERROR_FLAGS = (
     "formula_parse_error",
@@ -67,6 +67,47 @@ def _grade(grader: spec.Grader, sample: Sample, item: Any, ctx: Context, where: 
         ]
         return judges.judge(grader, messages, ctx.judge, where)
     return _multi(grader, sample, item, ctx, where)
+
+
+@dataclass(frozen=True)
+class MissingField:
+    """A dataset row that a grader cannot score: ``param`` (``grader.graders.exact.reference``)
+    uses ``variable`` (``item.answer``), which the row does not have."""
+
+    param: str
+    variable: str
+
+    @property
+    def field(self) -> str:
+        """The row's missing field, as a report names it (``answer``, ``answers[0].text``)."""
+        return self.variable.removeprefix("item.")
+
+    @property
+    def message(self) -> str:
+        return f"{self.param} uses '{{{{{self.variable}}}}}', which this row does not have"
+
+
+def missing_fields(grader: spec.Grader, item: Any, root: str = "grader") -> list[MissingField]:
+    """Every ``item.*`` template variable of ``grader`` that the row ``item`` lacks (python graders
+    read the item in code, so they cannot be checked before they run)."""
+    found: list[MissingField] = []
+    for template, where in _templates(grader, Where("", root)):
+        found += [MissingField(where.param, v) for v in missing_item_variables(template, item, where)]
+    return found
+
+
+def _templates(grader: spec.Grader, where: Where) -> list[tuple[str, Where]]:
+    if isinstance(grader, spec.StringCheck | spec.TextSimilarity):
+        return [(grader.input, where.child("input")), (grader.reference, where.child("reference"))]
+    if isinstance(grader, spec.ScoreModel | spec.LabelModel):
+        return [(m.content, where.child(f"input.{i}.content")) for i, m in enumerate(grader.input)]
+    if isinstance(grader, spec.Multi):
+        return [
+            pair
+            for key, child in grader.graders.items()
+            for pair in _templates(child, where.child(f"graders.{key}"))
+        ]
+    return []
 
 
 def _string_check(operation: str, text: str, reference: str) -> float:

@@ -96,6 +96,9 @@ class Policy:
 
     python_enabled: bool = False
     check_model: ModelCheck | None = None  # None: model graders are refused
+    # Read a grader that was accepted before (a job's, at preparation) for its shape and templates
+    # only: whether it can run here now (python switched on, a judge that serves) is not asked.
+    templates_only: bool = False
 
 
 def _bad(where: Where, message: str, code: str = "invalid_value") -> InvalidRequest:
@@ -206,6 +209,8 @@ def _text_similarity(raw: dict[str, Any], policy: Policy, where: Where) -> Grade
 def _python(raw: dict[str, Any], policy: Policy, where: Where) -> Grader:
     _fields(raw, where, ("name", "source"), ("image_tag", "pass_threshold"))
     name, source = _name(raw, where), _string(raw, "source", where)
+    if policy.templates_only:
+        return Python(name=name, source=source)
     if not policy.python_enabled:
         raise _refused(
             where.child("type"),
@@ -266,6 +271,8 @@ def _content(content: Any, where: Where) -> str:
 
 def _model(raw: dict[str, Any], policy: Policy, where: Where) -> str:
     model = _string(raw, "model", where)
+    if policy.templates_only:
+        return model
     if policy.check_model is None:
         raise _refused(
             where.child("model"),

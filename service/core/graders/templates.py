@@ -140,6 +140,21 @@ def resolve(raw: str, item: Any, sample: Sample, where: Where) -> Any:
     return value
 
 
+def missing_item_variables(template: str, item: Any, where: Where) -> list[str]:
+    """The ``item.*`` variables of ``template`` that ``item`` lacks (``item.answer``), in order.
+
+    What a dataset row can be checked for before any answer exists; ``sample.*`` variables are
+    filled by the model's answers and are not looked at.
+    """
+    missing: list[str] = []
+    for match in VARIABLE.finditer(template):
+        namespace, steps = _parse_variable(match.group(1), where)
+        name = match.group(1).strip()
+        if namespace == "item" and not _lookup(item, steps)[0] and name not in missing:
+            missing.append(name)
+    return missing
+
+
 def render(template: str, item: Any, sample: Sample, where: Where) -> str:
     """``template`` with every ``{{ namespace.path }}`` replaced by its value."""
     return VARIABLE.sub(lambda m: _as_text(resolve(m.group(1), item, sample, where)), template)

@@ -31,11 +31,37 @@ DPO_METRIC_COLUMNS = (
     "full_valid_preference_accuracy",
 )
 COLUMNS_BY_METHOD = {"supervised": METRIC_COLUMNS, "dpo": DPO_METRIC_COLUMNS}
+# Reinforcement: the policy loss, the mean grader reward of the sampled answers and its spread
+# (standard deviation), their mean length in tokens and the KL divergence from the reference (with
+# a KL coefficient beta of 0 there is no reference and no KL); for a `multi` grader also each named
+# grader's mean score (`<prefix>_grader_<name>`).
+REINFORCEMENT_FIGURES = ("reward_mean", "reward_std", "completion_length", "kl")
+
+
+def reinforcement_columns(grader_keys: Iterable[str] = ()) -> tuple[str, ...]:
+    """Reinforcement's columns; ``grader_keys``: the names of a ``multi`` grader's graders (in
+    sorted order: a stored job's JSON does not keep the order they were given in)."""
+    figures = (*REINFORCEMENT_FIGURES, *(f"grader_{key}" for key in sorted(grader_keys)))
+    return (
+        "step",
+        *(f"{prefix}_{name}" for prefix in ("train", "valid", "full_valid") for name in ("loss", *figures)),
+    )
+
+
+def _multi_keys(method: Mapping[str, Any]) -> tuple[str, ...]:
+    grader = (method.get("reinforcement") or {}).get("grader") or {}
+    graders = grader.get("graders") if isinstance(grader, Mapping) and grader.get("type") == "multi" else None
+    if isinstance(graders, Mapping) and isinstance(graders.get("type"), str):
+        return (str(graders.get("name") or "grader"),)  # the SDK's single-grader form (graders.spec)
+    return tuple(str(key) for key in graders) if isinstance(graders, Mapping) else ()
 
 
 def columns_for(method: Mapping[str, Any] | None) -> tuple[str, ...]:
     """The metric columns of a job's ``method`` (OpenAI's object; none means supervised)."""
-    return COLUMNS_BY_METHOD.get(str((method or {}).get("type") or "supervised"), METRIC_COLUMNS)
+    kind = str((method or {}).get("type") or "supervised")
+    if kind == "reinforcement":
+        return reinforcement_columns(_multi_keys(method or {}))
+    return COLUMNS_BY_METHOD.get(kind, METRIC_COLUMNS)
 
 
 def row(data: Mapping[str, Any], columns: tuple[str, ...] = METRIC_COLUMNS) -> dict[str, Any]:
@@ -57,7 +83,9 @@ def plot_png(
 ) -> bytes:
     """The loss curve as a PNG: train and valid loss by step above, token accuracy below.
 
-    With the DPO ``columns`` the lower panel shows preference accuracy and reward margin instead.
+    With the DPO ``columns`` the lower panel shows preference accuracy and reward margin instead;
+    with reinforcement's, the mean reward and each named grader's score (the reward's spread,
+    answer lengths and KL are in the JSON and CSV).
 
     matplotlib is imported here, not at module level, so the API starts without it; the
     object-oriented API (``Figure`` + the Agg canvas) keeps no global pyplot state, so
@@ -83,15 +111,22 @@ def plot_png(
         if xs:
             loss_ax.plot(xs, ys, label=label, marker="." if len(xs) < 50 else None)
     # The lower panel: every per-step train/valid figure that is not a loss (token accuracy; for
-    # DPO, preference accuracy and reward margin).
+    # DPO, preference accuracy and reward margin; for reinforcement, the 0-1 scores only).
+    reinforcement = "train_reward_mean" in columns
     for name in columns:
+        if reinforcement and not name.endswith("_reward_mean") and "_grader_" not in name:
+            continue
         if name.startswith(("train_", "valid_")) and not name.endswith("_loss"):
             xs, ys = series(name)
             if xs:
                 acc_ax.plot(xs, ys, label=name.replace("_", " "), marker="." if len(xs) < 50 else None)
     loss_ax.set_ylabel("loss")
     dpo = "train_reward_margin" in columns
-    acc_ax.set_ylabel("preference accuracy / reward margin" if dpo else "token accuracy")
+    acc_ax.set_ylabel(
+        "mean reward / grader scores"
+        if reinforcement
+        else ("preference accuracy / reward margin" if dpo else "token accuracy")
+    )
     acc_ax.set_xlabel("step")
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)

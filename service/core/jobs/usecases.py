@@ -14,10 +14,11 @@ from service.core import files, finetuned_models, ids, tasknames
 from service.core.auth import Principal
 from service.core.backends import registry
 from service.core.backends.base import Backend
-from service.core.datasets import default_epochs
-from service.core.datasets.checks import CHAT, PREFERENCE, PROMPT_COMPLETION
+from service.core.datasets import default_epochs, reinforcement
+from service.core.datasets.checks import CHAT, PREFERENCE, PROMPT_COMPLETION, REINFORCEMENT
 from service.core.dispatch import Dispatcher
 from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from service.core.graders.usecases import reward_grader
 from service.core.jobs import integrations, lifecycle, metrics, record, seeds, states
 from service.core.jobs.record import Job
 from service.core.jobs.stages.common import WATCHDOG_S
@@ -31,7 +32,13 @@ from service.core.webhooks.ssrf import UnsafeWebhookURL, check_url
 from service.settings import Settings
 
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-TESTABLE_FORMATS = (PROMPT_COMPLETION, CHAT)
+TESTABLE_FORMATS = (PROMPT_COMPLETION, CHAT, REINFORCEMENT)
+# The data format each method trains on (None: any but these).
+METHOD_FORMATS = {"dpo": PREFERENCE, "reinforcement": REINFORCEMENT}
+METHOD_DATA = {
+    "dpo": "preference rows (input, preferred_output, non_preferred_output)",
+    "reinforcement": "reinforcement rows (messages ending on a user message, plus the grader's fields)",
+}
 CONTROL_WAIT_S = 10.0  # how long a pause or resume waits for a poll of the job in flight
 
 
@@ -71,7 +78,7 @@ def _usable_file(ctx: JobsContext, principal: Principal, file_id: str, param: st
 def _epochs(hyper: dict[str, Any], method: dict[str, Any] | None, examples: int) -> int:
     value = hyper.get("n_epochs", "auto")
     if method:
-        for kind in ("supervised", "dpo"):
+        for kind in ("supervised", "dpo", "reinforcement"):
             value = ((method.get(kind) or {}).get("hyperparameters") or {}).get("n_epochs", value)
     return int(value) if isinstance(value, int) else default_epochs(examples)
 
@@ -96,7 +103,8 @@ def _check_test_file(ctx: JobsContext, principal: Principal, params: dict[str, A
     if test_format not in TESTABLE_FORMATS or (train_format and test_format != train_format):
         raise Unprocessable(
             f"test_file {test_id} is in format {test_format!r}; a test set needs the training file's "
-            f"format ({train_format!r}): prompt/completion or chat rows whose last message is the reference.",
+            f"format ({train_format!r}): prompt/completion or chat rows whose last message is the "
+            "reference, or reinforcement rows (scored by the job's grader).",
             param="test_file",
             code="invalid_test_file",
         )
@@ -112,16 +120,14 @@ def _check_owned_model(ctx: JobsContext, principal: Principal, model: str) -> Jo
 def _check_method_format(
     method: dict[str, Any] | None, report: dict[str, Any], file_id: str, param: str = "training_file"
 ) -> None:
-    """DPO trains on preference rows only, and supervised methods on anything but them."""
+    """DPO trains on preference rows only, reinforcement on reinforcement rows only, and supervised
+    methods on anything but them."""
     kind = (method or {}).get("type") or "supervised"
     found = report.get("format")
-    if found is None or (kind == "dpo") == (found == PREFERENCE):
+    wanted_format = METHOD_FORMATS.get(kind)
+    if found is None or (found == wanted_format if wanted_format else found not in METHOD_FORMATS.values()):
         return
-    wanted = (
-        "preference rows (input, preferred_output, non_preferred_output)"
-        if kind == "dpo"
-        else ("chat or prompt/completion rows")
-    )
+    wanted = METHOD_DATA.get(kind, "chat or prompt/completion rows")
     raise Unprocessable(
         f"{param} {file_id} is in format {found!r}; method.type {kind!r} needs {wanted}.",
         param=param,
@@ -137,6 +143,9 @@ def _check_method_data(ctx: JobsContext, params: dict[str, Any], report: dict[st
         validation = get_report(ctx.store, params["validation_file"]) or {}
         _check_method_format(method, validation, params["validation_file"], "validation_file")
     split = (params.get("prepare") or {}).get("split") or {}
+    if (method or {}).get("type") == "reinforcement" and (params.get("test_file") or split.get("test")):
+        # Tuneline scores the held-out answers itself, with this grader: it must run here.
+        reward_grader(ctx.settings, ((method or {}).get("reinforcement") or {}).get("grader"))
     if (method or {}).get("type") == "dpo" and split.get("test"):
         # Held-out evaluation scores answers against references; for preference pairs it is not built yet.
         raise Unprocessable(
@@ -203,6 +212,12 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
     examples = int(counts.get("kept") or counts.get("valid") or 0)
     n_epochs = _epochs(hyper, params.get("method"), examples)
     estimate = backend.estimate(report, model, n_epochs)
+    if (params.get("method") or {}).get("type") == "reinforcement":
+        # What the run samples and how many steps it takes (the grader scores every sample).
+        knobs = {**hyper, **((params["method"].get("reinforcement") or {}).get("hyperparameters") or {})}
+        estimate["reinforcement"] = reinforcement.estimate(
+            int(counts.get("train") or examples), n_epochs, knobs
+        )
     max_cost = params.get("max_cost_usd")
     if max_cost is not None and estimate["cost_usd"] > max_cost:
         raise Unprocessable(
@@ -242,6 +257,8 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         stage="preparing",
         stage_changed_at=now,
         state=backend.state_type(),
+        # Reinforcement's held-out score is read against the base's (DESIGN §12), where it is served.
+        evaluate_base=(params.get("method") or {}).get("type") == "reinforcement",
     )
     if source is not None:
         backend.continue_from(job, source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from service.core import files, tasknames
 from service.core.backends.base import Backend, Next
@@ -35,11 +36,27 @@ def run_prepare(ctx: StageContext, job_id: str, attempt: int = 0) -> str | None:
     return run_stage(ctx, job, STAGE, lambda j: _prepare(ctx, j), attempt=attempt)
 
 
+def method_options(job: Job) -> dict[str, Any]:
+    """What preparation checks for the job's method: its format, and a reinforcement job's grader
+    (every row must have the fields it reads) and knobs (the estimate)."""
+    method = job.method or {}
+    kind = method.get("type") or "supervised"
+    detail = method.get(kind) or {}
+    if kind != "reinforcement":
+        return {"method": kind}
+    return {
+        "method": kind,
+        "grader": detail.get("grader"),
+        "hyperparameters": {**job.hyperparameters, **(detail.get("hyperparameters") or {})},
+    }
+
+
 def _prepare(ctx: StageContext, job: Job) -> str | None:
     backend = ctx.backend(job)
     prep = job.prepare or {}
     split = prep.get("split") or {}
     prepare_model = backend.preparation_model(job)
+    by_method = method_options(job)
     options = PrepareOptions(
         model=prepare_model,
         system_prompt=prep.get("system_prompt"),
@@ -48,6 +65,7 @@ def _prepare(ctx: StageContext, job: Job) -> str | None:
         split_validation=0.0 if job.validation_file else float(split.get("validation", 0.0)),
         split_test=0.0 if job.test_file else float(split.get("test", 0.0)),
         seed=int(split.get("seed", DEFAULT_SEED if job.seed is None else job.seed)),
+        **by_method,
     )
     out = prepared_dir(ctx.settings, job.id)
     report = prepare_file(files.blob_path(ctx.settings.data_dir, job.training_file), options, out / "train")
@@ -70,7 +88,10 @@ def _prepare(ctx: StageContext, job: Job) -> str | None:
         side = prepare_file(
             files.blob_path(ctx.settings.data_dir, file_id),
             PrepareOptions(
-                model=prepare_model, system_prompt=prep.get("system_prompt"), dedupe=prep.get("dedupe", True)
+                model=prepare_model,
+                system_prompt=prep.get("system_prompt"),
+                dedupe=prep.get("dedupe", True),
+                **by_method,
             ),
             out / name,
         )
