@@ -44,9 +44,15 @@ def test_pause_frees_the_device_and_resume_continues_from_the_checkpoint(
 
     # The child saves a checkpoint at its next step and exits; the job then sits in stage paused.
     wait_until(lambda: gone(pid), 120, interval=0.2, what=f"training child {pid} to exit")
-    settled = wait_until(
-        lambda: (j := record.load(local.store, job.id)) and j.stage == "paused" and j, 30, what="paused"
-    )
+    try:
+        settled = wait_until(
+            lambda: (j := record.load(local.store, job.id)) and j.stage == "paused" and j, 30, what="paused"
+        )
+    except TimeoutError:
+        now = record.load(local.store, job.id)
+        events = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=30).data]
+        where = now and (now.status, now.stage, now.backend_state)
+        raise AssertionError(f"not paused: {where}\n{events}\n{local.logs()}") from None
     step = local_state(settled).paused_step
     assert step is not None and 2 <= step < 60
     assert step in [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data]
