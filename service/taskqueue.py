@@ -10,6 +10,7 @@ from service.core.tasknames import (
     IMPORT_RUN,
     INFER_COMPLETE,
     INFER_EXPORT,
+    INFER_SCORE,
     JOB_CANCEL,
     JOB_EVALUATE,
     JOB_FINALIZE,
@@ -49,6 +50,7 @@ ROUTES = {
     TRAIN_RUN: "train",
     TRAIN_REAP: "poll",
     INFER_COMPLETE: "infer",
+    INFER_SCORE: "infer",
     # An import reads a provider account: short steps that wait on the provider, like uploads.
     IMPORT_RUN: "provider",
     # Exports load the model like inference does: workers with the train extra, beside completions.

@@ -16,5 +16,6 @@ SWEEP = "tuneline.maintenance.sweep"
 TRAIN_RUN = "tuneline.train.run"
 TRAIN_REAP = "tuneline.train.reap"
 INFER_COMPLETE = "tuneline.infer.complete"
+INFER_SCORE = "tuneline.infer.score"  # log-probabilities of given replies (preference evaluation)
 IMPORT_RUN = "tuneline.imports.run"
 INFER_EXPORT = "tuneline.infer.export"

@@ -15,9 +15,10 @@ from service.core.auth import Principal
 from service.core.backends import registry
 from service.core.backends.base import Backend
 from service.core.datasets import default_epochs
-from service.core.datasets.checks import CHAT, PREFERENCE, PROMPT_COMPLETION
+from service.core.datasets.checks import PREFERENCE
 from service.core.dispatch import Dispatcher
 from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from service.core.evaluation import methods as evaluation_methods
 from service.core.jobs import lifecycle, metrics, record, states
 from service.core.jobs.record import Job
 from service.core.jobs.stages.common import WATCHDOG_S
@@ -32,7 +33,6 @@ from service.core.webhooks.ssrf import UnsafeWebhookURL, check_url
 from service.settings import Settings
 
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-TESTABLE_FORMATS = (PROMPT_COMPLETION, CHAT)
 CONTROL_WAIT_S = 10.0  # how long a pause or resume waits for a poll of the job in flight
 
 
@@ -94,10 +94,11 @@ def _check_test_file(ctx: JobsContext, principal: Principal, params: dict[str, A
     _usable_file(ctx, principal, test_id, "test_file")
     test_format = (get_report(ctx.store, test_id) or {}).get("format")
     train_format = (get_report(ctx.store, params["training_file"]) or {}).get("format")
-    if test_format not in TESTABLE_FORMATS or (train_format and test_format != train_format):
+    evaluator = evaluation_methods.for_method(params.get("method"))
+    if test_format not in evaluator.test_formats or (train_format and test_format != train_format):
         raise Unprocessable(
             f"test_file {test_id} is in format {test_format!r}; a test set needs the training file's "
-            f"format ({train_format!r}): prompt/completion or chat rows whose last message is the reference.",
+            f"format ({train_format!r}): {evaluator.test_rows}.",
             param="test_file",
             code="invalid_test_file",
         )
@@ -131,21 +132,12 @@ def _check_method_format(
 
 
 def _check_method_data(ctx: JobsContext, params: dict[str, Any], report: dict[str, Any]) -> None:
-    """The files (and split) suit the job's method."""
+    """The training and validation files suit the job's method (a test file: ``_check_test_file``)."""
     method = params.get("method")
     _check_method_format(method, report, params["training_file"])
     if params.get("validation_file"):
         validation = get_report(ctx.store, params["validation_file"]) or {}
         _check_method_format(method, validation, params["validation_file"], "validation_file")
-    split = (params.get("prepare") or {}).get("split") or {}
-    if (method or {}).get("type") == "dpo" and split.get("test"):
-        # Held-out evaluation scores answers against references; for preference pairs it is not built yet.
-        raise Unprocessable(
-            "A DPO job cannot hold out a test split yet (held-out evaluation scores chat or "
-            "prompt/completion rows).",
-            param="prepare.split.test",
-            code="invalid_test_split",
-        )
 
 
 def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> Job:
@@ -177,8 +169,6 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
     training = _usable_file(ctx, principal, params["training_file"], "training_file")
     if params.get("validation_file"):
         _usable_file(ctx, principal, params["validation_file"], "validation_file")
-    if params.get("test_file"):
-        _check_test_file(ctx, principal, params)
     webhook = params.get("webhook")
     if webhook:
         try:
@@ -188,6 +178,8 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         webhook = {"url": webhook["url"], "events": list(webhook.get("events") or DEFAULT_EVENTS)}
     report = get_report(ctx.store, training.id) or {}
     _check_method_data(ctx, params, report)
+    if params.get("test_file"):
+        _check_test_file(ctx, principal, params)
     counts = report.get("counts") or {}
     examples = int(counts.get("kept") or counts.get("valid") or 0)
     n_epochs = _epochs(hyper, params.get("method"), examples)
