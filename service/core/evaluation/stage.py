@@ -247,7 +247,7 @@ def _evaluate(ctx: CompletionsContext, job: Job, token: str) -> None:
     )
     if baseline:
         headline = ("char_f1", *evaluator.summary_names[:1])
-        message += "; base model " + ", ".join(f"{name} {baseline[name]}" for name in headline)
+        message += "; baseline " + ", ".join(f"{name} {baseline[name]}" for name in headline)
     lifecycle.try_transition(
         ctx.store,
         job_id,
