@@ -144,7 +144,7 @@ def test_eval_shows_a_dpo_jobs_preference_accuracy_beside_its_base(live, make_ke
     shown = run(live, token, "eval", job["id"])
     assert shown.exit_code == 0, shown.output
     lines = shown.stdout.splitlines()
-    name, tuned, base = next(line for line in lines if line.startswith("preference_accuracy")).split()
+    _, tuned, base = next(line for line in lines if line.startswith("preference_accuracy")).split()
     assert (float(tuned), float(base)) == (0.875, 0.625)
     assert "base (ft:tiny:acme::sft)" in shown.stdout
     # The example's margin: log p(preferred) - log p(non-preferred).

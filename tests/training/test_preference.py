@@ -122,3 +122,44 @@ def test_a_pair_over_the_context_is_context_length_exceeded(tiny_model: Path) ->
     with pytest.raises(TrainingError) as caught:
         score_replies(str(tiny_model), QUESTION, [reply(GOOD), reply("很长的回答" * 400)], device="cpu")
     assert caught.value.code == CONTEXT_LENGTH_EXCEEDED and "512" in caught.value.message
+
+
+def test_scores_travel_through_the_infer_handoff(tiny_model: Path, store: Any, dispatcher: Any) -> None:
+    """``request_scores`` parks the pair in Redis and enqueues ``tuneline.infer.score``; the infer
+    worker's ``serve_scores`` (here in a thread, with the real engine) answers it; a bad row comes
+    back as the caller's error, and the worker keeps serving."""
+    import threading
+
+    from service.core import tasknames
+    from service.core.backends.base import ScoreRequest
+    from service.core.errors import TunelineError
+    from service.core.inference import request_scores, serve_scores
+    from service.core.jobs.record import Job
+    from service.training.preference import score_replies
+
+    job = Job(id="ftjob-score", tenant="t", provider="local", status="running", stage="evaluating")
+
+    def worker() -> None:
+        while not served.is_set():
+            for task, args in list(dispatcher.sent):
+                if task == tasknames.INFER_SCORE and args[0] not in handled:
+                    handled.add(args[0])
+                    serve_scores(store, args[0], lambda *a: score_replies(*a, device="cpu"))
+            served.wait(0.01)
+
+    handled: set[str] = set()
+    served = threading.Event()
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        good = request_scores(
+            store, dispatcher, job, str(tiny_model), ScoreRequest(QUESTION, [reply(GOOD), reply(OTHER)]), 30
+        )
+        expected, tokens = score_replies(str(tiny_model), QUESTION, [reply(GOOD), reply(OTHER)], device="cpu")
+        assert good.logprobs == pytest.approx(expected) and good.tokens == tokens
+        with pytest.raises(TunelineError) as caught:
+            request_scores(store, dispatcher, job, str(tiny_model), ScoreRequest(QUESTION, [[]]), 30)
+        assert "replies[0]" in caught.value.message
+    finally:
+        served.set()
+        thread.join()
