@@ -11,6 +11,7 @@ from service.core.tasknames import (
     IMPORT_RUN,
     INFER_COMPLETE,
     INFER_EXPORT,
+    INFER_SCORE,
     JOB_CANCEL,
     JOB_EVALUATE,
     JOB_FINALIZE,
@@ -50,6 +51,7 @@ ROUTES = {
     TRAIN_RUN: "train",
     TRAIN_REAP: "poll",
     INFER_COMPLETE: "infer",
+    INFER_SCORE: "infer",
     # An import reads a provider account: short steps that wait on the provider, like uploads.
     IMPORT_RUN: "provider",
     # A distillation waits on the original model's answers, a step at a time like an import.

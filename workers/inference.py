@@ -1,4 +1,5 @@
-"""The infer queue: completions from locally trained models, models cached per worker process."""
+"""The infer queue: completions (and scores of given replies) from locally trained models, models
+cached per worker process."""
 
 from __future__ import annotations
 
@@ -32,10 +33,21 @@ def _stream(*args: Any, **kwargs: Any) -> Any:
     return generate_stream(*args, **{**kwargs, **_engine_options()})
 
 
+def _score(*args: Any, **kwargs: Any) -> tuple[list[float], list[int]]:
+    from service.training.preference import score_replies
+
+    result: tuple[list[float], list[int]] = score_replies(*args, **{**kwargs, **_engine_options()})
+    return result
+
+
 def register(app: Celery) -> None:
     @app.task(name=taskqueue.INFER_COMPLETE, soft_time_limit=570, time_limit=600)
     def complete(request_id: str) -> None:
         inference.serve_completion(context().store, request_id, _generate, _stream)
+
+    @app.task(name=taskqueue.INFER_SCORE, soft_time_limit=570, time_limit=600)
+    def score(request_id: str) -> None:
+        inference.serve_scores(context().store, request_id, _score)
 
     # The build runs in a child process (its memory is returned when it ends); the task only waits.
     @app.task(name=taskqueue.INFER_EXPORT, soft_time_limit=None, time_limit=None)

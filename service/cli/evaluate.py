@@ -11,6 +11,14 @@ import click
 from service.cli.client import clip, connect, echo_json, sse_events, table
 
 METRICS = ("exact_match", "char_f1", "rouge_l", "bleu")
+# Summary figures of one training method's evaluation (DESIGN §9), shown where a summary has them.
+METHOD_METRICS = ("preference_accuracy", "preference_margin")
+
+
+def _shown(summaries: list[dict[str, Any] | None]) -> tuple[str, ...]:
+    """The generation metrics, then each method figure that one of ``summaries`` carries."""
+    present = {name for s in summaries if s for name, value in s.items() if value is not None}
+    return METRICS + tuple(name for name in METHOD_METRICS if name in present)
 
 
 @click.command()
@@ -67,9 +75,16 @@ def _summary_table(
 ) -> str:
     headers = ["metric", "fine-tuned"] + ([f"base ({baseline_model})"] if baseline else [])
     rows = [
-        [name, (metrics or {}).get(name)] + ([baseline.get(name)] if baseline else []) for name in METRICS
+        [name, (metrics or {}).get(name)] + ([baseline.get(name)] if baseline else [])
+        for name in _shown([metrics, baseline])
     ]
     return table(headers, rows)
+
+
+def _margin(row: dict[str, Any]) -> float | None:
+    """log p(preferred) - log p(non-preferred) of a DPO example (None where it was not scored)."""
+    preferred, other = row.get("preferred_logprob"), row.get("non_preferred_logprob")
+    return None if preferred is None or other is None else round(preferred - other, 2)
 
 
 @click.command("eval")
@@ -99,10 +114,11 @@ def eval_(job_id: str, n_examples: int, as_json: bool) -> None:
         click.echo(_summary_table(result["metrics"], result.get("baseline"), result.get("baseline_model")))
     rows = result["data"][:n_examples]
     if rows:
+        scored = any("preferred_logprob" in r for r in rows)  # DPO: the pair's log-probability margin
         click.echo()
         click.echo(
             table(
-                ["#", "prompt", "reference", "answer", "char_f1"],
+                ["#", "prompt", "reference", "answer", "char_f1"] + (["margin"] if scored else []),
                 [
                     [
                         r["index"],
@@ -111,6 +127,7 @@ def eval_(job_id: str, n_examples: int, as_json: bool) -> None:
                         clip(r["answer"] or "", 30),
                         r["char_f1"],
                     ]
+                    + ([_margin(r)] if scored else [])
                     for r in rows
                 ],
             )
@@ -141,6 +158,9 @@ def parse_candidate(spec: str, option: str = "--candidate") -> dict[str, Any]:
 
 
 def _experiment_table(exp: dict[str, Any]) -> str:
+    shown = _shown([s for c in exp["candidates"] for s in (c.get("metrics"), c.get("baseline"))])
+    # The base's headline figure: its preference accuracy for DPO candidates, else its char_f1.
+    base_figure = "preference_accuracy" if "preference_accuracy" in shown else "char_f1"
     rows = []
     for c in exp["candidates"]:
         metrics, base = c.get("metrics") or {}, c.get("baseline") or {}
@@ -151,8 +171,8 @@ def _experiment_table(exp: dict[str, Any]) -> str:
                 c.get("provider"),
                 clip(c.get("model") or "", 32),
                 c["status"],
-                *(metrics.get(m) for m in METRICS),
-                base.get("char_f1"),
+                *(metrics.get(m) for m in shown),
+                base.get(base_figure),
                 c.get("estimated_cost_usd"),
                 c.get("trained_tokens"),
                 c.get("duration_s"),
@@ -164,8 +184,8 @@ def _experiment_table(exp: dict[str, Any]) -> str:
         "provider",
         "model",
         "status",
-        *METRICS,
-        "base char_f1",
+        *shown,
+        f"base {base_figure}",
         "cost_usd",
         "tokens",
         "seconds",

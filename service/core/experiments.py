@@ -9,8 +9,7 @@ from typing import Any
 from service.core import ids
 from service.core.auth import Principal
 from service.core.errors import InvalidRequest, NotFound, TunelineError
-from service.core.evaluation.metrics import METRIC_NAMES
-from service.core.evaluation.results import example_rows
+from service.core.evaluation.results import example_rows, scores
 from service.core.jobs import states
 from service.core.jobs.record import Job
 from service.core.jobs.usecases import JobsContext, build_evaluation, build_job, start_job
@@ -178,10 +177,6 @@ def _row(index: int, candidate: dict[str, Any], job: dict[str, Any] | None, now:
     }
 
 
-def _scores(row: dict[str, Any]) -> dict[str, Any]:
-    return {"answer": row.get("answer"), "error": row.get("error"), **{k: row.get(k) for k in METRIC_NAMES}}
-
-
 def _examples(store: Store, jobs: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
     """Per test example: each candidate's answer (and each servable base's) next to the reference.
 
@@ -204,9 +199,9 @@ def _examples(store: Store, jobs: list[dict[str, Any] | None]) -> list[dict[str,
                     "baselines": {},
                 },
             )
-            entry["answers"][index] = {"job_id": job["id"], **_scores(row)}
+            entry["answers"][index] = {"job_id": job["id"], **scores(row)}
             if row.get("baseline") and job["model"] not in entry["baselines"]:
-                entry["baselines"][job["model"]] = _scores(row["baseline"])
+                entry["baselines"][job["model"]] = row["baseline"]
     return [
         {**e, "baselines": [{"model": m, **s} for m, s in e["baselines"].items()]} for e in table.values()
     ]
@@ -216,7 +211,17 @@ def _best(rows: list[dict[str, Any]]) -> int | None:
     scored = [r for r in rows if r.get("metrics") and r.get("evaluation_status") == "completed"]
     if not scored:
         return None
-    return int(max(scored, key=lambda r: (r["metrics"]["char_f1"], r["metrics"]["rouge_l"]))["index"])
+    # DPO candidates by held-out preference accuracy first (None where not scored: last).
+    return int(
+        max(
+            scored,
+            key=lambda r: (
+                r["metrics"].get("preference_accuracy") or 0.0,
+                r["metrics"]["char_f1"],
+                r["metrics"]["rouge_l"],
+            ),
+        )["index"]
+    )
 
 
 def experiment_view(store: Store, record: dict[str, Any], after: str | None, limit: int) -> dict[str, Any]:

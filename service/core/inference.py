@@ -4,7 +4,8 @@ The caller never imports torch: it parks the request body in a Redis key with a 
 ``tuneline.infer.complete`` with the request id only, and blocks on a per-request result list.
 The worker takes the body (once), runs the engine's ``generate`` and pushes one answer; for a
 streamed request it runs ``generate_stream`` and pushes ``{"delta": text}`` messages as the
-tokens come, then the same final answer.
+tokens come, then the same final answer. Scoring (``tuneline.infer.score``: log-probabilities of
+given replies, for the held-out preference evaluation) goes the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from service.core import tasknames
-from service.core.backends.base import CompletionRequest, CompletionResult
+from service.core.backends.base import CompletionRequest, CompletionResult, ScoreRequest, ScoreResult
 from service.core.dispatch import Dispatcher
 from service.core.errors import TunelineError, Unprocessable
 from service.core.jobs import states
@@ -36,6 +37,9 @@ Generate = Callable[..., tuple[str, str, int, int]]
 # service.training.inference.generate_stream(same arguments) -> CompletionStream: iterated, text
 # pieces; then finish_reason, prompt_tokens and completion_tokens are set.
 Stream = Callable[..., Any]
+# service.training.preference.score_replies(model_dir_or_base, messages, replies)
+# -> (logprobs, tokens), one of each per reply
+Score = Callable[..., tuple[list[float], list[int]]]
 
 
 class InferenceTimeout(TunelineError):
@@ -52,6 +56,33 @@ class InferenceFailed(TunelineError):
     code = "inference_failed"
 
 
+def _park(
+    store: Store,
+    dispatcher: Dispatcher,
+    job: Job,
+    model: str,
+    model_dir: str | None,
+    body: dict[str, Any],
+    task: str,
+    timeout_s: float,
+) -> str:
+    """Park a request body for an infer worker and enqueue ``task``; its request id."""
+    # A model is served once trained: from the held-out evaluation (stage evaluating) on.
+    servable = job.status == states.SUCCEEDED or job.stage == "evaluating"
+    if not servable or not model_dir:
+        raise Unprocessable(
+            f"Model {model} is not ready: its job {job.id} is {job.status}.",
+            param="model",
+            code="model_not_ready",
+        )
+    request_id = "infreq-" + secrets.token_hex(12)
+    handoff.put_request(
+        store, request_id, {"job_id": job.id, "model_dir": model_dir, **body}, ttl_s=math.ceil(timeout_s)
+    )
+    dispatcher.enqueue(task, request_id)
+    return request_id
+
+
 def _submit(
     store: Store,
     dispatcher: Dispatcher,
@@ -61,19 +92,7 @@ def _submit(
     timeout_s: float,
     stream: bool,
 ) -> str:
-    """Park the request for an infer worker and enqueue it; its request id."""
-    # A model is served once trained: from the held-out evaluation (stage evaluating) on.
-    servable = job.status == states.SUCCEEDED or job.stage == "evaluating"
-    if not servable or not model_dir:
-        raise Unprocessable(
-            f"Model {request.model} is not ready: its job {job.id} is {job.status}.",
-            param="model",
-            code="model_not_ready",
-        )
-    request_id = "infreq-" + secrets.token_hex(12)
     body = {
-        "job_id": job.id,
-        "model_dir": model_dir,
         "messages": request.messages,
         "prompt": request.prompt,
         "max_tokens": request.max_tokens,
@@ -81,9 +100,7 @@ def _submit(
         "stop": request.stop,
         "stream": stream,
     }
-    handoff.put_request(store, request_id, body, ttl_s=math.ceil(timeout_s))
-    dispatcher.enqueue(tasknames.INFER_COMPLETE, request_id)
-    return request_id
+    return _park(store, dispatcher, job, request.model, model_dir, body, tasknames.INFER_COMPLETE, timeout_s)
 
 
 def _next(store: Store, request_id: str, timeout_s: float) -> dict[str, Any]:
@@ -140,6 +157,24 @@ def stream_completion(
     finally:
         # A reader that left early: nothing more is read; the worker's pushes expire with the list.
         handoff.drop_request(store, request_id)
+
+
+def request_scores(
+    store: Store,
+    dispatcher: Dispatcher,
+    job: Job,
+    model_dir: str | None,
+    request: ScoreRequest,
+    timeout_s: float,
+) -> ScoreResult:
+    """Log-probabilities of the request's replies under ``model_dir``; blocks up to ``timeout_s``."""
+    body = {"messages": request.messages, "replies": request.replies}
+    model = job.fine_tuned_model or job.model
+    request_id = _park(store, dispatcher, job, model, model_dir, body, tasknames.INFER_SCORE, timeout_s)
+    message = _next(store, request_id, timeout_s)
+    return ScoreResult(
+        logprobs=[float(x) for x in message["logprobs"]], tokens=[int(x) for x in message["tokens"]]
+    )
 
 
 def _wait(store: Store, request_id: str, timeout_s: float) -> dict[str, Any] | None:
@@ -207,4 +242,27 @@ def serve_completion(store: Store, request_id: str, generate: Generate, stream: 
     if first_s is not None:
         extra["first_token_ms"] = int(first_s * 1000)
     log.info("completion served", extra=extra)
+    return True
+
+
+def serve_scores(store: Store, request_id: str, score: Score) -> bool:
+    """Answer one parked scoring request; False when its caller already gave up. Never raises on
+    bad input: a malformed row or a model that cannot load is the answer's error."""
+    body = handoff.take_request(store, request_id)
+    if body is None:
+        return False
+    started = time.monotonic()
+    try:
+        logprobs, tokens = score(body["model_dir"], body.get("messages"), list(body.get("replies") or []))
+        result: dict[str, Any] = {"logprobs": logprobs, "tokens": tokens}
+    except Exception as exc:  # the caller gets the failure; the worker keeps serving
+        log.warning("scoring failed", extra={"job_id": body.get("job_id"), "error": type(exc).__name__})
+        result = {
+            "error": {"code": getattr(exc, "code", None) or "inference_failed", "message": str(exc)[:500]}
+        }
+    handoff.push_result(store, request_id, result, RESULT_TTL_S)
+    log.info(
+        "replies scored",
+        extra={"job_id": body.get("job_id"), "ms": int((time.monotonic() - started) * 1000)},
+    )
     return True

@@ -16,6 +16,7 @@ SWEEP = "tuneline.maintenance.sweep"
 TRAIN_RUN = "tuneline.train.run"
 TRAIN_REAP = "tuneline.train.reap"
 INFER_COMPLETE = "tuneline.infer.complete"
+INFER_SCORE = "tuneline.infer.score"  # log-probabilities of given replies (preference evaluation)
 IMPORT_RUN = "tuneline.imports.run"
 IMPORT_DISTILL = "tuneline.imports.distill"
 INFER_EXPORT = "tuneline.infer.export"

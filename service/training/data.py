@@ -164,27 +164,37 @@ def _completion_ids(
     return list(tokenizer(completion, add_special_tokens=False)["input_ids"])
 
 
+def encode_replies(
+    tokenizer: Any, raw_messages: Any, raw_replies: list[Any], fields: list[str]
+) -> tuple[list[int], list[list[int]]]:
+    """A chat prompt and candidate replies, each in OpenAI's output shape (a list of exactly one
+    assistant message; ``fields`` names them in errors), through the chat template: the prompt's
+    tokens up to the generation prompt, then each reply's. The prompt and the replies are tokenized
+    apart, as a model sees them when it generates."""
+    messages, _ = chat_messages(raw_messages)
+    if messages[-1]["role"] == "assistant":
+        raise ValueError("`input.messages` must not end with an assistant message")
+    replies = [_one_assistant_message(raw, name) for raw, name in zip(raw_replies, fields, strict=True)]
+    prompt = render_chat(tokenizer, messages, add_generation_prompt=True)
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    return prompt_ids, [_completion_ids(tokenizer, messages, prompt, reply) for reply in replies]
+
+
 def encode_preference(tokenizer: Any, record: Any) -> EncodedPair:
     """OpenAI's preference row (``input.messages``, ``preferred_output``, ``non_preferred_output``)
-    through the chat template: prompt with the generation prompt, then each output's tokens. The
-    prompt and the outputs are tokenized apart, as a model sees them when it generates."""
+    through the chat template (``encode_replies``)."""
     if not isinstance(record, dict):
         raise ValueError("each line must be a JSON object")
     if not isinstance(record.get("input"), dict):
         raise ValueError("`input` must be an object with `messages`")
-    messages, _ = chat_messages(record["input"].get("messages"))
-    if messages[-1]["role"] == "assistant":
-        raise ValueError("`input.messages` must not end with an assistant message")
-    preferred = _one_assistant_message(record.get("preferred_output"), "preferred_output")
-    rejected = _one_assistant_message(record.get("non_preferred_output"), "non_preferred_output")
-    if preferred["content"] == rejected["content"]:
-        raise ValueError("`preferred_output` and `non_preferred_output` are identical")
-    prompt = render_chat(tokenizer, messages, add_generation_prompt=True)
-    return EncodedPair(
-        prompt_ids=list(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
-        chosen_ids=_completion_ids(tokenizer, messages, prompt, preferred),
-        rejected_ids=_completion_ids(tokenizer, messages, prompt, rejected),
+    fields = ["preferred_output", "non_preferred_output"]
+    outputs = [record.get(name) for name in fields]
+    prompt_ids, (chosen_ids, rejected_ids) = encode_replies(
+        tokenizer, record["input"].get("messages"), outputs, fields
     )
+    if _one_assistant_message(outputs[0], fields[0]) == _one_assistant_message(outputs[1], fields[1]):
+        raise ValueError("`preferred_output` and `non_preferred_output` are identical")
+    return EncodedPair(prompt_ids=prompt_ids, chosen_ids=chosen_ids, rejected_ids=rejected_ids)
 
 
 _Item = TypeVar("_Item")

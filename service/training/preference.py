@@ -1,5 +1,11 @@
 """Held-out preference evaluation: how often a model gives the preferred output a higher
-log-probability than the non-preferred one, given the prompt (``preference_accuracy``, DESIGN §9)."""
+log-probability than the non-preferred one, given the prompt (``preference_accuracy``, DESIGN §9).
+
+``score_replies`` is what the infer worker runs for the evaluating stage (one pair at a time, on
+the cached model); ``evaluate_preferences`` scores a whole file in-process (tests, benchmarks).
+Both use the tokens DPO trains on (``service.training.data.encode_replies``) and the one rule of
+``service.core.evaluation.metrics.preference_accuracy`` (a tie is not a preference).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.training.data import EncodedPair, load_pairs
+from service.core.evaluation.metrics import preference_accuracy
+from service.training.data import EncodedPair, encode_replies, load_pairs
 from service.training.engine import model_context
-from service.training.inference import get_model
+from service.training.errors import TrainingError
+from service.training.inference import CONTEXT_LENGTH_EXCEEDED, DEFAULT_MAX_MODELS, get_model
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,38 @@ def pair_margins(model: Any, pairs: list[EncodedPair], device: str) -> list[floa
         ]
 
 
+def score_replies(
+    model_dir_or_base: str,
+    messages: Any,
+    replies: list[Any],
+    *,
+    device: str = "auto",
+    cache_dir: Path | None = None,
+    max_models: int = DEFAULT_MAX_MODELS,
+) -> tuple[list[float], list[int]]:
+    """Summed log-probability (nats) and token count of each reply after the chat ``messages``.
+
+    A reply is OpenAI's output shape: a list of exactly one assistant message (its tokens are the
+    reply and its end-of-turn token, as DPO trains them). Raises ValueError on a malformed row and
+    ``context_length_exceeded`` when the prompt and a reply do not fit the model's context.
+    """
+    loaded = get_model(model_dir_or_base, device, cache_dir, max_models)
+    fields = [f"replies[{i}]" for i in range(len(replies))]
+    prompt_ids, reply_ids = encode_replies(loaded.tokenizer, messages, replies, fields)
+    context = model_context(loaded.model, loaded.tokenizer)
+    longest = len(prompt_ids) + max((len(ids) for ids in reply_ids), default=0)
+    if longest > context:
+        raise TrainingError(
+            CONTEXT_LENGTH_EXCEEDED,
+            f"the prompt and its longest reply have {longest} tokens; the model's context is {context}",
+        )
+    import torch
+
+    with loaded.lock, torch.inference_mode():
+        logprobs = [completion_logprob(loaded.model, prompt_ids, ids, loaded.device) for ids in reply_ids]
+    return logprobs, [len(ids) for ids in reply_ids]
+
+
 def evaluate_preferences(
     model_dir_or_base: str, test_file: Path, *, device: str = "auto", cache_dir: Path | None = None
 ) -> PreferenceSummary:
@@ -66,6 +106,6 @@ def evaluate_preferences(
         margins = pair_margins(loaded.model, pairs, loaded.device)
     return PreferenceSummary(
         pairs=len(pairs),
-        preference_accuracy=sum(1 for m in margins if m > 0) / len(pairs),
+        preference_accuracy=preference_accuracy(margins) or 0.0,
         mean_margin=sum(margins) / len(pairs),
     )

@@ -82,6 +82,72 @@ def test_evaluation_route_pages_rows_and_isolates_tenants(client, make_key, stor
     )
 
 
+def test_a_dpo_evaluation_shows_preference_accuracy_beside_its_starting_models(client, make_key, store):
+    token = make_key("alpha")
+    generation = {
+        "examples": 2,
+        "answered": 2,
+        "errors": 0,
+        "exact_match": 0.0,
+        "char_f1": 0.5,
+        "rouge_l": 0.5,
+    }
+    tuned = {
+        **generation,
+        "bleu": 9.0,
+        "preference_accuracy": 1.0,
+        "preference_margin": 4.5,
+        "preference_pairs": 2,
+    }
+    base = {
+        **generation,
+        "bleu": 3.0,
+        "preference_accuracy": 0.5,
+        "preference_margin": -0.5,
+        "preference_pairs": 2,
+    }
+    job = finished_job(
+        store,
+        "alpha",
+        provider="local",
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}},
+        prepare={"split": {"test": 0.2, "seed": 1}},
+        evaluation={
+            "status": "completed",
+            "examples": 2,
+            "metrics": tuned,
+            "baseline": base,
+            "baseline_model": "ft:tiny:alpha::ftjob-sft",
+        },
+    )
+    for target, logprobs in (("model", [(-2.0, -6.0), (-3.0, -8.0)]), ("base", [(-4.0, -3.0), (-5.0, -7.0)])):
+        for i, (preferred, other) in enumerate(logprobs):
+            row = {
+                "index": i,
+                "prompt": f"问{i}",
+                "reference": f"答{i}",
+                "non_preferred": f"别的{i}",
+                "answer": f"答{i}",
+                "exact_match": 0.0,
+                "char_f1": 0.5,
+                "rouge_l": 0.5,
+                "bleu": 0.0,
+                "preferred_logprob": preferred,
+                "non_preferred_logprob": other,
+            }
+            evaluations.put_row(store, job["id"], target, i, row)
+    got = client.get(f"/v1/fine_tuning/jobs/{job['id']}/evaluation", headers=auth(token)).json
+    assert got["metrics"] == tuned and got["baseline"] == base
+    assert got["baseline_model"] == "ft:tiny:alpha::ftjob-sft"
+    first = got["data"][0]
+    assert (first["reference"], first["non_preferred"]) == ("答0", "别的0")
+    assert (first["preferred_logprob"], first["non_preferred_logprob"]) == (-2.0, -6.0)
+    assert (first["baseline"]["preferred_logprob"], first["baseline"]["non_preferred_logprob"]) == (
+        -4.0,
+        -3.0,
+    )
+
+
 def test_experiment_starts_one_job_per_candidate_on_identical_split(
     client, make_key, store, settings, dispatcher
 ):

@@ -223,7 +223,6 @@ def test_local_dpo_job_is_accepted_with_its_hyperparameters(client, ready, prefe
             "conflicting_hyperparameters",
         ),
         (supervised(n_epochs=1), 422, "training_file", "invalid_training_file"),
-        ({**dpo(), "prepare": {"split": {"test": 0.2}}}, 422, "prepare.split.test", "invalid_test_split"),
     ],
 )
 def test_bad_dpo_requests_name_the_field(client, ready, preference_file, method, status, param, code):
@@ -232,6 +231,34 @@ def test_bad_dpo_requests_name_the_field(client, ready, preference_file, method,
     method = {k: v for k, v in method.items() if k != "prepare"}
     r = create(client, token, preference_file, model="smollm2-135m", method=method, **extra)
     assert_error(r, status, "invalid_request_error", param, code)
+
+
+def test_a_dpo_job_holds_out_preference_rows_for_its_evaluation(
+    client, ready, preference_file, store, settings
+):
+    token, chat_file = ready
+    split = create(
+        client, token, preference_file, model="smollm2-135m", method=dpo(), prepare={"split": {"test": 0.2}}
+    )
+    assert split.status_code == 200, split.json
+    assert split.json["prepare"]["split"]["test"] == 0.2
+
+    test_file = upload(client, token, PREFERENCE.replace("问题".encode(), "测试".encode())).json["id"]
+    preparation.prepare_uploaded_file(store, settings.data_dir, test_file)
+    held_out = create(client, token, preference_file, model="smollm2-135m", method=dpo(), test_file=test_file)
+    assert held_out.status_code == 200, held_out.json
+    assert held_out.json["test_file"] == test_file
+
+    # A test set in another format than the method evaluates is refused, naming the field.
+    chat_test = create(
+        client, token, preference_file, model="smollm2-135m", method=dpo(), test_file=chat_file
+    )
+    assert_error(chat_test, 422, "invalid_request_error", "test_file", "invalid_test_file")
+    assert "preferred_output" in chat_test.json["error"]["message"]
+    sft_test = create(
+        client, token, chat_file, model="smollm2-135m", method=supervised(), test_file=test_file
+    )
+    assert_error(sft_test, 422, "invalid_request_error", "test_file", "invalid_test_file")
 
 
 def _finished(store, job_id: str, provider_model_dir: str | None) -> str:

@@ -109,6 +109,48 @@ def test_jobs_get_list_cancel_follow_and_metrics_against_a_live_app(live, make_k
     assert any("cancelled" in (e.get("message") or "") for e in lines[:-1])
 
 
+def test_eval_shows_a_dpo_jobs_preference_accuracy_beside_its_base(live, make_key, store) -> None:
+    from service.core.store import evaluations
+
+    token = make_key("acme")
+    generation = {"examples": 1, "answered": 1, "errors": 0, "exact_match": 0.0, "char_f1": 0.5}
+    job = stored_job(
+        store,
+        "acme",
+        status="succeeded",
+        stage="done",
+        fine_tuned_model="ft:tiny:acme::x",
+        method={"type": "dpo", "dpo": {"hyperparameters": {}}},
+        prepare={"split": {"test": 0.2}},
+        evaluation={
+            "status": "completed",
+            "examples": 1,
+            "metrics": {**generation, "rouge_l": 0.5, "bleu": 9.0, "preference_accuracy": 0.875},
+            "baseline": {**generation, "rouge_l": 0.4, "bleu": 3.0, "preference_accuracy": 0.625},
+            "baseline_model": "ft:tiny:acme::sft",
+        },
+    )
+    row = {
+        "index": 0,
+        "prompt": "问",
+        "reference": "答",
+        "non_preferred": "别的",
+        "answer": "答",
+        "char_f1": 0.5,
+    }
+    evaluations.put_row(
+        store, job["id"], "model", 0, {**row, "preferred_logprob": -2.0, "non_preferred_logprob": -5.5}
+    )
+    shown = run(live, token, "eval", job["id"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    _, tuned, base = next(line for line in lines if line.startswith("preference_accuracy")).split()
+    assert (float(tuned), float(base)) == (0.875, 0.625)
+    assert "base (ft:tiny:acme::sft)" in shown.stdout
+    # The example's margin: log p(preferred) - log p(non-preferred).
+    assert lines[-2].split()[-1] == "margin" and float(lines[-1].split()[-1]) == 3.5
+
+
 def test_an_api_error_is_one_line_with_status_type_and_code(live, make_key, store) -> None:
     token = make_key("acme")
     job = stored_job(store, "acme")

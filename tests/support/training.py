@@ -37,13 +37,15 @@ def subset(source: Path, out: Path, start: int, count: int) -> Path:
 
 def preference_pairs(source: Path, out: Path, start: int, count: int, shift: int = 7) -> Path:
     """OpenAI preference rows from prompt/completion lines ``start .. start + count``: the row's
-    own answer preferred, the answer of the row ``shift`` further on (cyclically) not."""
+    own answer preferred, the answer of the row ``shift`` further on (cyclically) not, or of the
+    next one after it whose answer differs (the sample's answers are templated: some repeat)."""
     rows = [
         json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()[start : start + count]
     ]
     with out.open("w", encoding="utf-8") as handle:
         for index, current in enumerate(rows):
-            other = rows[(index + shift) % len(rows)]
+            others = (rows[(index + shift + k) % len(rows)] for k in range(len(rows)))
+            other = next(o for o in others if o["completion"] != current["completion"])
             record = {
                 "input": {"messages": [{"role": "user", "content": current["prompt"]}]},
                 "preferred_output": [{"role": "assistant", "content": current["completion"]}],

@@ -102,7 +102,10 @@ class ExperimentSchema(ma.Schema):
     metadata = ma.fields.Dict(allow_none=True)
     candidates = ma.fields.List(ma.fields.Nested(CandidateRowSchema), required=True)
     best_candidate = ma.fields.Integer(
-        allow_none=True, metadata={"description": "Index of the candidate with the best char_f1."}
+        allow_none=True,
+        metadata={
+            "description": "Index of the candidate with the best preference_accuracy (DPO), then char_f1."
+        },
     )
     examples = ma.fields.List(ma.fields.Nested(ExampleSchema))
     examples_has_more = ma.fields.Boolean()

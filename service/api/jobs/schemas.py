@@ -344,6 +344,19 @@ class EvaluationScoresSchema(ma.Schema):
     grader_score = ma.fields.Float(
         allow_none=True, metadata={"description": "Reinforcement jobs: the job's grader's score, 0-1."}
     )
+    preferred_logprob = ma.fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "DPO: summed log-probability (nats) of the preferred output, given the prompt."
+        },
+    )
+    non_preferred_logprob = ma.fields.Float(
+        allow_none=True,
+        metadata={"description": "DPO: summed log-probability (nats) of the non-preferred output."},
+    )
+    preference_error = ma.fields.Dict(
+        allow_none=True, metadata={"description": "DPO: why the pair could not be scored."}
+    )
 
 
 class EvaluationExampleSchema(EvaluationScoresSchema):
@@ -351,7 +364,10 @@ class EvaluationExampleSchema(EvaluationScoresSchema):
     object = ma.fields.Constant("fine_tuning.job.evaluation.example", required=True)
     index = ma.fields.Integer(required=True)
     prompt = ma.fields.String(required=True)
-    reference = ma.fields.String(required=True)
+    reference = ma.fields.String(
+        required=True, metadata={"description": "The reference answer (DPO: the preferred output)."}
+    )
+    non_preferred = ma.fields.String(metadata={"description": "DPO: the non-preferred output."})
     baseline = ma.fields.Nested(EvaluationScoresSchema, metadata={"description": "The base model's answer."})
 
 
@@ -359,13 +375,28 @@ class EvaluationSummarySchema(ma.Schema):
     examples = ma.fields.Integer(required=True)
     answered = ma.fields.Integer(required=True)
     errors = ma.fields.Integer(required=True)
-    # Against the reference answers (supervised jobs).
+    # Against the reference answers (supervised and DPO jobs; DPO: the preferred output).
     exact_match = ma.fields.Float(metadata={"description": "Mean, 0-1."})
     char_f1 = ma.fields.Float(metadata={"description": "Mean, 0-1 (CJK characters, words)."})
     rouge_l = ma.fields.Float(metadata={"description": "Mean ROUGE-L F1, 0-1."})
     bleu = ma.fields.Float(metadata={"description": "Corpus BLEU (sacrebleu), 0-100."})
     # Reinforcement jobs: scored by the job's grader.
     grader_score = ma.fields.Float(metadata={"description": "Mean grader score on the test split, 0-1."})
+    preference_accuracy = ma.fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "DPO: share (0-1) of the held-out pairs whose preferred output the model gives "
+            "a strictly higher log-probability than the non-preferred one (a tie counts as not "
+            "preferred); null where the provider cannot score given replies."
+        },
+    )
+    preference_margin = ma.fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "DPO: mean log p(preferred) - log p(non-preferred) over the scored pairs, nats."
+        },
+    )
+    preference_pairs = ma.fields.Integer(metadata={"description": "DPO: how many pairs were scored."})
 
 
 class EvaluationSchema(ma.Schema):

@@ -142,6 +142,23 @@ class CompletionResult:
     completion_tokens: int
 
 
+@dataclass
+class ScoreRequest:
+    """Log-probabilities of given replies after a chat prompt (held-out preference evaluation).
+
+    Each reply is in OpenAI's output shape: a list of exactly one assistant message.
+    """
+
+    messages: list[dict[str, Any]]
+    replies: list[list[dict[str, Any]]]
+
+
+@dataclass
+class ScoreResult:
+    logprobs: list[float]  # per reply: the summed log-probability of its tokens, in nats
+    tokens: list[int]  # per reply: how many tokens it has (with its end-of-turn token)
+
+
 @dataclass(frozen=True)
 class ExportRequest:
     """One export of a job's model: ``step`` names a checkpoint (None: the final model)."""
@@ -323,11 +340,22 @@ class Backend:
         raise NotImplementedError
 
     def serves_base(self, job: Job) -> bool:
-        """Whether the untuned base model can be served (as an evaluation baseline)."""
+        """Whether the model the job started from (its untuned base, or the ``ft:`` model it
+        continued) can be served as an evaluation baseline (``complete(base=True)``)."""
         return False
 
     def complete(self, job: Job, request: CompletionRequest, base: bool = False) -> CompletionResult:
         raise NotSupported(self.name, "serve completions for", job)
+
+    def scores_replies(self, job: Job) -> bool:
+        """Whether ``score`` can read log-probabilities of given replies from the job's models."""
+        return False
+
+    def score(self, job: Job, request: ScoreRequest, base: bool = False) -> ScoreResult:
+        """Log-probabilities of ``request.replies`` under the job's model (``base``: the model the
+        job started from). Providers whose API only returns log-probabilities of what they
+        generate themselves (OpenAI's) cannot."""
+        raise NotSupported(self.name, "score replies for", job)
 
     def stream(self, job: Job, request: CompletionRequest) -> Iterator[str | CompletionResult]:
         """The answer as text pieces while it is generated, then its ``CompletionResult``.

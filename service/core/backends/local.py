@@ -27,6 +27,8 @@ from service.core.backends.base import (
     Finalized,
     Next,
     NotSupported,
+    ScoreRequest,
+    ScoreResult,
     Validated,
 )
 from service.core.datasets.models import DEFAULT_MODEL
@@ -307,6 +309,12 @@ def base_model_of(job: Job) -> str:
     return local_state(job).base_model or job.model
 
 
+def starting_model_of(job: Job) -> str:
+    """The model the job trained from, served as its evaluation baseline (named ``job.model``): the
+    base, or for a job on an ``ft:`` model (SFT, then DPO) that model's directory, not its base."""
+    return local_state(job).from_model or base_model_of(job)
+
+
 class LocalBackend(Backend):
     """Trains on this deployment's own device; serves and deletes the models it trained."""
 
@@ -438,9 +446,22 @@ class LocalBackend(Backend):
             raise RuntimeError(
                 "the local backend was built without a dispatcher; it cannot serve completions"
             )
-        # The base model is served by the same engine: its id (or directory) in place of the adapter's.
-        model_dir = base_model_of(job) if base else self._served_dir(job, request)
+        # The starting model is served by the same engine: its id (or directory) in place of the adapter's.
+        model_dir = starting_model_of(job) if base else self._served_dir(job, request)
         return request_completion(
+            self.store, self.dispatcher, job, model_dir, request, self.settings.infer_timeout_s
+        )
+
+    def scores_replies(self, job: Job) -> bool:
+        return True
+
+    def score(self, job: Job, request: ScoreRequest, base: bool = False) -> ScoreResult:
+        from service.core.inference import request_scores
+
+        if self.dispatcher is None:
+            raise RuntimeError("the local backend was built without a dispatcher; it cannot score replies")
+        model_dir = starting_model_of(job) if base else local_state(job).model_dir
+        return request_scores(
             self.store, self.dispatcher, job, model_dir, request, self.settings.infer_timeout_s
         )
 

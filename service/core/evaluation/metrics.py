@@ -145,3 +145,12 @@ def summarize(pairs: Sequence[tuple[str, str]], per_example: Sequence[dict[str, 
         out[name] = round(sum(row[name] for row in per_example) / n, 4) if n else 0.0
     out["bleu"] = round(corpus_bleu([a for a, _ in pairs], [r for _, r in pairs]), 4)
     return out
+
+
+def preference_accuracy(margins: Sequence[float]) -> float | None:
+    """Share (0-1) of preference pairs whose margin log p(preferred) - log p(non-preferred) is
+    strictly positive: a tie is not a preference (a model that cannot tell the outputs apart, or
+    is shown the same text twice, scores 0 on that pair, not 0.5). None when no pair was scored."""
+    if not margins:
+        return None
+    return sum(1 for margin in margins if margin > 0) / len(margins)

@@ -13,6 +13,9 @@ from service.core.pagination import page_list
 from service.core.store import Store, evaluations
 
 ROW_PREFIX = "ex-"
+# What the methods' evaluators (``methods``) add to a stored row: per target, and per example.
+ROW_SCORES = ("preferred_logprob", "non_preferred_logprob", "preference_error", "grader_score")
+EXAMPLE_FIELDS = ("non_preferred",)
 
 
 def has_test_set(job: dict[str, Any]) -> bool:
@@ -29,15 +32,14 @@ def status_of(job: dict[str, Any]) -> str:
     return "not_run" if job["status"] in states.TERMINAL else "pending"
 
 
-def _scores(row: dict[str, Any]) -> dict[str, Any]:
-    scores = {
+def scores(row: dict[str, Any]) -> dict[str, Any]:
+    """One target's part of an evaluated row: its answer, metrics, and its method's row scores."""
+    return {
         "answer": row.get("answer"),
         "error": row.get("error"),
         **{name: row.get(name) for name in METRIC_NAMES},
+        **{name: row[name] for name in ROW_SCORES if name in row},
     }
-    if "grader_score" in row:  # a reinforcement job's row, scored by its grader
-        scores["grader_score"] = row["grader_score"]
-    return scores
 
 
 def example_rows(store: Store, job_id: str) -> list[dict[str, Any]]:
@@ -53,10 +55,11 @@ def example_rows(store: Store, job_id: str) -> list[dict[str, Any]]:
             "index": index,
             "prompt": first["prompt"],
             "reference": first["reference"],
-            **_scores(model.get(index) or {}),
+            **{name: first[name] for name in EXAMPLE_FIELDS if name in first},
+            **scores(model.get(index) or {}),
         }
         if index in base:
-            row["baseline"] = _scores(base[index])
+            row["baseline"] = scores(base[index])
         out.append(row)
     return out
 

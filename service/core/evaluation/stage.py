@@ -1,4 +1,6 @@
-"""The ``evaluating`` stage: run the fine-tuned model (and a servable base) over the held-out set.
+"""The ``evaluating`` stage: run the fine-tuned model (and a servable baseline: the model it started
+from) over the held-out set; what the job's training method adds to the scores is its evaluator's
+(``methods``).
 
 Crash-safe like the other stages: the task takes the job id only; every answered example is
 stored as it arrives, so a re-run (a redelivery, or the watchdog's re-enqueue after a killed
@@ -15,14 +17,21 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from service.core.backends.base import BackendError, CompletionRequest, CompletionResult
+from service.core.backends.base import (
+    BackendError,
+    CompletionRequest,
+    CompletionResult,
+    ScoreRequest,
+    ScoreResult,
+)
 from service.core.completions import CompletionsContext, can_serve_base, run_completion
 from service.core.errors import TunelineError
-from service.core.evaluation import metrics
+from service.core.evaluation import methods, metrics
+from service.core.evaluation.methods import SUPERVISED, Evaluator, Example
 from service.core.jobs import lifecycle, record, retry, states
 from service.core.jobs.record import Job
 from service.core.jobs.stages.common import StageContext, guard_redelivery, run_stage
@@ -41,41 +50,10 @@ MAX_RETRY_WAIT_S = 30.0
 TARGETS = ("model", "base")
 
 
-@dataclass(frozen=True)
-class Example:
-    index: int
-    messages: list[dict[str, Any]] | None
-    prompt: str | None
-    shown: str  # what a person reads as the question
-    reference: str
-
-
-def _content(message: Any) -> str:
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return content if isinstance(content, str) else ""
-
-
-def _example(index: int, row: dict[str, Any], stop: str | None) -> Example | None:
-    if isinstance(row.get("messages"), list):
-        messages = row["messages"]
-        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
-        if last < 1:
-            return None
-        asked = messages[:last]
-        shown = next((_content(m) for m in reversed(asked) if m.get("role") == "user"), "")
-        return Example(index, asked, None, shown, _content(messages[last]))
-    if isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str):
-        reference = row["completion"]
-        if stop and reference.endswith(stop):
-            reference = reference[: -len(stop)]
-        return Example(index, None, row["prompt"], row["prompt"], reference.strip())
-    return None
-
-
-def load_examples(path: Path, stop: str | None = None, skip_invalid: bool = False) -> list[Example]:
-    """The prepared test split (chat or prompt/completion rows), in file order.
+def load_examples(
+    path: Path, stop: str | None = None, evaluator: Evaluator = SUPERVISED, skip_invalid: bool = False
+) -> list[Example]:
+    """The prepared test split (rows of the format the job's method evaluates), in file order.
 
     ``skip_invalid``: pass over lines that are not JSON objects (a file as it was uploaded).
     """
@@ -90,7 +68,7 @@ def load_examples(path: Path, stop: str | None = None, skip_invalid: bool = Fals
                 if skip_invalid:
                     continue
                 raise
-            example = _example(len(out), row, stop) if isinstance(row, dict) else None
+            example = evaluator.example(len(out), row, stop) if isinstance(row, dict) else None
             if example is not None:
                 out.append(example)
     return out
@@ -114,67 +92,61 @@ class RateLimiter:
 
 
 Ask = Callable[[CompletionRequest], CompletionResult]
+_Result = TypeVar("_Result")
 
 
-@dataclass(frozen=True)
-class Scoring:
-    """What a job's held-out rows are and how each answer is scored: against the reference
-    (``REFERENCE``, the default) or, for a reinforcement job, by its grader
-    (``service.core.evaluation.graded``)."""
-
-    load: Callable[[Path, str | None], list[Example]]
-    max_tokens: Callable[[Example], int]
-    score: Callable[[str, Example], dict[str, Any]]
-    summarize: Callable[[list[dict[str, Any]]], dict[str, Any]]
-    headline: Callable[[dict[str, Any]], str]  # a summary's figures, for the job's event
-
-
-def _reference_tokens(example: Example) -> int:
-    # Room for an answer twice the reference's length (a CJK character is about one token or
-    # less), so a model that never stops (an untrained base) cannot stall the evaluation.
-    return 2 * len(example.reference) + 16
+def _retrying(limiter: RateLimiter, call: Callable[[], _Result]) -> _Result:
+    """``call()``, paced by ``limiter``, retrying retryable backend errors; the last error raises."""
+    for attempt in range(ATTEMPTS):
+        limiter.wait()
+        try:
+            return call()
+        except BackendError as exc:
+            if not (exc.retryable and attempt + 1 < ATTEMPTS):
+                raise
+            wait = exc.retry_after if exc.retry_after is not None else 2.0**attempt
+            time.sleep(min(wait, MAX_RETRY_WAIT_S))
+    raise AssertionError("unreachable")
 
 
 def _answer(
-    ask: Ask, limiter: RateLimiter, example: Example, stop: list[str] | None, scoring: Scoring
+    ask: Ask, limiter: RateLimiter, example: Example, stop: list[str] | None, evaluator: Evaluator
 ) -> dict[str, Any]:
     """One evaluated row; a failure after retries is recorded on the row, not raised."""
     request = CompletionRequest(
         model="",
         messages=example.messages,
         prompt=example.prompt,
-        max_tokens=min(MAX_TOKENS, scoring.max_tokens(example)),
+        max_tokens=min(MAX_TOKENS, evaluator.max_tokens(example)),
         temperature=0.0,
         stop=stop,
     )
-    row: dict[str, Any] = {"index": example.index, "prompt": example.shown, "reference": example.reference}
-    for attempt in range(ATTEMPTS):
-        limiter.wait()
-        try:
-            result = ask(request)
-        except BackendError as exc:
-            if exc.retryable and attempt + 1 < ATTEMPTS:
-                time.sleep(
-                    min(exc.retry_after if exc.retry_after is not None else 2.0**attempt, MAX_RETRY_WAIT_S)
-                )
-                continue
-            return {**row, "answer": None, "error": {"code": exc.code, "message": exc.message}}
-        except TunelineError as exc:
-            return {**row, "answer": None, "error": {"code": exc.code, "message": exc.message}}
-        scores = scoring.score(result.text, example)
-        return {**row, "answer": result.text, "finish_reason": result.finish_reason, **scores}
-    raise AssertionError("unreachable")
+    row: dict[str, Any] = {
+        "index": example.index,
+        "prompt": example.shown,
+        "reference": example.reference,
+        **example.fields,
+    }
+    try:
+        result = _retrying(limiter, lambda: ask(request))
+    except (BackendError, TunelineError) as exc:
+        return {**row, "answer": None, "error": {"code": exc.code, "message": exc.message}}
+    scores = metrics.score(result.text, example.reference).as_dict() if evaluator.reference_metrics else {}
+    return {**row, "answer": result.text, "finish_reason": result.finish_reason, **scores}
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The summary of one target: metric means over answered rows, corpus BLEU, error count."""
+def summarize(rows: list[dict[str, Any]], evaluator: Evaluator = SUPERVISED) -> dict[str, Any]:
+    """The summary of one target: metric means over answered rows, corpus BLEU, error count, and
+    the figures of the job's method."""
     answered = [r for r in rows if r.get("answer") is not None]
     summary: dict[str, Any] = {
         "examples": len(rows),
         "answered": len(answered),
         "errors": len(rows) - len(answered),
     }
-    summary.update(metrics.summarize([(r["answer"], r["reference"]) for r in answered], answered))
+    if evaluator.reference_metrics:
+        summary.update(metrics.summarize([(r["answer"], r["reference"]) for r in answered], answered))
+    summary.update(evaluator.summarize(rows))
     return summary
 
 
@@ -191,41 +163,34 @@ def served_by(ctx: CompletionsContext, job: Job) -> Job:
     return source
 
 
-REFERENCE = Scoring(
-    load=lambda path, stop: load_examples(path, stop),
-    max_tokens=_reference_tokens,
-    score=lambda answer, example: metrics.score(answer, example.reference).as_dict(),
-    summarize=summarize,
-    headline=lambda summary: (
-        f"exact_match {summary['exact_match']}, char_f1 {summary['char_f1']}, "
-        f"rouge_l {summary['rouge_l']}, bleu {summary['bleu']}"
-    ),
-)
-
-
-def scoring_for(ctx: CompletionsContext, job: Job) -> Scoring:
-    from service.core.evaluation import graded  # it builds on this module
-
-    return graded.scoring(ctx.settings, job) if graded.applies(job) else REFERENCE
-
-
 def _run_target(
     ctx: CompletionsContext,
     job: Job,
     target: str,
     examples: list[Example],
     keep_going: Callable[[], bool],
-    scoring: Scoring = REFERENCE,
+    evaluator: Evaluator,
+    scores: bool,
 ) -> dict[str, Any] | None:
-    """Evaluate the examples not yet stored; None when the run was stopped (cancel, lost lease)."""
+    """Evaluate the examples not yet stored; None when the run was stopped (cancel, lost lease).
+
+    ``scores``: the backend can score given replies for the method's per-row scores.
+    """
     base = target == "base"
+    limiter = RateLimiter(ctx.settings.eval_rate_per_s)
     served = served_by(ctx, job)
     model = served.fine_tuned_model or ""
 
     def ask(request: CompletionRequest) -> CompletionResult:
         return run_completion(ctx, served, replace(request, model=model), base=base)
 
-    limiter = RateLimiter(ctx.settings.eval_rate_per_s)
+    def score(request: ScoreRequest) -> ScoreResult:
+        return _retrying(limiter, lambda: ctx.backends(served.provider).score(served, request, base))
+
+    def evaluate(example: Example) -> dict[str, Any]:
+        row = _answer(ask, limiter, example, stop, evaluator)
+        return {**row, **evaluator.score(example, row, score if scores else None)}
+
     stop = [job.prepared_stop] if job.prepared_stop else None
     done = evaluations.rows(ctx.store, job.id, target)
     todo = [e for e in examples if e.index not in done]
@@ -234,10 +199,10 @@ def _run_target(
             if not keep_going():
                 return None
             batch = todo[start : start + BATCH]
-            for row in pool.map(lambda e: _answer(ask, limiter, e, stop, scoring), batch):
+            for row in pool.map(evaluate, batch):
                 evaluations.put_row(ctx.store, job.id, target, row["index"], row)
     stored = evaluations.rows(ctx.store, job.id, target)
-    return scoring.summarize([stored[i] for i in sorted(stored)])
+    return summarize([stored[i] for i in sorted(stored)], evaluator)
 
 
 def run_evaluate(ctx: CompletionsContext, job_id: str, attempt: int = 0) -> None:
@@ -267,18 +232,29 @@ def _evaluate(ctx: CompletionsContext, job: Job, token: str) -> None:
         alive = current is not None and current["status"] == states.RUNNING and current["stage"] == STAGE
         return alive and evaluations.renew_lease(ctx.store, job_id, STAGE, LEASE_S, token)
 
-    scoring = scoring_for(ctx, job)
-    examples = scoring.load(Path((job.prepared or {})["test"]), job.prepared_stop)
-    targets = ["model"] + (["base"] if job.evaluate_base and can_serve_base(ctx, job) else [])
+    evaluator = methods.for_method(job.method).bind(ctx.settings, job)
+    examples = load_examples(Path((job.prepared or {})["test"]), job.prepared_stop, evaluator)
+    # An experiment evaluates one baseline per base model (evaluate_base on its first candidate).
+    compare = job.evaluate_base or (evaluator.compares_base and job.experiment_id is None)
+    targets = ["model"] + (["base"] if compare and can_serve_base(ctx, job) else [])
+    scores = evaluator.needs_scores and ctx.backends(job.provider).scores_replies(job)
     lifecycle.record_event(
         ctx.store,
         job_id,
         f"Evaluating {job.evaluated_model or job.fine_tuned_model} on {len(examples)} held-out examples"
-        + (" (and its base model)" if "base" in targets else ""),
+        + (f" (and the model it started from, {job.model})" if "base" in targets else ""),
     )
+    if evaluator.needs_scores and not scores:
+        lifecycle.record_event(
+            ctx.store,
+            job_id,
+            f"Provider {job.provider} cannot score given replies by log-probability: "
+            f"{', '.join(evaluator.summary_names)} will not be computed",
+            level="warn",
+        )
     summaries: dict[str, dict[str, Any]] = {}
     for target in targets:
-        summary = _run_target(ctx, job, target, examples, keep_going, scoring)
+        summary = _run_target(ctx, job, target, examples, keep_going, evaluator, scores)
         if summary is None:
             log.info("evaluation stopped", extra={"job_id": job_id})
             return
@@ -293,11 +269,15 @@ def _evaluate(ctx: CompletionsContext, job: Job, token: str) -> None:
         "baseline": baseline,
         "baseline_model": job.model if "base" in summaries else None,
     }
+    generation = ("exact_match", "char_f1", "rouge_l", "bleu") if evaluator.reference_metrics else ()
+    figures = (*generation, *evaluator.summary_names)
     message = (
-        f"Evaluation {status}: {scoring.headline(model)} over {model['answered']}/{len(examples)} examples"
+        f"Evaluation {status}: {', '.join(f'{name} {model.get(name)}' for name in figures)} "
+        f"over {model['answered']}/{len(examples)} examples"
     )
     if baseline:
-        message += f"; base model {scoring.headline(baseline)}"
+        headline = (*generation[1:2], *evaluator.summary_names[:1])
+        message += "; baseline " + ", ".join(f"{name} {baseline.get(name)}" for name in headline)
     lifecycle.try_transition(
         ctx.store,
         job_id,

@@ -15,9 +15,10 @@ from service.core.auth import Principal
 from service.core.backends import registry
 from service.core.backends.base import Backend
 from service.core.datasets import default_epochs, reinforcement
-from service.core.datasets.checks import CHAT, PREFERENCE, PROMPT_COMPLETION, REINFORCEMENT
+from service.core.datasets.checks import PREFERENCE, REINFORCEMENT
 from service.core.dispatch import Dispatcher
 from service.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from service.core.evaluation import methods as evaluation_methods
 from service.core.graders.usecases import reward_grader
 from service.core.jobs import integrations, lifecycle, metrics, record, seeds, states
 from service.core.jobs.record import Job
@@ -32,7 +33,6 @@ from service.core.webhooks.ssrf import UnsafeWebhookURL, check_url
 from service.settings import Settings
 
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-TESTABLE_FORMATS = (PROMPT_COMPLETION, CHAT, REINFORCEMENT)
 # The data format each method trains on (None: any but these).
 METHOD_FORMATS = {"dpo": PREFERENCE, "reinforcement": REINFORCEMENT}
 METHOD_DATA = {
@@ -100,11 +100,11 @@ def _check_test_file(ctx: JobsContext, principal: Principal, params: dict[str, A
     _usable_file(ctx, principal, test_id, "test_file")
     test_format = (get_report(ctx.store, test_id) or {}).get("format")
     train_format = (get_report(ctx.store, params["training_file"]) or {}).get("format")
-    if test_format not in TESTABLE_FORMATS or (train_format and test_format != train_format):
+    evaluator = evaluation_methods.for_method(params.get("method"))
+    if test_format not in evaluator.test_formats or (train_format and test_format != train_format):
         raise Unprocessable(
             f"test_file {test_id} is in format {test_format!r}; a test set needs the training file's "
-            f"format ({train_format!r}): prompt/completion or chat rows whose last message is the "
-            "reference, or reinforcement rows (scored by the job's grader).",
+            f"format ({train_format!r}): {evaluator.test_rows}.",
             param="test_file",
             code="invalid_test_file",
         )
@@ -136,7 +136,7 @@ def _check_method_format(
 
 
 def _check_method_data(ctx: JobsContext, params: dict[str, Any], report: dict[str, Any]) -> None:
-    """The files (and split) suit the job's method."""
+    """The training and validation files suit the job's method (a test file: ``_check_test_file``)."""
     method = params.get("method")
     _check_method_format(method, report, params["training_file"])
     if params.get("validation_file"):
@@ -146,23 +146,14 @@ def _check_method_data(ctx: JobsContext, params: dict[str, Any], report: dict[st
     if (method or {}).get("type") == "reinforcement" and (params.get("test_file") or split.get("test")):
         # Tuneline scores the held-out answers itself, with this grader: it must run here.
         reward_grader(ctx.settings, ((method or {}).get("reinforcement") or {}).get("grader"))
-    if (method or {}).get("type") == "dpo" and split.get("test"):
-        # Held-out evaluation scores answers against references; for preference pairs it is not built yet.
-        raise Unprocessable(
-            "A DPO job cannot hold out a test split yet (held-out evaluation scores chat or "
-            "prompt/completion rows).",
-            param="prepare.split.test",
-            code="invalid_test_split",
-        )
 
 
 def _check_files(ctx: JobsContext, principal: Principal, params: dict[str, Any]) -> files.FileRecord:
-    """The training file, usable; the validation and test files too, when given."""
+    """The training file, usable; the validation file too, when given (the test file is checked
+    after the method's data: ``_check_test_file``)."""
     training = _usable_file(ctx, principal, params["training_file"], "training_file")
     if params.get("validation_file"):
         _usable_file(ctx, principal, params["validation_file"], "validation_file")
-    if params.get("test_file"):
-        _check_test_file(ctx, principal, params)
     return training
 
 
@@ -208,6 +199,8 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
     webhook = _webhook(ctx, params)
     report = get_report(ctx.store, training.id) or {}
     _check_method_data(ctx, params, report)
+    if params.get("test_file"):
+        _check_test_file(ctx, principal, params)
     counts = report.get("counts") or {}
     examples = int(counts.get("kept") or counts.get("valid") or 0)
     n_epochs = _epochs(hyper, params.get("method"), examples)
@@ -306,6 +299,8 @@ def build_evaluation(ctx: JobsContext, principal: Principal, params: dict[str, A
     training = _check_files(ctx, principal, params)
     webhook = _webhook(ctx, params)
     _check_method_data(ctx, {**params, "method": None}, get_report(ctx.store, training.id) or {})
+    if params.get("test_file"):
+        _check_test_file(ctx, principal, {**params, "method": None})
     now = time.time()
     return Job(
         id=ids.new_id("job"),

@@ -203,3 +203,47 @@ def test_an_evaluate_only_job_fails_when_its_model_is_gone(settings, store, eval
     job = repo.load(store, evaluating["id"])
     assert fake.asked == [] and job["status"] == "failed"
     assert job["error"]["code"] == "model_not_found"
+
+
+def test_a_dpo_job_scores_answers_against_the_preferred_output(settings, store, tmp_path):
+    """A provider that cannot score given replies (OpenAI's API) still gets the generation metrics;
+    preference_accuracy is null and an event says why."""
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "input": {"messages": [{"role": "user", "content": p}]},
+                    "preferred_output": [{"role": "assistant", "content": r}],
+                    "non_preferred_output": [{"role": "assistant", "content": "随便。"}],
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for p, r in ROWS
+        ),
+        encoding="utf-8",
+    )
+    job = finished_job(
+        store,
+        "alpha",
+        provider="openai",
+        status="running",
+        stage="evaluating",
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}},
+        prepared={"train": str(tmp_path / "train.jsonl"), "test": str(test_file)},
+        prepare={"split": {"test": 0.1}},
+    )
+    fake = FakeOpenAI()
+    stage.run_evaluate(context(settings, store, fake), job["id"])
+    done = repo.load(store, job["id"])
+    assert done["status"] == "succeeded", done
+    summary = done["evaluation"]["metrics"]
+    assert summary["answered"] == 3 and summary["exact_match"] == pytest.approx(2 / 3, abs=1e-4)
+    assert summary["preference_accuracy"] is None and summary["preference_pairs"] == 0
+    assert done["evaluation"]["baseline"] is None  # OpenAI does not serve the base model here
+    rows = evaluations.rows(store, job["id"], "model")
+    assert rows[0]["reference"] == ROWS[0][1] and rows[0]["non_preferred"] == "随便。"
+    assert "preferred_logprob" not in rows[0]
+    messages = [e["message"] for e in repo.events_since(store, job["id"], 0)]
+    assert any("cannot score given replies" in m and "preference_accuracy" in m for m in messages)

@@ -82,7 +82,8 @@ function flatten(obj, prefix = "", out = []) {
   return out;
 }
 
-const MEASURES = ["exact_match", "char_f1", "rouge_l", "bleu", "examples", "answered", "errors"];
+const MEASURES = ["exact_match", "char_f1", "rouge_l", "bleu", "preference_accuracy", "preference_margin", "preference_pairs",
+  "examples", "answered", "errors"]; // the preference_* figures: DPO jobs only
 
 /** The held-out evaluation: summary against the base model, then the first answers. */
 function evaluation(ev) {
