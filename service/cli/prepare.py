@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,18 @@ def _human(report: Report, path: Path) -> str:
     return "\n".join(lines)
 
 
+def _grader(given: str) -> dict[str, Any]:
+    """``--grader``: inline JSON, or ``@FILE`` holding it; a usage error (exit 2) when unreadable."""
+    try:
+        text = Path(given[1:]).read_text(encoding="utf-8") if given.startswith("@") else given
+        value = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"not a grader's JSON: {exc}", param_hint="--grader") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("a grader is a JSON object", param_hint="--grader")
+    return value
+
+
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -94,6 +107,12 @@ def _human(report: Report, path: Path) -> str:
 @click.option("--skip-invalid-lines", is_flag=True, help="Drop invalid lines instead of failing.")
 @click.option("--convert-encoding", is_flag=True, help="Convert GB18030/UTF-16 input to UTF-8.")
 @click.option("--epochs", "n_epochs", type=int, default=None, help="Epochs for the estimate (default: auto).")
+@click.option(
+    "--grader",
+    "grader_json",
+    default=None,
+    help="A reinforcement job's grader (OpenAI's JSON, or @FILE): every row must have the fields it reads.",
+)
 def prepare(
     file: Path,
     model: str,
@@ -107,8 +126,10 @@ def prepare(
     skip_invalid_lines: bool,
     convert_encoding: bool,
     n_epochs: int | None,
+    grader_json: str | None,
 ) -> None:
     """Check and prepare a dataset file offline (exit 0: usable, 1: errors, 2: usage)."""
+    grader = _grader(grader_json) if grader_json is not None else None
     options = PrepareOptions(
         model=model,
         system_prompt=system_prompt,
@@ -122,6 +143,8 @@ def prepare(
         convert_encoding=convert_encoding,
         completion_fixes="completion" not in no_fix,
         n_epochs=n_epochs,
+        method="reinforcement" if grader is not None else None,
+        grader=grader,
     )
     try:
         options.validate()

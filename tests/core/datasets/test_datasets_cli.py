@@ -51,3 +51,23 @@ def test_flags_switch_fixes(bad_dir: Path) -> None:
     assert ok.exit_code == 0
     gbk = runner.invoke(prepare, [str(bad_dir / "gbk_encoded.jsonl"), "--convert-encoding"])
     assert gbk.exit_code == 0
+
+
+def test_a_grader_names_the_rows_it_cannot_score(tmp_path: Path) -> None:
+    from tests.core.datasets.test_datasets_reinforcement import GRADER, row, write
+
+    rows = [row(i) for i in range(12)]
+    rows.insert(3, {k: v for k, v in row(3).items() if k != "answer"})  # line 4: no `answer`
+    path = write(tmp_path / "rl.jsonl", rows)
+    (tmp_path / "grader.json").write_text(json.dumps(GRADER), encoding="utf-8")
+    result = CliRunner().invoke(prepare, [str(path), "--grader", f"@{tmp_path / 'grader.json'}", "--json"])
+    assert result.exit_code == 1, result.output
+    found = [f for f in json.loads(result.output)["findings"] if f["code"] == "grader_missing_field"]
+    assert [(f["line"], f["field"]) for f in found] == [(4, "answer")]
+    # Without the grader the fields are nobody's business yet: the file is usable.
+    assert CliRunner().invoke(prepare, [str(path)]).exit_code == 0
+    # A grader that is not JSON, or names an unknown type, is a usage error naming it.
+    bad = CliRunner().invoke(prepare, [str(path), "--grader", "{nope"])
+    assert bad.exit_code == 2 and "--grader" in bad.output
+    unknown = CliRunner().invoke(prepare, [str(path), "--grader", json.dumps({**GRADER, "type": "nope"})])
+    assert unknown.exit_code == 2 and "method.reinforcement.grader" in unknown.output
