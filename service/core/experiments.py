@@ -20,7 +20,16 @@ from service.core.store import jobs as jobs_repo
 
 DEFAULT_SEED = 42
 # A candidate's own fields; everything else is shared by all candidates.
-CANDIDATE_FIELDS = ("provider", "model", "hyperparameters", "method", "suffix", "sandbox", "evaluate_only")
+CANDIDATE_FIELDS = (
+    "provider",
+    "model",
+    "hyperparameters",
+    "method",
+    "suffix",
+    "sandbox",
+    "evaluate_only",
+    "compute",
+)
 
 
 @dataclass
@@ -162,6 +171,7 @@ def _row(index: int, candidate: dict[str, Any], job: dict[str, Any] | None, now:
         "model": evaluated or job["model"],
         "evaluate_only": bool(evaluated),
         "hyperparameters": candidate.get("hyperparameters") or {},
+        **({"compute": job["compute"]} if job.get("compute") else {}),  # jobs Tuneline trains
         "job_id": job["id"],
         "status": job["status"],
         "stage": job["stage"],

@@ -105,3 +105,33 @@ def test_a_remote_provider_refuses_compute(client, ready, dispatcher):
     assert plain.status_code == 200, plain.json
     assert "compute" not in plain.json  # only jobs Tuneline trains itself carry it
     assert dispatcher.sent[-1] == (tasknames.JOB_PREPARE, (plain.json["id"],))
+
+
+def test_experiment_candidates_take_compute_like_jobs(client, ready, dispatcher):
+    token, file_id = ready
+    body = {
+        "training_file": file_id,
+        "prepare": {"split": {"test": 0.2}},
+        "candidates": [
+            {"provider": "local", "model": "smollm2-135m", "compute": {"executor": "ray", "num_workers": 2}},
+            {"provider": "local", "model": "smollm2-135m"},
+        ],
+    }
+    r = client.post("/v1/experiments", headers=auth(token), json=body)
+    assert r.status_code == 200, r.json
+    ray = {"executor": "ray", "num_workers": 2, "gpus_per_worker": 0.0}
+    assert [c.get("compute") for c in r.json["candidates"]] == [
+        ray,
+        {"executor": "process", "num_workers": 1},
+    ]
+    job = client.get(f"/v1/fine_tuning/jobs/{r.json['candidates'][0]['job_id']}", headers=auth(token)).json
+    assert job["compute"] == ray
+
+    sent = len(dispatcher.sent)
+    bad = {
+        **body,
+        "candidates": [{"provider": "local", "model": "smollm2-135m", "compute": {"num_workers": 2}}],
+    }
+    r = client.post("/v1/experiments", headers=auth(token), json=bad)
+    assert_error(r, 422, "invalid_request_error", "candidates.0.compute.num_workers", "compute_not_supported")
+    assert len(dispatcher.sent) == sent  # nothing started

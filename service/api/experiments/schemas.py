@@ -6,6 +6,7 @@ import marshmallow as ma
 
 from service.api.base import CursorArgsSchema, StrictSchema, list_schema
 from service.api.jobs.schemas import (
+    ComputeSchema,
     EvaluationScoresSchema,
     EvaluationSummarySchema,
     HyperparametersSchema,
@@ -25,6 +26,9 @@ class CandidateSchema(StrictSchema):
     method = ma.fields.Nested(MethodSchema)
     suffix = ma.fields.String(validate=ma.validate.Length(min=1, max=64))
     sandbox = ma.fields.Nested(SandboxFaultsSchema)
+    compute = ma.fields.Nested(
+        ComputeSchema, metadata={"description": "Local candidates: how it trains (as on a job)."}
+    )
     evaluate_only = ma.fields.Boolean(
         metadata={
             "description": "Train nothing: `model` is one of your existing fine-tuned models (imported "
@@ -57,6 +61,7 @@ class CandidateRowSchema(ma.Schema):
     model = ma.fields.String()
     evaluate_only = ma.fields.Boolean(metadata={"description": "An existing model, evaluated only."})
     hyperparameters = ma.fields.Dict()
+    compute = ma.fields.Dict(metadata={"description": "Local candidates: the resolved compute."})
     job_id = ma.fields.String()
     status = ma.fields.String(required=True)
     stage = ma.fields.String()
