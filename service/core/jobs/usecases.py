@@ -250,8 +250,8 @@ def build_job(ctx: JobsContext, principal: Principal, params: dict[str, Any]) ->
         stage="preparing",
         stage_changed_at=now,
         state=backend.state_type(),
-        # Reinforcement's held-out score is read against the base's (DESIGN §12), where it is served.
-        evaluate_base=(params.get("method") or {}).get("type") == "reinforcement",
+        # Whether the held-out evaluation also runs the base is the method's evaluator's rule
+        # (``evaluation.methods``: DPO and reinforcement compare with the model they started from).
     )
     if source is not None:
         backend.continue_from(job, source)
