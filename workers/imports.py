@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from celery import Celery, Task
 
@@ -35,23 +36,34 @@ def distill_context() -> DistillContext:
     )
 
 
+def _step(task: Task, name: str, what: str, import_id: str, step: Callable[[int], bool]) -> None:
+    """Run one bounded step; a step that must wait retries later, one that left work enqueues the next."""
+    try:
+        more = step(task.request.retries)
+    except RetryLater as exc:
+        log.info(f"{what} step will retry", extra={"import_id": import_id, "delay": exc.delay})
+        raise task.retry(countdown=exc.delay, max_retries=None) from None
+    if more:
+        context().dispatcher.enqueue(name, import_id)
+
+
 def register(app: Celery) -> None:
     @app.task(name=taskqueue.IMPORT_RUN, bind=True)
     def run_(self: Task, import_id: str) -> None:
-        try:
-            more = run.run_import(imports_context(), import_id, self.request.retries)
-        except RetryLater as exc:
-            log.info("import step will retry", extra={"import_id": import_id, "delay": exc.delay})
-            raise self.retry(countdown=exc.delay, max_retries=None) from None
-        if more:
-            context().dispatcher.enqueue(taskqueue.IMPORT_RUN, import_id)
+        _step(
+            self,
+            taskqueue.IMPORT_RUN,
+            "import",
+            import_id,
+            lambda attempt: run.run_import(imports_context(), import_id, attempt),
+        )
 
     @app.task(name=taskqueue.IMPORT_DISTILL, bind=True)
     def distill_(self: Task, import_id: str) -> None:
-        try:
-            more = distill.run_distill(distill_context(), import_id, self.request.retries)
-        except RetryLater as exc:
-            log.info("distill step will retry", extra={"import_id": import_id, "delay": exc.delay})
-            raise self.retry(countdown=exc.delay, max_retries=None) from None
-        if more:
-            context().dispatcher.enqueue(taskqueue.IMPORT_DISTILL, import_id)
+        _step(
+            self,
+            taskqueue.IMPORT_DISTILL,
+            "distill",
+            import_id,
+            lambda attempt: distill.run_distill(distill_context(), import_id, attempt),
+        )

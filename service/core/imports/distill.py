@@ -302,17 +302,14 @@ class _Step:
 
     def _throttle(self) -> None:
         settings = self.ctx.settings
-        while True:
-            wait = ratelimit.take(
-                self.ctx.store,
-                self.account,
-                settings.poll_rate_per_s,
-                settings.poll_burst,
-                self.ctx.clock.now(),
-            )
-            if wait <= 0:
-                return
-            self.ctx.sleep(min(wait, 5.0))
+        ratelimit.wait_for(
+            self.ctx.store,
+            self.account,
+            settings.poll_rate_per_s,
+            settings.poll_burst,
+            self.ctx.clock.now,
+            self.ctx.sleep,
+        )
 
     # --- the file -----------------------------------------------------------------------------
 

@@ -137,17 +137,14 @@ class _Step:
     def _throttle(self) -> None:
         """Wait for the account's rate budget (shared with polling the same account)."""
         settings = self.ctx.settings
-        while True:
-            wait = ratelimit.take(
-                self.ctx.store,
-                self.account,
-                settings.poll_rate_per_s,
-                settings.poll_burst,
-                self.ctx.clock.now(),
-            )
-            if wait <= 0:
-                return
-            self.ctx.sleep(min(wait, 5.0))
+        ratelimit.wait_for(
+            self.ctx.store,
+            self.account,
+            settings.poll_rate_per_s,
+            settings.poll_burst,
+            self.ctx.clock.now,
+            self.ctx.sleep,
+        )
 
     # --- one job -----------------------------------------------------------------------------
 

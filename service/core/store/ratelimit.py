@@ -11,6 +11,8 @@ request's calls fit would starve a request of several calls behind single ones.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from service.core.store import keys
 from service.core.store.base import Store
 
@@ -50,3 +52,18 @@ def take(store: Store, account: str, rate_per_s: float, burst: int, now: float, 
         str(cost),
     )
     return float(wait)  # type: ignore[arg-type]
+
+
+def wait_for(
+    store: Store,
+    account: str,
+    rate_per_s: float,
+    burst: int,
+    now: Callable[[], float],
+    sleep: Callable[[float], None],
+    longest_s: float = 5.0,
+) -> None:
+    """Block until ``account``'s budget grants one call (work that must go on, not be rescheduled:
+    an import, a distillation), sleeping at most ``longest_s`` between tries."""
+    while (wait := take(store, account, rate_per_s, burst, now())) > 0:
+        sleep(min(wait, longest_s))
