@@ -123,12 +123,12 @@ def main() -> None:
             subprocess.Popen(
                 [
                     str(BIN / "gunicorn"),
+                    "-c",
+                    "python:service.gunicorn_conf",
                     "--bind",
                     f"127.0.0.1:{port}",
                     "--workers",
                     "2",
-                    "--threads",
-                    "4",
                     "service.wsgi:app",
                 ],
                 env=env,

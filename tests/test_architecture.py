@@ -54,7 +54,8 @@ def test_docker_compose_defines_the_stack():
     redis_cmd = " ".join(map(str, services["redis"]["command"]))
     assert "--appendonly yes" in redis_cmd and "noeviction" in redis_cmd
     assert "healthcheck" in services["redis"]
-    assert "gunicorn" in " ".join(map(str, services["api"]["command"]))
+    api_cmd = " ".join(map(str, services["api"]["command"]))
+    assert api_cmd.startswith("gunicorn -c python:service.gunicorn_conf ")  # the one set of settings
     for name in ("api", "worker", "beat"):
         env = services[name]["environment"]
         assert env["TUNELINE_REDIS_URL"].startswith("redis://redis:")

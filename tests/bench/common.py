@@ -79,6 +79,8 @@ def start_gunicorn(
     proc = Proc(
         [
             str(VENV_BIN / "gunicorn"),
+            "-c",
+            str(Path(__file__).resolve().parents[2] / "service" / "gunicorn_conf.py"),
             *(["--chdir", str(chdir)] if chdir else []),
             "--bind",
             f"127.0.0.1:{port}",
@@ -86,8 +88,6 @@ def start_gunicorn(
             str(workers),
             "--threads",
             str(threads),
-            "--timeout",
-            "120",
             "--access-logfile",
             "-",
             app_spec,

@@ -76,3 +76,25 @@ def test_deeply_nested_upload_ends_with_a_report_through_the_worker(stack, sampl
     assert r.status_code == 200, r.text
     deep = [f for f in r.json()["findings"] if f["code"] == "too_deep"]
     assert [(f["line"], f["field"]) for f in deep] == [(5, "completion"), (9, "meta")]
+
+
+def test_the_server_keeps_an_idle_connection_longer_than_the_sdk_does(stack):
+    """The SDK's HTTP client keeps an idle connection 5 s and then reuses it. The server must not
+    close it first: a request sent just as the server closed its end failed with "Server
+    disconnected without sending a response" (gunicorn's default keep-alive is 2 s)."""
+    import http.client
+    import time
+
+    from service import gunicorn_conf
+
+    expiry = httpx2.Limits().keepalive_expiry
+    assert expiry is not None and gunicorn_conf.keepalive > expiry
+    conn = http.client.HTTPConnection(stack.base_url.removeprefix("http://"), timeout=10)
+    try:
+        for _ in range(2):
+            conn.request("GET", "/healthz")  # the second one on the same socket, 3 s later
+            reply = conn.getresponse()
+            assert (reply.status, reply.read()) == (200, b'{"status":"ok"}\n')
+            time.sleep(3)  # idle past gunicorn's default, within the SDK's expiry
+    finally:
+        conn.close()

@@ -157,14 +157,12 @@ def start_api(env: Mapping[str, str], port: int, log: Path, workers: int = 2) ->
     proc = Proc(
         [
             str(VENV_BIN / "gunicorn"),
+            "-c",
+            "python:service.gunicorn_conf",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
             str(workers),
-            "--threads",
-            "4",
-            "--timeout",
-            "120",
             "--access-logfile",
             "-",
             "service.wsgi:app",
