@@ -83,6 +83,12 @@ def build_demo_command(out: Path, data: Path | None, pretrain_steps: int, as_jso
     help="file to write, or an existing directory (the server's file name is kept)",
 )
 @click.option(
+    "--unpack",
+    is_flag=True,
+    help="unpack the .tar into the --out directory (the export's folder, e.g. the .gguf beside its "
+    "Modelfile) and remove the archive",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=1),
     default=3600.0,
@@ -91,10 +97,14 @@ def build_demo_command(out: Path, data: Path | None, pretrain_steps: int, as_jso
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no progress bar).")
 def export_command(
-    model: str, fmt: str, quantization: str | None, out: Path, timeout: float, as_json: bool
+    model: str, fmt: str, quantization: str | None, out: Path, unpack: bool, timeout: float, as_json: bool
 ) -> None:
     """Download MODEL (or a ``...:ckpt-step-N`` checkpoint): waits while the server builds the
-    export (the first request starts it), then streams it to --out with a progress bar."""
+    export (the first request starts it), then streams it to --out with a progress bar. The export
+    is a .tar of one folder: the weights and a model card (README.md); gguf adds an Ollama Modelfile
+    (``ollama create NAME -f FOLDER/Modelfile``)."""
+    if unpack and not out.is_dir():
+        raise click.BadParameter("--unpack needs --out to be an existing directory", param_hint="--out")
     conn = connect()
     params = {"format": fmt, **({"quantization": quantization} if quantization else {})}
     path = f"/v1/models/{model}/content"
@@ -116,17 +126,34 @@ def export_command(
             target = _target(out, response.headers.get("content-disposition") or "")
             written = _save(response, target, int(response.headers.get("content-length") or 0), as_json)
             break
-    summary = {
+    summary: dict[str, Any] = {
         "model": model,
         "format": fmt,
         "quantization": quantization,
         "path": str(target),
         "bytes": written,
     }
+    if unpack:
+        summary["path"] = str(_unpack(target, out))
     if as_json:
         echo_json(summary)
     else:
-        click.echo(f"wrote {written} bytes to {target}")
+        unpacked = f", unpacked into {summary['path']}" if unpack else ""
+        click.echo(f"wrote {written} bytes to {target}{unpacked}")
+
+
+def _unpack(archive: Path, out: Path) -> Path:
+    """Extract the export's one folder into ``out`` (members that would land outside it, links
+    and special files are refused by tarfile's ``data`` filter); the archive is then removed."""
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        tops = {member.name.split("/")[0] for member in tar.getmembers()}
+        if len(tops) != 1:
+            raise ApiError(0, "invalid_export", None, f"{archive.name} does not hold one folder")
+        tar.extractall(out, filter="data")
+    archive.unlink()
+    return out / tops.pop()
 
 
 def _target(out: Path, disposition: str) -> Path:

@@ -203,8 +203,11 @@ def test_exports_load_in_other_readers_and_answer_as_served(
     adapter = untar(download(local, token, model, "adapter", tmp_path))
     assert adapter_answers(local_base_model, adapter, prompts) == ours
 
-    gguf = download(local, token, model, "gguf", tmp_path, "f16")
-    assert gguf.suffix == ".gguf"
+    folder = untar(download(local, token, model, "gguf", tmp_path, "f16"))
+    (gguf,) = folder.glob("*.gguf")
+    modelfile = (folder / "Modelfile").read_text("utf-8")  # Ollama's, naming the file beside it
+    assert modelfile.startswith(f"FROM ./{gguf.name}\n") and "PARAMETER stop" in modelfile
+    assert "## Evaluation" in (folder / "README.md").read_text("utf-8")
     reader = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
     answers = greedy(reader, AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), prompts)
     # f16 rounding may flip a near tie of the tiny model (tests/training/test_export.py bounds it).
@@ -330,13 +333,17 @@ def test_cli_export_polls_then_downloads(local: Stack, trained: tuple[str, Any],
             "q8_0",
             "--out",
             str(tmp_path),
+            "--unpack",
             "--json",
         ],
         env={"TUNELINE_BASE_URL": local.base_url, "TUNELINE_API_KEY": token},
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
-    path = Path(summary["path"])
-    assert path.parent == tmp_path and path.suffix == ".gguf"
-    assert path.stat().st_size == summary["bytes"] > 0
-    assert path.read_bytes()[:4] == b"GGUF"
+    folder = Path(summary["path"])
+    assert folder.parent == tmp_path and folder.is_dir() and summary["bytes"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # the archive is gone
+    (gguf,) = folder.glob("*-q8_0.gguf")
+    assert gguf.read_bytes()[:4] == b"GGUF"
+    assert (folder / "Modelfile").read_text("utf-8").startswith(f"FROM ./{gguf.name}\n")
+    assert (folder / "README.md").is_file()

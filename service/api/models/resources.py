@@ -47,7 +47,8 @@ class ModelContent(MethodView):
     @blp.alt_response(
         200,
         content_type="application/octet-stream",
-        description="The built export: a `.tar` (adapter, merged) or the `.gguf` file",
+        description="The built export, a `.tar` of one directory: the weights and a model card "
+        "(README.md); for gguf the `.gguf` file and an Ollama `Modelfile`",
         success=True,
     )
     def get(self, args: dict[str, Any], model: str) -> Any:

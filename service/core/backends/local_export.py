@@ -1,9 +1,9 @@
 """Exports of locally trained models: cached by model and format under the data directory, built
 once in the background by a child ``python -m service.training.export`` on an ``infer`` worker.
 
-Layout under ``<data_dir>/exports/<job id>/``: ``<name>.json`` (written last: the export is ready),
-``<name>.tar`` (adapter, merged: the export directory archived) or ``<name>/`` (gguf: the directory
-with its Modelfile and card; the ``.gguf`` file is what is sent).
+Layout under ``<data_dir>/exports/<job id>/``: ``<name>.json`` (written last: the export is ready)
+and ``<name>.tar``, the export directory archived: its files and model card (README.md), and for
+gguf the ``.gguf`` with the Ollama ``Modelfile`` that names it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from service.settings import Settings
 log = logging.getLogger("tuneline.export")
 
 FAILED_TTL_S = 600  # a failed build's reason, answered once to the next request
-ARCHIVED = ("adapter", "merged")  # sent as one .tar; a gguf export is sent as its .gguf file
 
 
 def export_name(request: ExportRequest) -> str:
@@ -174,8 +173,7 @@ def _run_engine(
         summary_file = folder / f".{name}.evaluation.json"
         summary_file.write_text(json.dumps(evaluation, ensure_ascii=False), encoding="utf-8")
         command += ["--evaluation", str(summary_file)]
-    if request.format in ARCHIVED:
-        command += ["--archive", str(archive)]
+    command += ["--archive", str(archive)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     if settings.train_device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -195,12 +193,8 @@ def _run_engine(
         message = str(error.get("message") or (done.stderr.strip().splitlines() or ["exit code"])[-1])
         log.warning("export failed", extra={"job_id": job.id, "export": name, "code": done.returncode})
         raise ExportFailed(message)
-    if request.format in ARCHIVED:
-        shutil.rmtree(out, ignore_errors=True)  # the archive holds it; keep one copy on disk
-        file, filename = archive, f"{job.id}-{name}.tar"
-    else:
-        gguf = next(n for n in summary["files"] if n.endswith(".gguf"))
-        file, filename = out / gguf, f"{job.id}-{name}.gguf"
+    shutil.rmtree(out, ignore_errors=True)  # the archive holds it; keep one copy on disk
+    file, filename = archive, f"{job.id}-{name}.tar"
     kept = {
         "file": str(file.relative_to(folder)),
         "filename": filename,
