@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from pathlib import Path
@@ -46,12 +47,15 @@ from service.core.datasets.tokens import (
     POOL_SIZE,
     TokenCounter,
     count_each,
-    get_encoding,
+    counting_pool,
+    load,
     pool,
 )
 
 if TYPE_CHECKING:
     from service.core.graders.spec import Grader
+
+log = logging.getLogger("tuneline.datasets")
 
 MIN_EXAMPLES = 10
 RECOMMENDED_EXAMPLES = 100
@@ -374,6 +378,15 @@ def _message_parts(messages: list[dict[str, Any]], texts: list[str], priming: bo
     return const
 
 
+@dataclass(frozen=True, slots=True)
+class _Count:
+    """Token counts on their way from the pool, and what they are counts of."""
+
+    future: Future[list[int]]
+    encoding: str
+    texts: list[str]
+
+
 class _Tokens:
     """Token counts for the target model, counted in batches on the thread pool while the reader
     goes on, handed back in row order; plus a sample in the other encoding for estimates.
@@ -386,16 +399,18 @@ class _Tokens:
     BATCH_CHARS = 1 << 21
     IN_FLIGHT = 3
 
-    def __init__(self, spec: ModelSpec, plan: _Plan, finish: Callable[[int, Meta], None]) -> None:
+    def __init__(
+        self, spec: ModelSpec, plan: _Plan, finish: Callable[[int, Meta], None], executor: Executor
+    ) -> None:
         self.encoding = spec.encoding
         other = [e for e in ENCODINGS if e != spec.encoding]
         self.other_encoding = other[0] if other else None
         self.plan = plan
         self._finish = finish
-        self._pool = pool()
+        self._pool = executor
         self._workers = POOL_SIZE
-        # the target vocabulary loads on a pool thread while the first batch is read
-        self._pool.submit(get_encoding, self.encoding)
+        # the target vocabulary loads in the pool while the first batch is read
+        self._pool.submit(load, self.encoding)
         self._counter: TokenCounter | None = None
         self._overhead: int | None = None
         self._texts: list[str] = []
@@ -404,10 +419,9 @@ class _Tokens:
         self._rows: list[tuple[int, int, bool, int, Meta]] = []
         self._chars = 0
         self._other_texts: list[str] = []
-        self._in_flight: deque[tuple[list[Future[list[int]]], list[tuple[int, int, bool, int, Meta]]]] = (
-            deque()
-        )
-        self._other_counts: list[Future[list[int]]] = []
+        # each batch's counts to come, with its texts (to count again should a worker process die)
+        self._in_flight: deque[tuple[list[_Count], list[tuple[int, int, bool, int, Meta]]]] = deque()
+        self._other_counts: list[_Count] = []
         self.sampled = 0
         self.sample_target = 0
         self.sample_other = 0
@@ -468,14 +482,9 @@ class _Tokens:
         texts, rows = self._texts, self._rows
         if rows:
             size = -(-len(texts) // self._workers) or 1
-            futures = [
-                self._pool.submit(count_each, self.encoding, texts[i : i + size])
-                for i in range(0, len(texts), size)
-            ]
+            futures = [self._submit(self.encoding, texts[i : i + size]) for i in range(0, len(texts), size)]
             if self._other_texts and self.other_encoding is not None:
-                self._other_counts.append(
-                    self._pool.submit(count_each, self.other_encoding, self._other_texts)
-                )
+                self._other_counts.append(self._submit(self.other_encoding, self._other_texts))
             self._in_flight.append((futures, rows))
             self._texts, self._rows, self._chars, self._other_texts = [], [], 0, []
         while len(self._in_flight) >= self.IN_FLIGHT:
@@ -485,7 +494,7 @@ class _Tokens:
         futures, rows = self._in_flight.popleft()
         counts: list[int] = []
         for f in futures:
-            counts += f.result()
+            counts += self._result(f)
         pos = 0
         overhead = 0
         finish = self._finish
@@ -508,8 +517,30 @@ class _Tokens:
         while self._in_flight:
             self._drain()
         for f in self._other_counts:
-            self.sample_other += sum(f.result())
+            self.sample_other += sum(self._result(f))
         self._other_counts = []
+
+    def _submit(self, encoding: str, texts: list[str]) -> _Count:
+        try:
+            future = self._pool.submit(count_each, encoding, texts)
+        except BrokenExecutor:
+            self._on_threads()
+            future = self._pool.submit(count_each, encoding, texts)
+        return _Count(future, encoding, texts)
+
+    def _result(self, count: _Count) -> list[int]:
+        try:
+            return count.future.result()
+        except BrokenExecutor:
+            self._on_threads()
+            return count_each(count.encoding, count.texts)
+
+    def _on_threads(self) -> None:
+        """A worker process died (killed, out of memory): what it held is counted again here, and
+        the rest of the file on the threads."""
+        if self._pool is not pool():
+            log.warning("a token-counting process died; counting on threads from now on")
+            self._pool = pool()
 
     @property
     def ratio(self) -> float:
@@ -631,143 +662,144 @@ def prepare_file(
         counts["kept"] += 1
         counts[SPLIT_NAMES[bucket]] += 1
 
-    tokens = _Tokens(spec, plan, finish_row)
+    with counting_pool(path.stat().st_size, spec.encoding) as executor:
+        tokens = _Tokens(spec, plan, finish_row, executor)
 
-    def flush_heuristics() -> None:
-        heur.add_many(heur_prompts, heur_completions)
-        heur_prompts.clear()
-        heur_completions.clear()
+        def flush_heuristics() -> None:
+            heur.add_many(heur_prompts, heur_completions)
+            heur_prompts.clear()
+            heur_completions.clear()
 
-    ordinal = 0
-    for rec in _records(path, layout, encoding, progress):
-        last_line = rec.line
-        if csv_header is None and layout in ("csv", "tsv") and rec.value is not None:
-            csv_header = list(rec.value["__csv_header__"])
-            lowered = [h.lower() for h in csv_header]
-            missing = [c for c in ("prompt", "completion") if c not in lowered]
-            if missing:
-                out.add(
-                    "missing_column",
-                    ERROR,
-                    1,
-                    missing[0],
-                    f"header has no `{'`, `'.join(missing)}` column; found: {', '.join(csv_header)}",
+        ordinal = 0
+        for rec in _records(path, layout, encoding, progress):
+            last_line = rec.line
+            if csv_header is None and layout in ("csv", "tsv") and rec.value is not None:
+                csv_header = list(rec.value["__csv_header__"])
+                lowered = [h.lower() for h in csv_header]
+                missing = [c for c in ("prompt", "completion") if c not in lowered]
+                if missing:
+                    out.add(
+                        "missing_column",
+                        ERROR,
+                        1,
+                        missing[0],
+                        f"header has no `{'`, `'.join(missing)}` column; found: {', '.join(csv_header)}",
+                    )
+                    break
+                continue
+            ordinal += 1
+            out.at = ordinal
+            position = len(dest)
+            dest.append(SPLIT_DROP)
+            if rec.blank:
+                blank += 1
+                out.add("blank_line", WARNING, rec.line, None, "blank line skipped")
+                continue
+            counts["examples"] += 1
+            if rec.error is not None:
+                counts["invalid"] += 1
+                out.add(rec.error, ERROR, rec.line, rec.field, rec.message, rec.index)
+                continue
+            value = rec.value
+            if csv_header is not None and isinstance(value, dict):
+                value = _csv_value(csv_header, value)
+            # The common row, {"prompt": str, "completion": str} with text in both, has no finding:
+            # take it without building a Checked.
+            checked: checks.Checked | None = None
+            prompt: Any = ""
+            completion: Any = ""
+            common = False
+            if type(value) is dict and len(value) == 2:
+                prompt = value.get("prompt")
+                completion = value.get("completion")
+                common = bool(
+                    type(prompt) is str
+                    and type(completion) is str
+                    and prompt
+                    and completion
+                    and not prompt.isspace()
+                    and not completion.isspace()
                 )
-                break
-            continue
-        ordinal += 1
-        out.at = ordinal
-        position = len(dest)
-        dest.append(SPLIT_DROP)
-        if rec.blank:
-            blank += 1
-            out.add("blank_line", WARNING, rec.line, None, "blank line skipped")
-            continue
-        counts["examples"] += 1
-        if rec.error is not None:
-            counts["invalid"] += 1
-            out.add(rec.error, ERROR, rec.line, rec.field, rec.message, rec.index)
-            continue
-        value = rec.value
-        if csv_header is not None and isinstance(value, dict):
-            value = _csv_value(csv_header, value)
-        # The common row, {"prompt": str, "completion": str} with text in both, has no finding:
-        # take it without building a Checked.
-        checked: checks.Checked | None = None
-        prompt: Any = ""
-        completion: Any = ""
-        common = False
-        if type(value) is dict and len(value) == 2:
-            prompt = value.get("prompt")
-            completion = value.get("completion")
-            common = bool(
-                type(prompt) is str
-                and type(completion) is str
-                and prompt
-                and completion
-                and not prompt.isspace()
-                and not completion.isspace()
-            )
-        if not common:
-            # A messages row is read as the file's format once known (else the job's, else its own).
-            expect = plan.kind if plan.kind in (CHAT, REINFORCEMENT) else messages_kind
-            checked = checks.check_value(value, expect)
-            if checked.kind == REINFORCEMENT and not checked.has_error and missing_fields is not None:
-                checked.issues += missing_fields(checked.value or {})
-        if checked is None:
-            kind: str | None = PROMPT_COMPLETION
-            if plan.kind is None:
-                plan.kind = kind
-                plan.to_chat = to_chat_default
-            elif plan.kind != kind:
-                checked = checks.Checked(kind, prompt=prompt, completion=completion)
-        if checked is not None:
-            kind = checked.kind
-            if kind is not None and not checked.has_error:
+            if not common:
+                # A messages row is read as the file's format once known (else the job's, else its own).
+                expect = plan.kind if plan.kind in (CHAT, REINFORCEMENT) else messages_kind
+                checked = checks.check_value(value, expect)
+                if checked.kind == REINFORCEMENT and not checked.has_error and missing_fields is not None:
+                    checked.issues += missing_fields(checked.value or {})
+            if checked is None:
+                kind: str | None = PROMPT_COMPLETION
                 if plan.kind is None:
                     plan.kind = kind
-                    plan.to_chat = kind == PROMPT_COMPLETION and to_chat_default
-                elif kind != plan.kind:
-                    checked.issues.append(
-                        checks.Issue(
-                            "mixed_format",
-                            ERROR,
-                            None,
-                            f"a {kind} example in a {plan.kind} file: use one format per file",
+                    plan.to_chat = to_chat_default
+                elif plan.kind != kind:
+                    checked = checks.Checked(kind, prompt=prompt, completion=completion)
+            if checked is not None:
+                kind = checked.kind
+                if kind is not None and not checked.has_error:
+                    if plan.kind is None:
+                        plan.kind = kind
+                        plan.to_chat = kind == PROMPT_COMPLETION and to_chat_default
+                    elif kind != plan.kind:
+                        checked.issues.append(
+                            checks.Issue(
+                                "mixed_format",
+                                ERROR,
+                                None,
+                                f"a {kind} example in a {plan.kind} file: use one format per file",
+                            )
                         )
-                    )
-            for issue in checked.issues:
-                severity = issue.severity
-                if issue.code == "empty_field" and not drop_empty:
-                    severity = ERROR
-                out.add(issue.code, severity, rec.line, issue.field, issue.message, rec.index)
-            if kind is not None:
-                kinds_seen[kind] = kinds_seen.get(kind, 0) + 1
-            if checked.has_error or (checked.empty and not drop_empty):
-                counts["invalid"] += 1
-                continue
-            if checked.empty:
-                counts["empty"] += 1
-                continue
-            prompt, completion = checked.prompt, checked.completion
-        else:
-            kinds_seen[PROMPT_COMPLETION] = kinds_seen.get(PROMPT_COMPLETION, 0) + 1
-        if kind == PROMPT_COMPLETION:
-            # Python's (seeded siphash) hash of the pair: a 64-bit digest, no bytes copied, valid for
-            # this pass only, which is all duplicate detection needs
-            row_digest = hash((prompt, completion)) & _DIGEST_MASK or 1
-        else:
-            assert checked is not None
-            row_digest = _row_digest(checked)
-        first = index.setdefault(row_digest, rec.line)
-        if first:
-            counts["duplicates"] += 1
-            out.add(
-                "duplicate",
-                WARNING if dedupe else INFO,
-                rec.line,
-                None,
-                f"duplicate of line {first}" + (" (dropped)" if dedupe else ""),
-                rec.index,
-            )
-            if dedupe:
-                continue
-        bucket = SPLIT_TRAIN
-        if splitting:
-            key = prompt.encode() if kind == PROMPT_COMPLETION else _prompt_key(checked)  # type: ignore[arg-type]
-            bucket = _split_bucket(key, options.seed, options.split_validation, options.split_test)
-        meta = (position, rec.line, rec.index, bucket, ordinal)
-        if kind == PROMPT_COMPLETION:
-            heur_prompts.append(prompt)
-            heur_completions.append(completion)
-            if len(heur_prompts) >= _Tokens.BATCH_TEXTS:
-                flush_heuristics()
-            tokens.prompt_completion(prompt, completion, meta)
-        elif kind in (CHAT, REINFORCEMENT):
-            tokens.chat(checked.value or {}, meta)  # type: ignore[union-attr]
-        else:
-            tokens.preference(checked.value or {}, meta)  # type: ignore[union-attr]
-    tokens.close()
+                for issue in checked.issues:
+                    severity = issue.severity
+                    if issue.code == "empty_field" and not drop_empty:
+                        severity = ERROR
+                    out.add(issue.code, severity, rec.line, issue.field, issue.message, rec.index)
+                if kind is not None:
+                    kinds_seen[kind] = kinds_seen.get(kind, 0) + 1
+                if checked.has_error or (checked.empty and not drop_empty):
+                    counts["invalid"] += 1
+                    continue
+                if checked.empty:
+                    counts["empty"] += 1
+                    continue
+                prompt, completion = checked.prompt, checked.completion
+            else:
+                kinds_seen[PROMPT_COMPLETION] = kinds_seen.get(PROMPT_COMPLETION, 0) + 1
+            if kind == PROMPT_COMPLETION:
+                # Python's (seeded siphash) hash of the pair: a 64-bit digest, no bytes copied, valid for
+                # this pass only, which is all duplicate detection needs
+                row_digest = hash((prompt, completion)) & _DIGEST_MASK or 1
+            else:
+                assert checked is not None
+                row_digest = _row_digest(checked)
+            first = index.setdefault(row_digest, rec.line)
+            if first:
+                counts["duplicates"] += 1
+                out.add(
+                    "duplicate",
+                    WARNING if dedupe else INFO,
+                    rec.line,
+                    None,
+                    f"duplicate of line {first}" + (" (dropped)" if dedupe else ""),
+                    rec.index,
+                )
+                if dedupe:
+                    continue
+            bucket = SPLIT_TRAIN
+            if splitting:
+                key = prompt.encode() if kind == PROMPT_COMPLETION else _prompt_key(checked)  # type: ignore[arg-type]
+                bucket = _split_bucket(key, options.seed, options.split_validation, options.split_test)
+            meta = (position, rec.line, rec.index, bucket, ordinal)
+            if kind == PROMPT_COMPLETION:
+                heur_prompts.append(prompt)
+                heur_completions.append(completion)
+                if len(heur_prompts) >= _Tokens.BATCH_TEXTS:
+                    flush_heuristics()
+                tokens.prompt_completion(prompt, completion, meta)
+            elif kind in (CHAT, REINFORCEMENT):
+                tokens.chat(checked.value or {}, meta)  # type: ignore[union-attr]
+            else:
+                tokens.preference(checked.value or {}, meta)  # type: ignore[union-attr]
+        tokens.close()
     flush_heuristics()
     out.at = _Collector.END
     counts["lines"] = last_line if layout == "jsonl" else reader.count_lines(path)

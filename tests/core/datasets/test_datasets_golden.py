@@ -77,6 +77,74 @@ def test_report_matches_golden(rel: str, case: str, tmp_path: Path) -> None:
     assert _dump(render(DATA / rel, CASES[case], tmp_path / "out")) == expected
 
 
+@pytest.mark.parametrize("case", ["davinci", "split_chat", "lenient_nofix"])
+@pytest.mark.parametrize("rel", ["funds_qa.jsonl", "funds_chat.jsonl", "bad/chat_problems.jsonl"])
+def test_counting_in_worker_processes_gives_the_same_report(
+    rel: str, case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large files count their tokens in worker processes: the same report and rows as on threads."""
+    from service.core.datasets import tokens
+
+    monkeypatch.setattr(tokens, "PROCESS_MIN_BYTES", 0)
+    expected = _golden_path(rel, case).read_text(encoding="utf-8")
+    assert _dump(render(DATA / rel, CASES[case], tmp_path / "out")) == expected
+
+
+def test_a_counting_process_that_dies_is_counted_again_on_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker process killed (out of memory, say) loses no counts: its batches are counted again
+    in the preparing process, and the report is the one the threads give."""
+    import contextlib
+    import os
+    import signal
+
+    from service.core.datasets import engine, tokens
+
+    monkeypatch.setattr(tokens, "PROCESS_MIN_BYTES", 0)
+    real = tokens.counting_pool
+
+    @contextlib.contextmanager
+    def killed_pool(size_bytes: int, encoding: str) -> Any:
+        with real(size_bytes, encoding) as executor:
+            executor.submit(tokens.load, encoding).result(timeout=120)  # the processes are up
+            for pid in list(executor._processes):  # type: ignore[attr-defined]
+                os.kill(pid, signal.SIGKILL)
+            yield executor
+
+    monkeypatch.setattr(engine, "counting_pool", killed_pool)
+    expected = _golden_path("funds_qa.jsonl", "davinci").read_text(encoding="utf-8")
+    assert _dump(render(DATA / "funds_qa.jsonl", CASES["davinci"], tmp_path / "out")) == expected
+
+
+def _render_into(queue: Any, rel: str, case: str, out_dir: Path) -> None:
+    try:
+        queue.put(_dump(render(DATA / rel, CASES[case], out_dir)))
+    except BaseException as exc:  # the parent asserts on what happened
+        queue.put(repr(exc))
+
+
+def test_a_daemonic_process_counts_on_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Celery prefork child is daemonic and may not start processes: preparing a large file
+    there counts on threads instead of failing ("internal error while preparing the file")."""
+    import multiprocessing
+
+    from service.core.datasets import tokens
+
+    monkeypatch.setattr(tokens, "PROCESS_MIN_BYTES", 0)
+    fork = multiprocessing.get_context("fork")
+    queue = fork.Queue()
+    child = fork.Process(
+        target=_render_into, args=(queue, "funds_qa.jsonl", "davinci", tmp_path / "out"), daemon=True
+    )
+    child.start()
+    try:
+        got = queue.get(timeout=120)
+    finally:
+        child.join(30)
+    assert got == _golden_path("funds_qa.jsonl", "davinci").read_text(encoding="utf-8")
+
+
 def _write_all() -> None:
     import tempfile
 
