@@ -99,7 +99,13 @@ class Pause:
         self.control_file.unlink(missing_ok=True)
 
 
-def _make_callback(emitter: Emitter, resumed_from: int | None, metrics: MetricNames, pause: Pause) -> Any:
+def _make_callback(
+    emitter: Emitter,
+    resumed_from: int | None,
+    metrics: MetricNames,
+    pause: Pause,
+    publish_to: Path | None = None,
+) -> Any:
     from transformers import TrainerCallback
 
     class ProtocolCallback(TrainerCallback):  # type: ignore[misc]
@@ -166,6 +172,8 @@ def _make_callback(emitter: Emitter, resumed_from: int | None, metrics: MetricNa
                 return
             saved = self.checkpoint_metrics()
             checkpoints.mark_complete(path, saved)
+            if publish_to is not None:  # before the message: the checkpoint model is there once listed
+                path = checkpoints.publish(path, publish_to, KEEP_CHECKPOINTS)
             emitter.emit("checkpoint", step=state.global_step, path=str(path), metrics=saved)
 
         def checkpoint_metrics(self) -> dict[str, Any]:
@@ -205,13 +213,17 @@ class RunHooks:
 
     ``checkpoints_dir`` is this worker's own (the launcher persists checkpoints itself),
     ``resume_from`` the checkpoint the launcher restored, ``wrap_trainer`` gets the built trainer
-    (to add callbacks, or wrap it) and returns the one to train. Only the world's rank-0 process
-    writes the final model and ``result.csv``.
+    (to add callbacks, or wrap it) and returns the one to train. ``publish_to`` (the rank-0
+    worker's: the spec's ``checkpoints_dir``) receives a copy of each checkpoint's model before
+    the ``checkpoint`` message, the newest ``KEEP_CHECKPOINTS`` kept, as the process executor
+    keeps them: the job's checkpoint models (``checkpoints.publish``). Only the world's rank-0
+    process writes the final model and ``result.csv``.
     """
 
     checkpoints_dir: Path
     resume_from: Path | None = None
     wrap_trainer: Callable[[Any], Any] = lambda trainer: trainer
+    publish_to: Path | None = None
 
 
 def _save_final(trainer: Any, tokenizer: Any, spec: TrainSpec, base_model: str) -> Path:
@@ -356,7 +368,11 @@ def train(
     # weights differ from run to run and a job cannot be re-run exactly.
     set_seed(hp.seed)
     callback = _make_callback(
-        emitter, checkpoints.step_of(resume_from) if resume_from else None, method.metrics, pause
+        emitter,
+        checkpoints.step_of(resume_from) if resume_from else None,
+        method.metrics,
+        pause,
+        hooks.publish_to if hooks else None,
     )
     tracked = tracked_hyperparameters(spec, max_length, start.base_model, start.continues_adapter)
     with tracking.reporting(spec.integrations, spec.job_id, spec.output_dir, tracked) as runs:

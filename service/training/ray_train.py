@@ -7,7 +7,9 @@ on CPU, NCCL on GPU). Each worker checkpoints into its own local directory and
 ``RayTrainReportCallback`` hands every checkpoint to Ray Train, which persists it under
 ``--storage`` (``RunConfig(storage_path=...)``: a shared directory or an object-store URL) in a run
 named after the Tuneline job; after a lost worker (``FailureConfig(max_failures)``), or in a later
-submission for the same job, every worker resumes from the newest persisted checkpoint.
+submission for the same job, every worker resumes from the newest persisted checkpoint. Rank 0
+also copies each checkpoint's model to the job's own checkpoints (``RunHooks.publish_to``), where
+the job's checkpoint models are served and exported from, as for a child's run.
 
 Progress: the rank-0 worker's protocol messages travel through a Ray queue to the driver, which
 prints them to its stdout behind ``PROTOCOL_MARK``; that stdout is the Ray job's log, which the
@@ -107,7 +109,12 @@ def train_worker(config: dict[str, Any]) -> None:
         checkpoint = ray.train.get_checkpoint()
         resume_from = _restore(checkpoint, local / RESTORED) if checkpoint else None
         hooks = RunHooks(
-            checkpoints_dir=local / "checkpoints", resume_from=resume_from, wrap_trainer=_add_ray
+            checkpoints_dir=local / "checkpoints",
+            resume_from=resume_from,
+            wrap_trainer=_add_ray,
+            # Rank 0 copies each checkpoint's model to the job's checkpoints (on the shared data
+            # directory), where completions and exports of ``ft:...:ckpt-step-N`` find it.
+            publish_to=spec.checkpoints_dir if rank == 0 else None,
         )
         train(spec, emitter, hooks=hooks)
     except TrainingError as exc:

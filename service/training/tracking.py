@@ -7,7 +7,9 @@ and one run per job across pauses and restarts (the W&B run's id is the job id; 
 found again by its ``tuneline.job_id`` tag). The callbacks then log into these runs.
 
 Keys never come from the spec: ``WANDB_API_KEY`` is in the child's environment when the operator
-set one (else the spec says ``mode: offline`` and the run is written under the job's output).
+set one (else the spec says ``mode: offline`` and the run is written under the job's output). A
+run on Ray, whose workers do not inherit the train worker's environment, gets the path of a file
+holding the key instead (``api_key_file``, written by ``service.core.backends.ray_executor``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class WandbTarget:
     tags: tuple[str, ...] = ()
     mode: str = "offline"
     base_url: str | None = None
+    api_key_file: str | None = None  # where the key is, never the key (a run on Ray)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> WandbTarget:
@@ -65,6 +68,7 @@ class WandbTarget:
             tags=tuple(tags),
             mode=mode,
             base_url=_text(raw, "base_url", "wandb"),
+            api_key_file=_text(raw, "api_key_file", "wandb"),
         )
 
 
@@ -230,6 +234,9 @@ def _start_wandb(
     home = output_dir / "wandb-home"
     for name, sub in (("CONFIG", "config"), ("CACHE", "cache"), ("DATA", "data"), ("ARTIFACT", "artifacts")):
         os.environ.setdefault(f"WANDB_{name}_DIR", str(home / sub))
+    if target.api_key_file:
+        # This process's environment only, where the child has it too (never logged, never shown).
+        os.environ["WANDB_API_KEY"] = _read_key(target.api_key_file)
     try:
         import wandb
     except ImportError:
@@ -263,3 +270,15 @@ def _start_wandb(
         )
     except Exception as exc:  # wandb raises its own types, and plain ones for a bad key
         raise TrainingError(TRAINING_FAILED, f"integrations wandb: {exc}") from None
+
+
+def _read_key(path: str) -> str:
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise TrainingError(
+            TRAINING_FAILED, f"integrations wandb: cannot read the W&B key file {path}: {exc.strerror}"
+        ) from None
+    if not key:
+        raise TrainingError(TRAINING_FAILED, f"integrations wandb: the W&B key file {path} is empty")
+    return key

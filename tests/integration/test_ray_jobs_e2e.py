@@ -18,6 +18,7 @@ from tests.integration.conftest import Stack, make_local_stack
 from tests.integration.test_local_jobs import chat_rows, get_json, sdk, upload, wait_terminal
 from tests.support.procs import Proc, free_port, start_worker, wait_until
 from tests.support.ray import RAY_MISSING, RayHead, ray_installed, ray_processes
+from tests.support.trackers import wandb_offline_run
 from tests.support.training import training_env
 
 pytest.importorskip("torch", reason="the local trainer needs the `train` extra (torch)")
@@ -69,12 +70,18 @@ def train_worker(stack: Stack, **env: str) -> Proc:
     return proc
 
 
-def create_on_ray(client: Any, file_id: str, model: Path, workers: int = 2, **hyper: Any) -> Any:
+def create_on_ray(
+    client: Any, file_id: str, model: Path, workers: int = 2, wandb: str | None = None, **hyper: Any
+) -> Any:
+    """A supervised job on ``workers`` Ray workers; ``wandb``: its W&B integration's project."""
+    extra: dict[str, Any] = {"provider": "local", "compute": {"executor": "ray", "num_workers": workers}}
+    if wandb:
+        extra["integrations"] = [{"type": "wandb", "wandb": {"project": wandb}}]
     return client.fine_tuning.jobs.create(
         model=str(model),
         training_file=file_id,
         method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
-        extra_body={"provider": "local", "compute": {"executor": "ray", "num_workers": workers}},
+        extra_body=extra,
     )
 
 
@@ -120,7 +127,9 @@ def test_a_ray_job_outlives_its_follower_and_succeeds(
     # of training on an idle machine) that the kill below lands mid-training: the first metrics are
     # relayed at most a poll (2 s) after training starts.
     follower = train_worker(stack)
-    job = create_on_ray(client, file_id, local_base_model, n_epochs=8, batch_size=4, checkpoint_every=40)
+    job = create_on_ray(
+        client, file_id, local_base_model, wandb="funds", n_epochs=8, batch_size=4, checkpoint_every=40
+    )
     assert job.model_extra is not None
     assert job.model_extra["compute"] == {"executor": "ray", "num_workers": 2, "gpus_per_worker": 0.0}
     sid = f"tuneline-{job.id}-0"
@@ -157,6 +166,26 @@ def test_a_ray_job_outlives_its_follower_and_succeeds(
     assert Path(local_state(trained).model_dir or "").is_dir()
     assert done.fine_tuned_model and done.fine_tuned_model.endswith(job.id)
     assert len(client.files.content(done.result_files[0]).text.splitlines()) == 161
+
+    # Its checkpoints are models as a process job's are: rank 0 copied each one into the job's
+    # checkpoints, which keep the newest 3 (and none of the state only Ray Train's copy resumes from).
+    kept = Path(stack.env["TUNELINE_DATA_DIR"]) / "jobs" / job.id / "output" / "checkpoints"
+    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint-120", "checkpoint-160", "checkpoint-80"]
+    assert not list(kept.glob("*/optimizer.pt"))
+    name = next(c.fine_tuned_model_checkpoint for c in checkpoints if c.step_number == 80)
+    assert name == f"{done.fine_tuned_model}:ckpt-step-80"
+    answer = client.chat.completions.create(
+        model=name, messages=[{"role": "user", "content": "Hello"}], max_tokens=4, temperature=0
+    )
+    assert answer.model == name and answer.choices[0].message.content is not None
+
+    # The W&B integration reached the run: with no key configured, rank 0 wrote an offline run
+    # under the job's output, as the process executor's child does, with every step's loss.
+    (run_dir,) = (kept.parent / "wandb").glob(f"offline-run-*-{job.id}")
+    offline = wandb_offline_run(run_dir)
+    assert (offline.run_id, offline.project) == (job.id, "funds")
+    logged = {h["train/global_step"] for h in offline.history if "train/loss" in h}
+    assert logged == set(range(1, 161))
 
 
 def registered_step(stack: Stack, job_id: str) -> int | None:
@@ -227,12 +256,54 @@ def test_pause_resume_and_cancel_stop_the_ray_job(
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
 
 
-def test_an_unreachable_ray_cluster_fails_the_job_clearly(stack: Stack, local_base_model: Path) -> None:
+def only_train_worker(stack: Stack, **env: str) -> Proc:
+    """Stop the train workers started so far: only the one started here takes the next job."""
     for proc in stack.workers:
         if "worker-train" in proc.log.name:
-            proc.stop()  # only the train worker below takes this job
+            proc.stop()
+    return train_worker(stack, **env)
+
+
+def test_the_wandb_key_reaches_a_ray_run_in_a_file_never_in_the_submission(
+    stack: Stack, head: RayHead, local_base_model: Path
+) -> None:
+    secret = "wandb-key-that-must-not-leak-0123456789"
+    # Nowhere to send the run, should it get that far: the job is cancelled once submitted.
+    worker = only_train_worker(
+        stack, TUNELINE_WANDB_API_KEY=secret, TUNELINE_WANDB_BASE_URL=f"http://127.0.0.1:{free_port()}"
+    )
+    token = stack.key()
+    client = sdk(stack, token)
+    job = create_on_ray(client, upload(client, chat_rows(16)), local_base_model, workers=1, wandb="funds")
+    sid = f"tuneline-{job.id}-0"
+    wait_until(lambda: submissions(head, job.id), 120, interval=0.5, what="the Ray submission")
+
+    # The run finds the key in a file only its user reads, named (not quoted) by its spec ...
+    folder = Path(stack.env["TUNELINE_DATA_DIR"]) / "jobs" / job.id
+    key_file = folder / "secrets" / "wandb-api-key"
+    assert key_file.read_text() == secret
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    spec = (folder / "SPEC.json").read_text()
+    wandb = json.loads(spec)["integrations"]["wandb"]
+    assert (wandb["mode"], wandb["api_key_file"]) == ("online", str(key_file.resolve()))
+    # ... and nowhere the Ray dashboard, the Jobs API, the job or the logs show.
+    info = JobSubmissionClient(head.address).get_job_info(sid)
+    shown = json.dumps([info.entrypoint, info.runtime_env, info.metadata, spec], default=str)
+    assert "WANDB_API_KEY" not in shown and secret not in shown
+    assert secret not in json.dumps(get_json(stack, token, f"/v1/fine_tuning/jobs/{job.id}"))
+    assert all(secret not in m for m in messages(client, job.id))
+
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    wait_until(lambda: ray_status(head, sid) == "STOPPED", 60, interval=0.5, what="the Ray job to stop")
+    wait_until(lambda: not key_file.exists(), 30, interval=0.5, what="the key file to go")
+    worker.stop()
+    assert secret not in worker.log.read_text(errors="replace")
+    assert secret not in JobSubmissionClient(head.address).get_job_logs(sid)
+
+
+def test_an_unreachable_ray_cluster_fails_the_job_clearly(stack: Stack, local_base_model: Path) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
-    worker = train_worker(stack, TUNELINE_RAY_ADDRESS=nowhere)
+    worker = only_train_worker(stack, TUNELINE_RAY_ADDRESS=nowhere)
     token = stack.key()
     client = sdk(stack, token)
     file_id = upload(client, chat_rows(16))

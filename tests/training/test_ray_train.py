@@ -1,6 +1,7 @@
 """Training on a real local Ray head through the Jobs API: 2 DDP workers match one process of the
 same global batch, a duplicated submit attaches to the run it started, stop stops it, a cluster
-too small for the run fails it, a lost worker resumes from Ray Train's last checkpoint."""
+too small for the run fails it, a lost worker resumes from Ray Train's last checkpoint, and a
+reinforcement (GRPO) run trains on 2 workers with its checkpoints published to the job."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ import pytest
 
 from tests.support.procs import wait_until
 from tests.support.ray import RAY_MISSING, RayHead, ray_installed, ray_processes
-from tests.support.training import TORCH_MISSING, run_child, training_env, write_spec
+from tests.support.training import (
+    KEYWORD_GRADER,
+    TORCH_MISSING,
+    child_spec,
+    run_child,
+    training_env,
+    write_spec,
+)
 
 pytest.importorskip("torch", reason=TORCH_MISSING)
 if not ray_installed():
@@ -35,6 +43,7 @@ from service.core.ray_jobs import (
     entrypoint,
     submission_id,
 )
+from service.training.checkpoints import COMPLETE_MARKER
 
 pytestmark = pytest.mark.slow
 
@@ -278,3 +287,44 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint(
     assert messages(after, "finished")[0]["steps"] == 40
     with (tmp_path / "lost" / "result.csv").open(encoding="utf-8") as handle:
         assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 41))
+
+
+def test_reinforcement_trains_on_two_workers_and_publishes_its_checkpoints(
+    jobs: RayJobs, tiny_model: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """GRPO under DDP (each worker samples and grades its share of the answers); rank 0 copies each
+    checkpoint's model into the job's checkpoints, where ``ft:...:ckpt-step-N`` is served from."""
+    spec = child_spec(
+        tmp_path,
+        "grpo",
+        tiny_model,
+        data_dir / "rl_train.jsonl",
+        method="reinforcement",
+        grader=KEYWORD_GRADER,
+        hyperparameters={
+            "max_steps": 4,
+            "batch_size": 8,
+            "max_completion_length": 4,
+            "checkpoint_every": 2,
+            "seed": 1,
+        },
+    )
+    sid, _ = submit(jobs, spec, tmp_path)
+    seen = follow(RayRun(jobs, sid), lambda p: False)
+    assert seen[-1].status == SUCCEEDED, (seen[-1], jobs.logs(sid)[-3000:])
+    metrics = messages(seen, "metrics")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert all(0 <= m["train_reward_mean"] <= 1 for m in metrics)
+
+    kept = tmp_path / "grpo" / "checkpoints"
+    published = messages(seen, "checkpoint")
+    assert [(c["step"], c["path"]) for c in published] == [
+        (2, str(kept / "checkpoint-2")),
+        (4, str(kept / "checkpoint-4")),
+    ]
+    for step in (2, 4):
+        folder = kept / f"checkpoint-{step}"
+        assert (folder / "adapter_model.safetensors").is_file() and (folder / COMPLETE_MARKER).is_file()
+        assert not (folder / "optimizer.pt").exists()  # Ray Train's copy is the one runs resume from
+    meta = json.loads((tmp_path / "grpo" / "model" / "tuneline-model.json").read_text(encoding="utf-8"))
+    assert meta["method"] == "reinforcement"

@@ -110,3 +110,23 @@ def test_a_tracker_that_cannot_start_fails_the_run_naming_it(tmp_path: Path, mon
     target = Integrations(mlflow=MlflowTarget(tracking_uri="nosuchscheme://x"))
     with pytest.raises(TrainingError, match="integrations mlflow"):
         tracking.start(target, "ftjob-c", tmp_path, {})
+
+
+def test_a_wandb_key_file_that_cannot_be_read_fails_the_run_naming_it(tmp_path: Path, monkeypatch) -> None:
+    """A run on Ray reads the W&B key from the file its spec names (never the key itself)."""
+    pytest.importorskip("torch")
+    from service.training import tracking
+
+    for name in ("CONFIG", "CACHE", "DATA", "ARTIFACT"):
+        monkeypatch.setenv(f"WANDB_{name}_DIR", str(tmp_path / name))
+    spec = TrainSpec.from_dict(
+        {**BASE, "integrations": {"wandb": {"project": "p", "api_key_file": str(tmp_path / "missing")}}}
+    )
+    assert spec.integrations.wandb is not None
+    assert spec.integrations.wandb.api_key_file == str(tmp_path / "missing")
+    with pytest.raises(TrainingError, match=r"cannot read the W&B key file .*missing"):
+        tracking.start(spec.integrations, "ftjob-k", tmp_path, {})
+    (tmp_path / "empty").write_text("\n")
+    empty = Integrations(wandb=WandbTarget(project="p", api_key_file=str(tmp_path / "empty")))
+    with pytest.raises(TrainingError, match="W&B key file .*empty is empty"):
+        tracking.start(empty, "ftjob-k", tmp_path, {})

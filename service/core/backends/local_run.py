@@ -147,7 +147,8 @@ def build_spec(settings: Settings, job: Job, resume: bool) -> dict[str, Any]:
 
 def _integrations(settings: Settings, job: Job) -> dict[str, Any]:
     """The trackers the run reports to (``service.training.tracking``), each with where its runs
-    go. Never a key: a W&B key reaches the child only through its environment (``child_env``)."""
+    go. Never a key: a W&B key reaches the child only through its environment (``child_env``), a
+    run on Ray through a file only its user reads (``ray_executor.key_file``)."""
     out: dict[str, Any] = {}
     for item in job.integrations:
         kind = item.get("type")

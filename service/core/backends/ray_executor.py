@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,10 +30,13 @@ from service.core.backends.local_run import (
     Relay,
     TrainingContext,
     build_spec,
+    child_env,
     finished_run,
+    job_dir,
     write_spec,
 )
 from service.core.jobs import lifecycle, record, states
+from service.core.jobs.integrations import WANDB
 from service.core.jobs.record import Job
 from service.core.ray_jobs import (
     CANCELLED,
@@ -63,6 +67,7 @@ POLL_EVERY_S = 2.0  # how often it reads the Ray job (its status, then its log)
 LOST_AFTER_S = 300.0
 STOP_WAIT_S = 60.0  # after a stop, how long the run's last lines are waited for
 RAY_JOB_STOPPED = "ray_job_stopped"
+WANDB_KEY = "WANDB_API_KEY"  # the one secret a run may need (child_env says when)
 
 
 @dataclass
@@ -95,7 +100,36 @@ def ray_spec(settings: Settings, job: Job, compute: Compute) -> dict[str, Any]:
         if spec[name]:
             spec[name] = str(Path(spec[name]).resolve())
     spec["device"] = "cuda" if compute.gpus_per_worker > 0 else "cpu"
+    wandb = spec["integrations"].get(WANDB)
+    if wandb is not None and WANDB_KEY in child_env(settings, job):
+        wandb["api_key_file"] = str(key_file(settings, job.id).resolve())
     return spec
+
+
+def key_file(settings: Settings, job_id: str) -> Path:
+    """Where a run on Ray reads the W&B key (DESIGN §8, docs/ray.md "Secrets"): a file on the data
+    directory the nodes share, readable by its owner only, there while an attempt runs. Not the
+    Ray job's ``runtime_env``, which the dashboard and the Jobs API show to whoever reaches them."""
+    return job_dir(settings, job_id) / "secrets" / "wandb-api-key"
+
+
+def _write_key(settings: Settings, job: Job) -> None:
+    key = child_env(settings, job).get(WANDB_KEY)
+    if key is None:
+        return
+    path = key_file(settings, job.id)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key)
+    os.replace(tmp, path)
+
+
+def forget_key(settings: Settings, job_id: str) -> None:
+    """The attempt ended (or was stopped): its key file goes; the next attempt writes it again."""
+    key_file(settings, job_id).unlink(missing_ok=True)
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -136,6 +170,7 @@ def _submit(ctx: TrainingContext, job: Job, jobs: RayJobs, attempt: RayAttempt) 
     compute = compute_of(job)
     sid = submission_id(job.id, attempt.attempt)
     spec_path = write_spec(settings, ray_spec(settings, job, compute)).resolve()
+    _write_key(settings, job)
     command = entrypoint(
         str(spec_path),
         RayCompute(
@@ -211,6 +246,7 @@ class _Follower:
                 current = record.load(ctx.store, job_id)
                 if current is None or current.status in states.TERMINAL:
                     self._stop("the job ended")
+                    forget_key(ctx.settings, job_id)
                     return None
                 if current.status == states.PAUSED:
                     return self._pause()
@@ -227,6 +263,7 @@ class _Follower:
                     return self._ended(progress)
                 if self.lost_since is not None and now - self.lost_since >= LOST_AFTER_S:
                     self._stop("the cluster stopped answering")
+                    forget_key(ctx.settings, job_id)
                     return Trained("training failed", error=self._lost_error())
             time.sleep(0.25)
 
@@ -296,6 +333,7 @@ class _Follower:
     # --- the end of a run ----------------------------------------------------------------------
 
     def _ended(self, progress: Progress) -> Trained | None:
+        forget_key(self.ctx.settings, self.job.id)
         current = record.load(self.ctx.store, self.job.id)
         if current is None or current.status in states.TERMINAL:
             return None
@@ -343,6 +381,7 @@ class _Follower:
             if progress is not None and progress.ray_status in TERMINAL_RAY:
                 break
             time.sleep(0.5)
+        forget_key(self.ctx.settings, self.job.id)
         if progress is not None and progress.status == SUCCEEDED and self.run.finished is not None:
             # The run finished before the stop landed: it goes on to finalizing, as a child would.
             return finished_run(self.ctx, self.relay, self.run.finished)
@@ -377,6 +416,7 @@ class _Follower:
 def stop_run(settings: Settings, store: Store, job: Job) -> None:
     """Stop the job's Ray job, if it has one (cancel); a cluster that cannot be reached is logged."""
     sid = RayAttempt.of(job).submission_id
+    forget_key(settings, job.id)
     if sid is None:
         return
     try:
