@@ -128,5 +128,5 @@ def test_a_wandb_key_file_that_cannot_be_read_fails_the_run_naming_it(tmp_path: 
         tracking.start(spec.integrations, "ftjob-k", tmp_path, {})
     (tmp_path / "empty").write_text("\n")
     empty = Integrations(wandb=WandbTarget(project="p", api_key_file=str(tmp_path / "empty")))
-    with pytest.raises(TrainingError, match="W&B key file .*empty is empty"):
+    with pytest.raises(TrainingError, match=r"W&B key file .*empty is empty"):
         tracking.start(empty, "ftjob-k", tmp_path, {})
