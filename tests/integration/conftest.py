@@ -88,7 +88,11 @@ def make_stack(
         }
     )
     stack = Stack(redis=redis, env=env, workdir=workdir)
-    stack.api = start_api(env, port, workdir / "api.log")
+    try:
+        stack.api = start_api(env, port, workdir / "api.log")
+    except BaseException:
+        redis.stop()
+        raise
     stack.base_url = f"http://127.0.0.1:{port}"
     return stack
 
@@ -98,11 +102,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator
     """One shared stack: API, a worker on every short queue, and beat."""
     workdir = tmp_path_factory.mktemp("stack")
     s = make_stack(workdir, secret_key, TUNELINE_SANDBOX_TIME_SCALE="0.02", TUNELINE_POLL_INTERVAL_S="0.5")
-    s.start_worker()
-    s.beat = start_beat(s.env, workdir / "beat.log", workdir)
-    yield s
-    s.stop()
-    s.redis.stop()
+    try:
+        s.start_worker()
+        s.beat = start_beat(s.env, workdir / "beat.log", workdir)
+        yield s
+    finally:  # also when a worker or beat fails to start: nothing outlives the session
+        s.stop()
+        s.redis.stop()
 
 
 class Hooks:

@@ -172,8 +172,10 @@ def start_api(env: Mapping[str, str], port: int, log: Path, workers: int = 2) ->
     ).start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: httpx2.get(url + "/healthz", timeout=1).status_code == 200, 30, what="api")
+        # a loaded 2-core machine has taken over 30 s to import the app into two workers
+        wait_until(lambda: httpx2.get(url + "/healthz", timeout=1).status_code == 200, 90, what="api")
     except TimeoutError:
+        proc.stop()  # nobody else holds it: left running, it would outlive the test session
         raise RuntimeError("api did not start:\n" + proc.tail()) from None
     return proc
 
