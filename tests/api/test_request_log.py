@@ -77,8 +77,25 @@ def test_job_get_body_bytes_are_the_sorted_compact_json_of_public_job(client, ma
     job = job_record("acme") | {"suffix": "résumé", "estimate": {"cost_usd": 1e-05, "n": 2}}
     repo.insert(store, job, job["created_at"] * 1000)
     response = client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=auth(token))
-    expected = json.dumps(
-        public_job(repo.load(store, job["id"]) or {}), ensure_ascii=False, sort_keys=True, separators=(",", ":")
-    )
+    stored = repo.load(store, job["id"]) or {}
+    expected = json.dumps(public_job(stored), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     assert response.data.decode() == expected + "\n"
     assert response.headers["Content-Type"] == "application/json"
+
+
+def test_ensure_sync_remembers_plain_functions_and_still_wraps_coroutines(app, monkeypatch):
+    class View:
+        def get(self) -> None: ...
+
+    async def coro() -> None: ...
+
+    def plain() -> None: ...
+
+    wrapped = []
+    monkeypatch.setattr(app, "async_to_sync", lambda f: wrapped.append(f) or "wrapped")
+    for _ in range(2):  # the second time from what it remembered
+        assert app.ensure_sync(plain) is plain
+        bound = View().get
+        assert app.ensure_sync(bound) is bound
+        assert app.ensure_sync(coro) == "wrapped"
+    assert wrapped == [coro, coro]
