@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,32 @@ class Services:
     backends: Backends  # provider name -> backend, each built once
 
 
+class TunelineFlask(Flask):
+    """Flask, with ``ensure_sync`` (which Flask invites apps to override) remembering its answer.
+
+    Flask asks ``inspect.iscoroutinefunction`` about every hook, view and method view it calls, on
+    every request (about ten times); the answer for a given function never changes.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain_functions: set[Any] = set()
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        key = getattr(func, "__func__", func)  # a bound method (a MethodView's get): its function
+        try:
+            if key in self._plain_functions:
+                return func
+        except TypeError:  # an unhashable callable: ask every time
+            return super().ensure_sync(func)
+        synced = super().ensure_sync(func)
+        if synced is func:
+            if len(self._plain_functions) >= 10_000:  # functions made per request never pile up
+                self._plain_functions.clear()
+            self._plain_functions.add(key)
+        return synced
+
+
 class TunelineApi(Api):
     ERROR_SCHEMA = ErrorSchema
     DEFAULT_ERROR_RESPONSE_NAME = "DEFAULT_ERROR"
@@ -56,7 +83,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     """Build the app; only here and in ``Settings.from_env`` is the environment read."""
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level)
-    app = Flask("tuneline")
+    app = TunelineFlask("tuneline")
     app.config.update(
         API_TITLE="Tuneline",
         API_VERSION="0.1.0",
@@ -133,23 +160,29 @@ def _register_blueprints(api: Api) -> None:
 
 
 def _register_request_log(app: Flask) -> None:
+    # Each hook reads the request and ``g`` through one proxy lookup each: these run on every
+    # request, and every lookup through Flask's context-local proxies costs a context-var read.
     @app.before_request
     def start() -> None:
-        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        g.started = time.monotonic()
+        state = g._get_current_object()  # type: ignore[attr-defined]
+        state.request_id = request.environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
+        state.started = time.monotonic()
 
     @app.after_request
     def finish(response: Any) -> Any:
-        response.headers["X-Request-Id"] = g.get("request_id", "")
-        principal = g.get("principal")
+        state = g._get_current_object()  # type: ignore[attr-defined]
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        request_id = getattr(state, "request_id", None)
+        response.headers["X-Request-Id"] = "" if request_id is None else request_id
+        principal = getattr(state, "principal", None)
         log.info(
             "request",
             extra={
-                "request_id": g.get("request_id"),
-                "method": request.method,
-                "path": request.path,
+                "request_id": request_id,
+                "method": req.method,
+                "path": req.path,
                 "status": response.status_code,
-                "ms": logs.monotonic_ms(g.get("started", time.monotonic())),
+                "ms": logs.monotonic_ms(getattr(state, "started", time.monotonic())),
                 "tenant": principal.tenant if principal else None,
             },
         )

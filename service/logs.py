@@ -6,9 +6,12 @@ import json
 import logging
 import sys
 import time
+from itertools import filterfalse
 from typing import Any
 
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# One encoder for every line: json.dumps with options builds a new JSONEncoder on each call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,12 +22,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
-                out[key] = value
+        fields = record.__dict__
+        for key in filterfalse(_RESERVED.__contains__, fields):  # the extras, in the order given
+            if not key.startswith("_"):
+                out[key] = fields[key]
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return _ENCODE(out)
 
 
 def configure(level: str = "INFO") -> None:

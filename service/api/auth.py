@@ -8,16 +8,19 @@ from service.core import auth
 from service.core.errors import AuthenticationFailed
 
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/openapi.json", "/console", "/sandbox/v1/", "/metrics")
+# A public path is one of these exactly, or lies under one of them (checked on every request).
+_PUBLIC_EXACT = frozenset({"/", "/favicon.ico", *PUBLIC_PREFIXES})
+_PUBLIC_UNDER = tuple(p.rstrip("/") + "/" for p in PUBLIC_PREFIXES)
 
 
 def _is_public(path: str) -> bool:
-    return path in ("/", "/favicon.ico") or any(
-        path == p or path.startswith(p.rstrip("/") + "/") for p in PUBLIC_PREFIXES
-    )
+    return path in _PUBLIC_EXACT or path.startswith(_PUBLIC_UNDER)
 
 
-def bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
+def bearer(header: str | None = None) -> str | None:
+    """The bearer token of this request (or of ``header``, the Authorization header's value)."""
+    if header is None:
+        header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         if header:
@@ -39,6 +42,8 @@ def register(app: Flask) -> None:
 
     @app.before_request
     def authenticate() -> None:
-        if request.method == "OPTIONS" or _is_public(request.path):
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+        if req.method == "OPTIONS" or _is_public(req.path):
             return
-        g.principal = auth.authenticate(services.store, bearer(), cache)
+        token = bearer(req.environ.get("HTTP_AUTHORIZATION", ""))
+        g.principal = auth.authenticate(services.store, token, cache)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import IO, Any
 
-from flask import Flask, Request, current_app, request
+from flask import Flask, Request, current_app
 
 from service.core.files import tmp_dir
 from service.core.uploads import HashingSpool
@@ -23,6 +23,14 @@ class TunelineRequest(Request):
         self.__dict__.setdefault("_tl_spools", []).append(spool)
         return spool  # type: ignore[return-value]
 
+    def close(self) -> None:
+        """At the end of every request (Flask closes the request when its context is popped):
+        anything not made visible by a use case is removed, so rejected uploads leave no bytes.
+        A method rather than a teardown hook: nothing to run for the requests that upload nothing."""
+        for spool in self.__dict__.get("_tl_spools", ()):
+            spool.discard()
+        super().close()
+
 
 def spool_of(storage: Any) -> HashingSpool:
     stream = storage.stream
@@ -33,9 +41,3 @@ def spool_of(storage: Any) -> HashingSpool:
 
 def register(app: Flask) -> None:
     app.request_class = TunelineRequest
-
-    @app.teardown_request
-    def discard_uncommitted(_exc: BaseException | None) -> None:
-        # Anything not made visible by a use case is removed: rejected uploads leave no bytes.
-        for spool in request.__dict__.get("_tl_spools", []):
-            spool.discard()

@@ -89,10 +89,19 @@ def register(app: Flask) -> None:
         registry=registry,
     )
 
+    # The counter's child per (method, route, status): ``labels()`` validates and locks on every
+    # call, and the set of keys is small (route templates, not paths).
+    children: dict[tuple[str, str, int], Any] = {}
+
     @app.after_request
     def count(response: Any) -> Any:
-        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        requests.labels(request.method, route, str(response.status_code)).inc()
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+        rule = req.url_rule
+        key = (req.method, "<unmatched>" if rule is None else rule.rule, response.status_code)
+        child = children.get(key)
+        if child is None:
+            child = children[key] = requests.labels(key[0], key[1], str(key[2]))
+        child.inc()
         return response
 
 
