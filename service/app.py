@@ -121,9 +121,9 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     app.url_map.converters["model_id"] = ModelIdConverter
     api = TunelineApi(app)
     api.ma_plugin.converter.add_parameter_attribute_function(parameter_style)
+    _register_request_log(app)  # first: a request refused by a later hook (401) still gets its id
     uploads.register(app)
     auth.register(app)
-    _register_request_log(app)
     prometheus.register(app)
     _register_blueprints(api)
     app.register_blueprint(console_views.bp)  # plain Flask: static pages stay out of the OpenAPI spec

@@ -37,17 +37,15 @@ def test_each_request_logs_one_line_with_its_id_and_tenant(app, client, make_key
     missing = client.get("/v1/fine_tuning/jobs/ftjob-none", headers=auth(token))
 
     assert ok.headers["X-Request-Id"] == "req-given"
-    for response in (health, missing):
+    for response in (health, refused, missing):  # a refused request has its id too
         assert len(response.headers["X-Request-Id"]) == 32  # a fresh uuid4, hex
-    # The auth hook runs before the request log's start hook, so a 401 has no id (as before).
-    assert refused.headers["X-Request-Id"] == ""
     lines = request_lines(caplog)
     assert [list(line)[:4] for line in lines] == [["ts", "level", "logger", "msg"]] * 4
     assert [list(line)[4:] for line in lines] == [FIELDS] * 4
     assert [(li["request_id"], li["method"], li["path"], li["status"], li["tenant"]) for li in lines] == [
         ("req-given", "GET", url, 200, "acme"),
         (health.headers["X-Request-Id"], "GET", "/healthz", 200, None),
-        (None, "GET", url, 401, None),
+        (refused.headers["X-Request-Id"], "GET", url, 401, None),
         (missing.headers["X-Request-Id"], "GET", "/v1/fine_tuning/jobs/ftjob-none", 404, "acme"),
     ]
     assert all(li["level"] == "info" and li["logger"] == "tuneline.http" for li in lines)
