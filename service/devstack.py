@@ -104,7 +104,14 @@ def _local_workers(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
     ]
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so `kill`, `timeout` or a service manager stop the stack as Ctrl-C does
+
+
 def main() -> None:
+    # Without this, SIGTERM ends this process at once and leaves redis, gunicorn and the workers
+    # running; as KeyboardInterrupt it goes through the `finally` below that stops them.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     procs: list[subprocess.Popen[bytes]] = []
     os.environ.setdefault("TUNELINE_ENV", "development")
     os.environ.setdefault("TUNELINE_DATA_DIR", str((VAR / "data").resolve()))
