@@ -9,11 +9,10 @@ import hashlib
 import importlib.resources
 import io
 import json
-import multiprocessing
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import tiktoken
@@ -158,6 +157,9 @@ def counting_pool(size_bytes: int, encoding: str) -> Iterator[Executor]:
     for a large file on a machine with more than one core, worker processes stopped afterwards.
     A daemonic process may not start processes (a Celery prefork child is one): it uses threads,
     and the service prepares several files at once in its worker processes anyway."""
+    import multiprocessing  # here: the API and most callers never start a process
+    from concurrent.futures import ProcessPoolExecutor
+
     if size_bytes < PROCESS_MIN_BYTES or POOL_SIZE < 2 or multiprocessing.current_process().daemon:
         yield pool()
         return
