@@ -20,7 +20,8 @@ from service.console import views as console_views
 from service.core.backends.registry import Backends
 from service.core.dispatch import Dispatcher
 from service.core.secrets_box import SecretBox, box_for
-from service.core.store import Store
+from service.core.store import Store, keys
+from service.core.store.tracked import TrackedReads
 from service.settings import Settings
 from service.taskqueue import CeleryDispatcher, make_celery
 
@@ -109,6 +110,8 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     if dispatcher is None:
         dispatcher = CeleryDispatcher(make_celery(settings))
     store = Store.from_url(settings.redis_url)
+    if settings.read_cache_s > 0:
+        store.tracked = TrackedReads(store.r, keys.job_prefix(), settings.read_cache_s)
     broker_url = settings.effective_broker_url
     app.extensions["tuneline"] = Services(
         settings=settings,

@@ -130,6 +130,9 @@ class Settings:
     # How long an API process may trust a key it looked up (0: every request reads Redis); a
     # revoked key stops working within this many seconds.
     auth_cache_s: float = setting(1.0, minimum=0)
+    # How long an API process may serve a job record it read while Redis reports no change to it
+    # (server-assisted tracking, ``service/core/store/tracked.py``; 0: every read goes to Redis).
+    read_cache_s: float = setting(5.0, minimum=0)
     eval_concurrency: int = setting(4, minimum=1)  # parallel completions while evaluating one job
     eval_rate_per_s: float = setting(10.0, above=0)  # completions started per second, one job
     openai_api_key: str = setting("", secret=True, fallback="OPENAI_API_KEY")

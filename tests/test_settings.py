@@ -45,12 +45,13 @@ def test_every_field_is_read_from_its_own_variable() -> None:
             "TUNELINE_DATA_DIR": "/srv/x",
             "TUNELINE_DEFAULT_PROVIDER": " Sandbox ",
             "TUNELINE_AUTH_CACHE_S": "0",
+            "TUNELINE_READ_CACHE_S": "0",
             "TUNELINE_VISIBILITY_TIMEOUT_S": "6",
         }
     )
     assert (settings.port, settings.metrics_enabled, settings.poll_interval_s) == (9001, True, 2.5)
     assert (settings.data_dir, settings.default_provider) == (Path("/srv/x"), "sandbox")
-    assert (settings.auth_cache_s, settings.visibility_timeout_s) == (0.0, 6)
+    assert (settings.auth_cache_s, settings.read_cache_s, settings.visibility_timeout_s) == (0.0, 0.0, 6)
     assert Settings.from_env(BASE) == Settings(env="test")
 
 
@@ -70,6 +71,7 @@ def test_openai_key_falls_back_to_the_providers_own_variable() -> None:
         ("TUNELINE_EVAL_RATE_PER_S", "0", "must be > 0"),
         ("TUNELINE_POLL_RATE_PER_S", "-1", "must be >= 0"),
         ("TUNELINE_AUTH_CACHE_S", "-1", "must be >= 0"),
+        ("TUNELINE_READ_CACHE_S", "-1", "must be >= 0"),
         ("TUNELINE_DEFAULT_PROVIDER", "aws", "must be one of"),
         ("TUNELINE_ENV", "staging", "must be one of"),
         ("TUNELINE_TRAIN_DEVICE", "tpu", "cuda:N"),

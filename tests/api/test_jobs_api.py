@@ -101,3 +101,29 @@ def test_job_get_goes_through_the_one_auth_hook(client, make_key, store):
     )
     core_auth.revoke_key(store, record.id)
     assert_error(client.get(url, headers=auth(token)), 401, "authentication_error")
+
+
+def test_job_get_reads_an_unchanged_job_from_memory_and_a_change_at_once(
+    client, app, make_key, store, settings
+):
+    """The API keeps a job record it read while Redis reports no change (TUNELINE_READ_CACHE_S);
+    a write from anywhere (here another client, as a worker's) shows in the very next GET."""
+    from service.core.jobs import lifecycle, states
+    from service.core.store import Store
+    from service.core.store import jobs as repo
+    from tests.bench.job_get import job_record
+
+    tracked = app.extensions["tuneline"].store.tracked
+    token = make_key("acme")
+    job = job_record("acme")
+    repo.insert(store, job, job["created_at"] * 1000)
+    url = f"/v1/fine_tuning/jobs/{job['id']}"
+    assert client.get(url, headers=auth(token)).json["status"] == "validating_files"
+    before = dict(tracked.stats)
+    for _ in range(5):
+        assert client.get(url, headers=auth(token)).json["status"] == "validating_files"
+    assert (tracked.stats["hits"], tracked.stats["misses"]) == (before["hits"] + 5, before["misses"])
+    worker = Store.from_url(settings.redis_url)  # another process's connection
+    lifecycle.transition(worker, job["id"], states.RUNNING, "training", "step")
+    assert client.get(url, headers=auth(token)).json["status"] == "running"
+    assert tracked.stats["misses"] == before["misses"] + 1

@@ -13,6 +13,7 @@ optimisation is measured side by side with the code before it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import httpx2
 
 from service.core import auth, ids
-from service.core.jobs import states
+from service.core.jobs import record, states
 from service.core.store import Store
 from service.core.store import jobs as repo
 from tests.bench.common import Options, cpu_seconds, median, service_env, start_gunicorn, worker_pids
@@ -174,6 +175,27 @@ def in_process_cpu(reps: int, requests: int) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+@contextlib.contextmanager
+def rewriting(store: Store, job_id: str, every_s: float) -> Iterator[None]:
+    """Rewrite a job's record (a new ``estimated_finish``) every ``every_s`` while the block runs."""
+    stop = threading.Event()
+
+    def touch(job: Any) -> None:
+        job.estimated_finish = int(time.time())
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            record.modify(store, job_id, touch)
+
+    writer = threading.Thread(target=loop, daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        writer.join()
+
+
 def run(opts: Options) -> str:
     seconds = 3.0 if opts.quick else 10.0
     reps = 3
@@ -208,16 +230,27 @@ def run(opts: Options) -> str:
         bare_resp = httpx2.get(f"{bare}/v1/fine_tuning/jobs/{job['id']}")
         bare_resp.raise_for_status()
 
-        # The same checkout with the per-process key cache off: every request reads the key.
+        # The same checkout with both per-process caches off: every request reads the key and the
+        # job from Redis.
         nocache_port = free_port()
-        nocache_env = {**env, "TUNELINE_PORT": str(nocache_port), "TUNELINE_AUTH_CACHE_S": "0"}
+        nocache_env = {
+            **env,
+            "TUNELINE_PORT": str(nocache_port),
+            "TUNELINE_AUTH_CACHE_S": "0",
+            "TUNELINE_READ_CACHE_S": "0",
+        }
         procs.append(
             start_gunicorn("service.wsgi:app", nocache_env, nocache_port, work / "nocache.log", workers=2)
         )
         nocache = f"http://127.0.0.1:{nocache_port}"
 
+        # A second job whose record another client rewrites ten times a second while it is read
+        # (a worker syncing it): the reads that follow each change go to Redis.
+        churned = job_record("bench")
+        repo.insert(store, churned, churned["created_at"] * 1000)
         targets = {
             "tuneline": (f"{tl}/v1/fine_tuning/jobs/{job['id']}", auth_h),
+            "churn": (f"{tl}/v1/fine_tuning/jobs/{churned['id']}", auth_h),
             "bare": (f"{bare}/v1/fine_tuning/jobs/{job['id']}", {"Authorization": auth_h["Authorization"]}),
             "healthz": (f"{tl}/healthz", {}),
             "nocache": (f"{nocache}/v1/fine_tuning/jobs/{job['id']}", auth_h),
@@ -243,7 +276,13 @@ def run(opts: Options) -> str:
             load(url, headers, 1.0)
         # Server CPU per request (gunicorn processes + redis-server): unlike req/s, it hardly
         # depends on what else the shared machine is doing.
-        servers = {"tuneline": procs[0], "bare": procs[1], "nocache": procs[2], "healthz": procs[0]}
+        servers = {
+            "tuneline": procs[0],
+            "churn": procs[0],
+            "bare": procs[1],
+            "nocache": procs[2],
+            "healthz": procs[0],
+        }
         if "before" in targets:
             servers["before"] = procs[3]
         results: dict[str, list[Result]] = {name: [] for name in targets}
@@ -255,7 +294,8 @@ def run(opts: Options) -> str:
                 if redis.proc is not None:
                     pids.append(redis.proc.pid)
                 cpu = cpu_seconds(pids)
-                result = load(url, headers, seconds)
+                with rewriting(store, churned["id"], 0.1) if name == "churn" else contextlib.nullcontext():
+                    result = load(url, headers, seconds)
                 result.cpu_ms_per_req = (cpu_seconds(pids) - cpu) * 1000 / max(1.0, result.rps * seconds)
                 results[name].append(result)
     finally:
@@ -279,16 +319,19 @@ def run(opts: Options) -> str:
         else f"a Python thread pool ({CONCURRENCY} threads, keep-alive `httpx2` clients; `wrk` not installed)"
     )
     labels = {
-        "tuneline": "Tuneline `GET /v1/fine_tuning/jobs/{id}` (auth hook, key cache on: one Redis read "
-        "+ request log)",
-        "nocache": "the same route with `TUNELINE_AUTH_CACHE_S=0` (two Redis reads: the key, then the job)",
+        "tuneline": "Tuneline `GET /v1/fine_tuning/jobs/{id}` (auth hook, key cache on, job record from "
+        "tracked reads: no Redis round trip while it is unchanged; request log)",
+        "churn": "the same route, the job's record rewritten 10 times a second by another client "
+        "during the run",
+        "nocache": "the same route with `TUNELINE_AUTH_CACHE_S=0 TUNELINE_READ_CACHE_S=0` (two Redis "
+        "reads: the key, then the job)",
         "bare": "bare Flask route, same JSON body, same gunicorn arguments",
         "healthz": "Tuneline `GET /healthz` (same app; no auth, no Redis)",
     }
     if "before" in results:
         labels["before"] = f"the same route served by `{os.environ.get('BENCH_BEFORE_TREE')}` (before)"
     out = [
-        "## Job GET throughput (issues 4, 12)",
+        "## Job GET throughput (issues 4, 12, 15)",
         "",
         f"gunicorn `--workers 2 --threads 4` (gthread) and access log on, for both apps; production "
         f"settings (INFO JSON request log). Load: {gen}, {seconds:.0f} s per run, concurrency "

@@ -75,8 +75,10 @@ def main() -> int:
             "TUNELINE_LOG_LEVEL": "INFO",
         }
         app = create_app(Settings.from_env(env))
-        # The same app with the key cache off (every request reads the key from Redis).
-        nocache = create_app(Settings.from_env({**env, "TUNELINE_AUTH_CACHE_S": "0"})).test_client()
+        # The same app with both caches off (every request reads the key and the job from Redis).
+        nocache = create_app(
+            Settings.from_env({**env, "TUNELINE_AUTH_CACHE_S": "0", "TUNELINE_READ_CACHE_S": "0"})
+        ).test_client()
         for handler in logging.getLogger().handlers:  # the request log is formatted, not printed
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process

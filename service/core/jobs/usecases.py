@@ -337,7 +337,7 @@ def start_job(ctx: JobsContext, job: Job) -> dict[str, Any]:
 
 
 def get_job(store: Store, principal: Principal, job_id: str) -> dict[str, Any]:
-    return _readable(principal, repo.load(store, job_id), job_id)
+    return _readable(principal, repo.read(store, job_id), job_id)
 
 
 def _readable(principal: Principal, job: dict[str, Any] | None, job_id: str) -> dict[str, Any]:

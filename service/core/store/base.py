@@ -33,10 +33,15 @@ def loads(raw: str | bytes | None) -> Any:
 
 
 class Store:
-    """Holds the client; repositories take a Store so tests can point them anywhere."""
+    """Holds the client; repositories take a Store so tests can point them anywhere.
+
+    ``tracked``, when an API process sets it (``tracked.TrackedReads``), serves the reads that
+    ask for it (``jobs.read``) from memory while Redis says their keys have not changed.
+    """
 
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
+        self.tracked: Any = None
 
     @classmethod
     def from_url(cls, url: str) -> Store:

@@ -19,6 +19,15 @@ def load(store: Store, job_id: str) -> dict[str, Any] | None:
     return job
 
 
+def read(store: Store, job_id: str) -> dict[str, Any] | None:
+    """A job record to show (the API's reads): the same as ``load``, served from the process's
+    tracked reads when it keeps them (``Store.tracked``)."""
+    tracked = store.tracked
+    raw = store.r.get(keys.job(job_id)) if tracked is None else tracked.get(keys.job(job_id))
+    job: dict[str, Any] | None = loads(raw)
+    return job
+
+
 def insert(store: Store, job: dict[str, Any], created_ms: float) -> None:
     pipe = store.r.pipeline(transaction=True)
     pipe.set(keys.job(job["id"]), dumps(job))

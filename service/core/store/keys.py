@@ -45,6 +45,11 @@ def job(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
 
+def job_prefix() -> str:
+    """Every key of every job (its record, events, checkpoints, ...) starts with this."""
+    return f"{PREFIX}:job:"
+
+
 def jobs_by_tenant(tenant: str) -> str:
     return f"{PREFIX}:jobs:{tenant}"
 
