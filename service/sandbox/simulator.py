@@ -276,7 +276,8 @@ class Sandbox:
 
     def _advance(self, job: dict[str, Any], now: float) -> dict[str, Any]:
         """The stored job moved to where its timeline says it is at ``now`` (the job's clock);
-        terminal is sticky, and a paused job stays paused until resumed."""
+        terminal is sticky, and a paused job stays paused until resumed. The same object when it has
+        not moved (``list_jobs`` relies on it)."""
         if job["status"] in TERMINAL or job["status"] == "paused":
             return job
         tl = timeline_of(job, self.scale)
@@ -358,13 +359,20 @@ class Sandbox:
             meta = job.get("metadata") or {}
             return all(meta.get(k) == v for k, v in wanted.items())
 
-        def load(job_id: str) -> dict[str, Any] | None:
+        def load(job_id: str, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+            # A page is read at once; only a job whose status moved since it was stored takes
+            # ``_refresh``'s write (the rest are what ``_refresh`` would answer without writing).
+            if stored is None or self._advance(stored, self._job_now(stored)) is stored:
+                return stored
             try:
                 return self._refresh(job_id)
             except NotFound:
                 return None
 
-        found, more = self.state.walk_jobs(after, limit, lambda ids: [load(i) for i in ids], matches)
+        def load_page(ids: list[str]) -> list[dict[str, Any] | None]:
+            return [load(i, stored) for i, stored in zip(ids, self.state.load_jobs(ids), strict=True)]
+
+        found, more = self.state.walk_jobs(after, limit, load_page, matches)
         return [self.public_job(j) for j in found], more
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:

@@ -118,6 +118,10 @@ class SandboxStore:
     def load_job(self, job_id: str) -> dict[str, Any] | None:
         return loads(self.r.get(_job(job_id)))  # type: ignore[arg-type, no-any-return]
 
+    def load_jobs(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
+        """Jobs in one round trip (None where there is no such job)."""
+        return self.store.load_many([_job(j) for j in job_ids])
+
     def update_job(self, job_id: str, change: Change) -> dict[str, Any] | None:
         """Read-modify-write of a job (see ``Store.update_json``); None when there is no such job."""
         return self.store.update_json(_job(job_id), change)

@@ -18,6 +18,7 @@ import hashlib
 import secrets
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from service.core import ids, tasknames
 from service.core.backends.base import Backend, BackendError, Budget, Progress, RemoteJob, WantsDetail
@@ -32,6 +33,7 @@ POLL_LEASE_S = 30.0
 MAX_POLL_INTERVAL_S = 60.0
 EVENTS_KEPT = 500
 POLL_BATCH = 100  # due jobs one poll task takes (an account list answers 100 a page)
+SETTLE_THREADS = 8  # jobs of a batch whose sync results are written at the same time
 
 PROVIDER_STATES = {
     "validating_files": (states.VALIDATING, "provider_validating"),
@@ -120,26 +122,45 @@ def _lock(ctx: StageContext, job: Job) -> str | None:
 def _sync_together(
     ctx: StageContext, backend: Backend, jobs: list[Job], then: Callable[[str, str], None]
 ) -> None:
-    """One ``sync_many`` for jobs of one backend, under their locks; each next task to ``then``."""
+    """One ``sync_many`` for jobs of one backend, under their locks; each next task to ``then``.
+
+    Each job's result is then written by one of ``SETTLE_THREADS`` threads: a job's writes are a
+    few Redis round trips that wait far more than they compute, and touch only that job's keys.
+    ``then`` runs on this thread, as each job is done; one job's error is raised after the rest.
+    """
     tokens = {job.id: token for job in jobs if (token := _lock(ctx, job))}
     held = [job for job in jobs if job.id in tokens]
+
+    def settle(job: Job) -> str | None:
+        try:
+            result = found.get(job.id)
+            if result is None:
+                return _poll_locked(ctx, job)  # not covered: its own sync
+            if isinstance(result, BackendError):
+                _poll_failed(ctx, job, result)
+                return None
+            return _synced(ctx, job, result)
+        finally:
+            repo.release_lock(ctx.store, job.id, tokens.pop(job.id))
+
+    errors: list[Exception] = []
     try:
         found = backend.sync_many(held, _budget(ctx, backend), _wants_detail(ctx)) if held else {}
-        for job in held:
-            result = found.get(job.id)
-            task = None
-            if result is None:
-                task = _poll_locked(ctx, job)  # not covered: its own sync
-            elif isinstance(result, BackendError):
-                _poll_failed(ctx, job, result)
-            else:
-                task = _synced(ctx, job, result)
-            repo.release_lock(ctx.store, job.id, tokens.pop(job.id))
-            if task:
-                then(task, job.id)
+        with ThreadPoolExecutor(min(SETTLE_THREADS, len(held) or 1), "tuneline-poll") as pool:
+            settling = {pool.submit(settle, job): job.id for job in held}
+            for done in as_completed(settling):
+                try:
+                    task = done.result()
+                except Exception as exc:  # raised below, after the other jobs
+                    errors.append(exc)
+                    continue
+                if task:
+                    then(task, settling[done])
     finally:
-        for job_id, token in tokens.items():
+        for job_id, token in list(tokens.items()):
             repo.release_lock(ctx.store, job_id, token)
+    if errors:
+        raise errors[0]
 
 
 def _budget(ctx: StageContext, backend: Backend) -> Budget:
