@@ -206,3 +206,34 @@ def test_a_provider_that_does_not_list_is_polled_job_by_job(settings, store, clo
             assert job is not None and job.stage == "finalizing"
     finally:
         registry.unregister("fake")
+
+
+def test_one_jobs_error_in_a_batch_leaves_the_others_synced_and_every_lock_released(
+    settings, store, sandbox_url, clock, monkeypatch
+):
+    """A batch's results are written on several threads: an error writing one job's (injected
+    here) is raised after the others were written and handed on, and no poll lock stays held."""
+    from service.core.store import keys
+
+    backends = sandbox_backends(settings, store, sandbox_url)
+    ctx = stage_context(dataclasses.replace(settings, poll_rate_per_s=0), store, backends, clock)
+    job_ids = submitted_jobs(ctx, backends, 3, sandbox={**STAY_RUNNING, "steps": 1, "step_s": 0})
+    broken = job_ids[1]
+    synced = poll._synced
+
+    def failing(ctx_, job, progress):  # type: ignore[no-untyped-def]
+        if job.id == broken:
+            raise RuntimeError("injected")
+        return synced(ctx_, job, progress)
+
+    monkeypatch.setattr(poll, "_synced", failing)
+    handed_on: list[tuple[str, str]] = []
+    clock.advance(settings.poll_interval_s)
+    [batch] = poll.claim_due_batches(ctx)
+    with pytest.raises(RuntimeError, match="injected"):
+        poll.run_polls(ctx, batch, lambda task, job_id: handed_on.append((task, job_id)))
+    others = [j for j in job_ids if j != broken]
+    assert sorted(handed_on) == sorted((tasknames.JOB_FINALIZE, j) for j in others)
+    for job_id in job_ids:
+        assert store.r.get(keys.job_lock(job_id)) is None
+    assert record.load(store, broken).stage == "provider_validating"  # type: ignore[union-attr]
