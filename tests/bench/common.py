@@ -16,7 +16,7 @@ import httpx2
 import psutil
 from cryptography.fernet import Fernet
 
-from tests.support.procs import VENV_BIN, Proc, RedisServer, base_env, wait_until
+from tests.support.procs import REPO, VENV_BIN, Proc, RedisServer, base_env, wait_until
 
 MB = 1_000_000
 MIB = 1024 * 1024
@@ -94,6 +94,9 @@ def start_gunicorn(
         ],
         env,
         log,
+        # Started there too: gunicorn puts its starting directory ahead of ``--chdir`` on the
+        # import path, so a "before" checkout started from this one served this one's code.
+        cwd=chdir or REPO,
     ).start()
     url = f"http://127.0.0.1:{port}/healthz"
     try:

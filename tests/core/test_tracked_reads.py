@@ -160,3 +160,32 @@ def test_a_forked_child_tracks_on_a_connection_of_its_own(store: Store, other: r
     assert queue.get(timeout=10) == ("2", 2)  # its own first read went to Redis
     child.join(10)
     assert reads.get(PREFIX + "a") == "2"
+
+
+def test_concurrent_readers_never_hide_a_write_from_the_next_read(store: Store, other: redis.Redis) -> None:
+    """Four threads read without pause (as a gunicorn worker's threads do) while a fifth writes
+    and reads its own write back: each read after a write must see it."""
+    reads = TrackedReads(store.r, PREFIX, max_age_s=60)
+    other.set(PREFIX + "a", "0")
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            reads.get(PREFIX + "a")
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    try:
+        for i in range(1, 500):
+            other.set(PREFIX + "a", str(i))
+            seen = reads.get(PREFIX + "a")
+            if seen != str(i):
+                failures.append(f"wrote {i}, read {seen}")
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert failures == []
+    assert reads.stats["hits"] > 500  # the readers were served from memory meanwhile

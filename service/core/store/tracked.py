@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 from typing import Any
@@ -52,21 +53,26 @@ class TrackedReads:
         self._values: dict[str, tuple[float, Any]] = {}  # key -> (read at, value)
         self._reading: dict[str, object] = {}  # key -> the token of a read in flight
         self._conn: Any = None  # redis.connection.Connection while tracking
+        self._fd: int | None = None  # its socket's descriptor, while tracking
         self._pid = os.getpid()
         self._retry_at = 0.0
         self._refused = False
+        # Counters for tests and diagnostics (hits are counted without the lock: near, not exact,
+        # under concurrent reads).
         self.stats = {"hits": 0, "misses": 0, "invalidations": 0, "resets": 0}
 
     def get(self, key: str) -> Any:
         """``GET key`` (the client's decoding), from memory when Redis has not changed it since."""
         now = time.monotonic()
+        if not self._current(now):
+            return self._client.get(key)
+        held = self._values.get(key)  # no lock: one dict read, and pushes were applied just now
+        if held is not None and now - held[0] < self._max_age_s:
+            self.stats["hits"] += 1
+            return held[1]
         with self._lock:
-            if not self._tracking(now):
+            if self._conn is None:  # lost since: not a read to keep
                 return self._client.get(key)
-            held = self._values.get(key)
-            if held is not None and now - held[0] < self._max_age_s:
-                self.stats["hits"] += 1
-                return held[1]
             self.stats["misses"] += 1
             token = self._reading[key] = object()
         value = self._client.get(key)
@@ -79,6 +85,26 @@ class TrackedReads:
                     self._values[key] = (now, value)
         return value
 
+    def _current(self, now: float) -> bool:
+        """Whether values may be served: tracking, with every push that has arrived applied.
+
+        The usual answer takes no lock and reads nothing: a poll of the tracking socket finds
+        nothing waiting. The lock is taken only to read and apply pushes (only one thread may read
+        the socket), to connect, or after a fork: a lock held across the socket check made the
+        request threads of a gunicorn worker queue behind one another.
+        """
+        fd = self._fd
+        if fd is not None and self._pid == os.getpid():
+            poller = select.poll()  # one per call: a poll object refuses concurrent use
+            poller.register(fd, select.POLLIN | select.POLLPRI)
+            # Nothing arrived (a closed or failed socket polls as ready), and no other thread is
+            # applying pushes it has already taken off the socket: checked after the poll, so a
+            # push read by another thread before the poll has been applied by now.
+            if not poller.poll(0) and not self._lock.locked():
+                return True
+        with self._lock:
+            return self._tracking(now)
+
     def close(self) -> None:
         with self._lock:
             self._reset()
@@ -89,7 +115,7 @@ class TrackedReads:
         """Whether values may be served: connected (or connected now) and caught up with Redis."""
         if self._pid != os.getpid():  # a forked child: the parent's socket is not ours to use
             self._pid = os.getpid()
-            self._conn = None
+            self._conn, self._fd = None, None
             self._values.clear()
             self._reading.clear()
         if self._conn is None:
@@ -133,7 +159,7 @@ class TrackedReads:
             conn.disconnect()
             self._retry_at = now + self._retry_s
             return
-        self._conn = conn
+        self._conn, self._fd = conn, conn._sock.fileno()
 
     def _invalidated(self, push: list[Any]) -> None:
         keys = push[1]
@@ -148,9 +174,10 @@ class TrackedReads:
             self._reading.pop(key, None)
 
     def _reset(self) -> None:
+        self._values.clear()
+        self._reading.clear()
         if self._conn is not None:
+            self._fd = None
             self._conn.disconnect()
             self._conn = None
             self.stats["resets"] += 1
-        self._values.clear()
-        self._reading.clear()
