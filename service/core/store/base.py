@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
+
+if TYPE_CHECKING:
+    from service.core.store.tracked import TrackedReads
 
 
 def connect(url: str) -> redis.Redis:
@@ -41,7 +44,7 @@ class Store:
 
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
-        self.tracked: Any = None
+        self.tracked: TrackedReads | None = None
 
     @classmethod
     def from_url(cls, url: str) -> Store:

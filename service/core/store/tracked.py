@@ -71,11 +71,13 @@ class TrackedReads:
             self.stats["hits"] += 1
             return held[1]
         with self._lock:
-            if self._conn is None:  # lost since: not a read to keep
-                return self._client.get(key)
-            self.stats["misses"] += 1
-            token = self._reading[key] = object()
-        value = self._client.get(key)
+            token: object | None = None
+            if self._conn is not None:  # else lost since the check: a read not to keep
+                self.stats["misses"] += 1
+                token = self._reading[key] = object()
+        value = self._client.get(key)  # never under the lock: the other threads would queue
+        if token is None:
+            return value
         with self._lock:
             if self._reading.get(key) is token:  # no push for this key since the read began
                 del self._reading[key]
