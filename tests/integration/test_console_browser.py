@@ -258,6 +258,7 @@ def test_stuck_job_is_highlighted_and_cancel_works(console, stack, tenant_a):
     page = c.sign_in(tenant_a["token"])
     page.get_by_role("link", name="Settings").click()
     page.get_by_label("Stuck after (minutes without progress)").fill("0.05")
+    page.get_by_label("Refresh lists every (seconds)").fill("1")
     page.get_by_role("button", name="Save settings").click()
     page.get_by_text("Settings saved.").wait_for()
     c.shot("settings")
@@ -267,9 +268,16 @@ def test_stuck_job_is_highlighted_and_cancel_works(console, stack, tenant_a):
     c.shot("jobs-stuck")
     page.get_by_role("link", name=job_id).click()
     page.get_by_role("button", name="Cancel job").click()
+    from playwright.sync_api import expect  # installed: the console fixture skips otherwise
+
     confirm = page.get_by_role("button", name="Yes, cancel this job")
     confirm.wait_for()
-    assert confirm.evaluate("el => el === document.activeElement")  # focus moves to the confirmation
+    expect(confirm).to_be_focused()  # focus moves to the confirmation
+    # The page refreshes the job every second; the open confirmation (and its focus) outlives that.
+    for _ in range(2):  # once the second has come, the first has been applied
+        with page.expect_response(lambda r: r.url.endswith(f"/v1/fine_tuning/jobs/{job_id}"), timeout=10_000):
+            pass
+    expect(confirm).to_be_focused()
     page.keyboard.press("Enter")
     page.locator("#job-status .badge.cancelled").wait_for()
     assert api_status(tenant_a, job_id) == "cancelled"

@@ -88,8 +88,9 @@ async function route() {
   }
 }
 
+/** Focus the new view, unless the user already moved into it while it was still loading. */
 function focusMain() {
-  main.focus({ preventScroll: true });
+  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
 }
 
 window.addEventListener("hashchange", () => { route().then(focusMain); });

@@ -187,25 +187,38 @@ export async function render(main, { params, signal }) {
     return button;
   }
 
+  // An open "cancel?" confirmation stays as it is (with its focus) while refreshes re-render the
+  // page around it; it closes on an answer, or when the job ends on its own.
+  let confirming = false;
+
   function renderActions() {
     if (TERMINAL.has(job.status)) {
+      confirming = false;
       fill(actions, h("span", { class: "muted" }, `This job is ${job.status}; it cannot be cancelled.`));
       return;
     }
+    if (confirming) return;
     const cancel = h("button", { type: "button", class: "danger", id: "cancel-job" }, "Cancel job");
     cancel.addEventListener("click", () => {
+      confirming = true;
       const yes = h("button", { type: "button", class: "danger", id: "confirm-cancel" }, "Yes, cancel this job");
       const no = h("button", { type: "button", class: "secondary" }, "Keep it running");
-      no.addEventListener("click", () => { renderActions(); actions.querySelector("#cancel-job")?.focus(); });
+      no.addEventListener("click", () => {
+        confirming = false;
+        renderActions();
+        actions.querySelector("#cancel-job")?.focus();
+      });
       yes.addEventListener("click", async () => {
         yes.disabled = true;
         try {
           job = await api(`${base}/cancel`, { method: "POST", signal });
+          confirming = false;
           fill(actionFeedback, h("div", { class: "alert info", role: "status" }, `Job ${job.id} is ${job.status}.`));
           announce(`Job ${job.status}`);
           renderJob();
         } catch (err) {
           if (err.name === "AbortError") return;
+          confirming = false;
           fill(actionFeedback, errorAlert(err, "Cancel failed"));
           renderActions();
         }
