@@ -114,6 +114,61 @@ def test_an_ambiguous_create_is_looked_up_not_repeated(settings, store, backends
     assert any("Found existing fake job pj-1 after an interrupted create" in m for m in events)
 
 
+class WorkerKilled(BaseException):
+    """The worker died here: nothing after this point of the step ran."""
+
+
+def test_a_submit_killed_after_the_create_is_moved_on_by_the_next_attempt(
+    settings, store, backends, provider, clock, monkeypatch
+):
+    """The worker dies right after the create answered: the redelivered task (or the watchdog's)
+    finds the provider job and moves the job on; one create in all. Before, the provider job id
+    was written first and the move second, and a job killed between the two stayed
+    ``submitting`` for good (every later attempt saw the id and returned)."""
+    ctx = stage_context(settings, store, backends, clock)
+    job_id = new_job(settings, store, backends, "fake")
+    run_task(ctx, tasknames.JOB_PREPARE, job_id)
+    run_task(ctx, tasknames.JOB_UPLOAD, job_id)
+    real_transition = lifecycle.transition
+
+    def killed(*args, **kwargs):
+        raise WorkerKilled
+
+    monkeypatch.setattr(lifecycle, "transition", killed)
+    with pytest.raises(WorkerKilled):
+        run_task(ctx, tasknames.JOB_SUBMIT, job_id)
+    monkeypatch.setattr(lifecycle, "transition", real_transition)
+    assert run_task(ctx, tasknames.JOB_SUBMIT, job_id) is None
+    job = record.load(store, job_id)
+    assert job is not None and job.stage == "provider_validating" and job.provider_job_id == "pj-1", job
+    assert provider.calls["create"] == 1
+
+
+def test_a_record_left_submitting_with_its_provider_job_is_moved_on(
+    settings, store, backends, provider, clock
+):
+    """A record an earlier release left behind (the provider job written, the move not) is moved on
+    by the watchdog's submit, without a second create."""
+    ctx = stage_context(settings, store, backends, clock)
+    job_id = new_job(settings, store, backends, "fake")
+    run_task(ctx, tasknames.JOB_PREPARE, job_id)
+    run_task(ctx, tasknames.JOB_UPLOAD, job_id)
+    created = backends["fake"].create(record.load(store, job_id))
+
+    def left_behind(j):
+        remote_state(j).submit_started = True
+        j.provider_job_id, j.provider_status = created.id, created.status
+
+    record.modify(store, job_id, left_behind)
+    at_stage_change(clock, store, job_id)
+    clock.advance(WATCHDOG_S)
+    assert poll.run_poll(ctx, job_id) == tasknames.JOB_SUBMIT  # the watchdog hands it on
+    assert run_task(ctx, tasknames.JOB_SUBMIT, job_id) is None
+    job = record.load(store, job_id)
+    assert job is not None and job.stage == "provider_validating" and job.provider_job_id == created.id
+    assert provider.calls["create"] == 1
+
+
 def test_a_transient_create_error_retries_with_backoff_then_fails_with_its_code(
     settings, store, backends, provider, clock
 ):

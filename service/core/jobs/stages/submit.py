@@ -18,7 +18,7 @@ STAGE = "submitting"
 
 def run_submit(ctx: StageContext, job_id: str, attempt: int = 0) -> str | None:
     job = record.load(ctx.store, job_id)
-    if job is None or job.provider_job_id:
+    if job is None or (job.provider_job_id and job.stage != STAGE):
         return None
     if job.status == states.CANCELLED and remote_state(job).submit_started:
         run_cancel(ctx, job_id, attempt)  # a create may have landed before the cancel
@@ -47,12 +47,18 @@ def _submit(ctx: StageContext, job: Job) -> str | None:
     def submitted(j: Job) -> None:
         j.provider_job_id, j.provider_status = found.id, found.status
 
-    record.modify(ctx.store, job.id, submitted)
-    moved = lifecycle.try_transition(ctx.store, job.id, states.VALIDATING, "provider_validating", message)
-    if moved is None:
+    # The provider job and the move on are one write: a worker killed between two writes left a
+    # job that had its provider job but was still ``submitting``, which no later attempt moved.
+    moved = lifecycle.try_transition(
+        ctx.store, job.id, states.VALIDATING, "provider_validating", message, apply=submitted
+    )
+    if moved is None:  # moved on meanwhile: a twin attempt, or a cancel
         current = record.load(ctx.store, job.id)
         if current is not None and current.status == states.CANCELLED:
-            _cancel(ctx, current)
+            # Recorded even so: the cancel must reach the provider job.
+            current = record.modify(ctx.store, job.id, submitted) if not current.provider_job_id else current
+            if current is not None:
+                _cancel(ctx, current)
         return None
     repo.schedule_poll(ctx.store, job.id, ctx.clock.now() + ctx.settings.poll_interval_s)
     return None
