@@ -99,7 +99,21 @@ def wait_all(
             return status
         time.sleep(0.5)
     pending = {j: s for j, s in status.items() if s not in TERMINAL}
-    raise AssertionError(f"jobs not finished: {pending}\n{stack.logs()}")
+    # Where each one stands in the store (its stage, provider job, poll entry) comes first: the
+    # logs that follow are cut short by CI's output.
+    where = {j: _where(stack, j) for j in pending}
+    raise AssertionError(f"jobs not finished: {pending}\n{where}\n{stack.logs()}")
+
+
+def _where(stack: Stack, job_id: str) -> dict[str, Any]:
+    raw = repo.load(stack.store, job_id) or {}
+    fields = ("status", "stage", "stage_changed_at", "provider_job_id", "provider_status", "backend_state")
+    due = repo.poll_due_at(stack.store, job_id)
+    return {
+        **{k: raw.get(k) for k in fields},
+        "poll_due_in_s": None if due is None else round(due - time.time(), 1),
+        "events": [e["message"] for e in repo.events_since(stack.store, job_id, 0)][-8:],
+    }
 
 
 def restart_worker(stack: Stack) -> None:
