@@ -338,6 +338,7 @@ class RemoteState(BackendState):
     fine_tuned_model: str | None = None
     last_polled_at: float | None = None
     detailed_at: float | None = None  # when its events and checkpoints were last read
+    poll_due_at: float | None = None  # when its next sync was scheduled (the poll's fixed rate)
 
 
 def remote_state(job: Job) -> RemoteState:

@@ -169,6 +169,29 @@ def test_a_record_left_submitting_with_its_provider_job_is_moved_on(
     assert provider.calls["create"] == 1
 
 
+def test_polls_keep_a_fixed_rate_from_their_due_times(settings, store, backends, provider, clock):
+    """The next sync is due an interval after the last was due, not after the (late) sync ran:
+    the wait for a poll's turn is not added to every interval. A very late poll is next due half
+    an interval after it ran."""
+    ctx = stage_context(settings, store, backends, clock)
+    interval = settings.poll_interval_s
+    job_id = new_job(settings, store, backends, "fake")
+    for task in (tasknames.JOB_PREPARE, tasknames.JOB_UPLOAD, tasknames.JOB_SUBMIT):
+        run_task(ctx, task, job_id)
+    due = repo.poll_due_at(store, job_id)
+    assert due == pytest.approx(clock.now() + interval, abs=1e-3)
+    for late in (0.3, 0.1, 0.2):  # each poll runs this part of an interval after it was due
+        clock.advance(due + late * interval - clock.now())
+        assert poll.run_poll(ctx, job_id) is None
+        assert repo.poll_due_at(store, job_id) == pytest.approx(due + interval, abs=1e-3)
+        due += interval
+    clock.advance(due + 0.8 * interval - clock.now())
+    poll.run_poll(ctx, job_id)
+    assert repo.poll_due_at(store, job_id) == pytest.approx(clock.now() + 0.5 * interval, abs=1e-3)
+    job = record.load(store, job_id)
+    assert job is not None and job.stage == "training" and provider.calls["sync"] == 4
+
+
 def test_a_transient_create_error_retries_with_backoff_then_fails_with_its_code(
     settings, store, backends, provider, clock
 ):

@@ -44,8 +44,11 @@ def _submit(ctx: StageContext, job: Job) -> str | None:
     else:
         message = f"Found existing {job.provider} job {found.id} after an interrupted create"
 
+    first_poll = ctx.clock.now() + ctx.settings.poll_interval_s
+
     def submitted(j: Job) -> None:
         j.provider_job_id, j.provider_status = found.id, found.status
+        remote_state(j).poll_due_at = first_poll
 
     # The provider job and the move on are one write: a worker killed between two writes left a
     # job that had its provider job but was still ``submitting``, which no later attempt moved.
@@ -60,7 +63,7 @@ def _submit(ctx: StageContext, job: Job) -> str | None:
             if current is not None:
                 _cancel(ctx, current)
         return None
-    repo.schedule_poll(ctx.store, job.id, ctx.clock.now() + ctx.settings.poll_interval_s)
+    repo.schedule_poll(ctx.store, job.id, first_poll)
     return None
 
 
