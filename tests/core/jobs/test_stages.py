@@ -169,6 +169,35 @@ def test_a_record_left_submitting_with_its_provider_job_is_moved_on(
     assert provider.calls["create"] == 1
 
 
+def test_a_train_task_killed_as_it_hands_on_leaves_finalize_to_the_watchdog(
+    settings, store, backends, clock, monkeypatch
+):
+    """The worker dies right after the move to ``finalizing``, before it enqueued the finalize: the
+    watchdog runs it. Before, the watchdog's entry was written after the move, and a job trained
+    under a lease (which has no poll entry) stayed ``finalizing`` for good."""
+    ctx = stage_context(settings, store, backends, clock)
+    job_id = new_job(settings, store, backends, "inline")
+    assert run_task(ctx, tasknames.JOB_PREPARE, job_id) == tasknames.TRAIN_RUN
+    repo.unschedule_poll(store, job_id)  # as while the local trainer holds the job under its lease
+    real = lifecycle.try_transition
+
+    def moved_then_killed(*args, **kwargs):
+        real(*args, **kwargs)
+        raise WorkerKilled
+
+    monkeypatch.setattr(lifecycle, "try_transition", moved_then_killed)
+    with pytest.raises(WorkerKilled):
+        run_task(ctx, tasknames.TRAIN_RUN, job_id)
+    monkeypatch.setattr(lifecycle, "try_transition", real)
+    assert run_task(ctx, tasknames.TRAIN_RUN, job_id) is None  # a redelivered train task: nothing to do
+    at_stage_change(clock, store, job_id)
+    clock.advance(WATCHDOG_S)
+    assert poll.claim_due(ctx) == [job_id]
+    drive(ctx, tasknames.JOB_POLL, job_id)
+    job = record.load(store, job_id)
+    assert job is not None and job.status == states.SUCCEEDED, job
+
+
 def test_polls_keep_a_fixed_rate_from_their_due_times(settings, store, backends, provider, clock):
     """The next sync is due an interval after the last was due, not after the (late) sync ran:
     the wait for a poll's turn is not added to every interval. A very late poll is next due half

@@ -35,10 +35,13 @@ def conclude(ctx: StageContext, job_id: str, outcome: Trained) -> str | None:
         if outcome.apply is not None:
             outcome.apply(job)
 
+    # The watchdog first: it re-runs a finalize lost after the move, and a worker killed between
+    # the move and the hand-on would otherwise leave a finalizing job nothing looks at (a job
+    # training under a lease has no poll entry, and a redelivered train task ignores it).
+    watch(ctx, job_id)
     moved = lifecycle.try_transition(
         ctx.store, job_id, states.RUNNING, "finalizing", outcome.message, apply=trained
     )
     if moved is None:
         return None
-    watch(ctx, job_id)  # the watchdog re-runs a lost finalize
     return tasknames.JOB_FINALIZE
