@@ -329,8 +329,10 @@ def build_evaluation(ctx: JobsContext, principal: Principal, params: dict[str, A
 def start_job(ctx: JobsContext, job: Job) -> dict[str, Any]:
     """Store a built job and start its pipeline."""
     now = time.time()
+    # The pipeline watchdog (stages.poll) before the job: a process that dies between the two
+    # writes leaves an entry the watchdog drops, never a job nothing looks at.
+    repo.schedule_poll(ctx.store, job.id, now + WATCHDOG_S)
     record.insert(ctx.store, job, now * 1000)
-    repo.schedule_poll(ctx.store, job.id, now + WATCHDOG_S)  # the pipeline watchdog (stages.poll)
     lifecycle.record_event(ctx.store, job.id, f"Created fine-tuning job: {job.id} (provider {job.provider})")
     ctx.dispatcher.enqueue(tasknames.JOB_PREPARE, job.id)
     return public_job(repo.load(ctx.store, job.id) or job.to_dict())
@@ -457,16 +459,19 @@ def _resume(ctx: JobsContext, principal: Principal, job_id: str) -> dict[str, An
     job = Job.from_dict(found)
     backend = ctx.backend(job.provider)
     status, stage = backend.resume(job)
+    waits_for_executor = stage == backend.after_prepare().stage
+    if waits_for_executor:
+        # Waiting for its executor again (the local train queue): watched (before the move, so a
+        # process that dies between them leaves no job unwatched), and woken below. A provider's
+        # job needs neither: its poll kept syncing it while it was paused.
+        repo.schedule_poll(ctx.store, job_id, time.time() + WATCHDOG_S)
     try:
         resumed = lifecycle.transition(
             ctx.store, job_id, status, stage, "Fine-tuning job resumed by the user."
         )
     except states.IllegalTransition:
         raise _not_controllable(get_job(ctx.store, principal, job_id), "resumed") from None
-    if stage == backend.after_prepare().stage:
-        # Waiting for its executor again (the local train queue): watched, and woken now. A
-        # provider's job needs neither: its poll kept syncing it while it was paused.
-        repo.schedule_poll(ctx.store, job_id, time.time() + WATCHDOG_S)
+    if waits_for_executor:
         task = backend.start(resumed)
         if task:
             ctx.dispatcher.enqueue(task, job_id)
