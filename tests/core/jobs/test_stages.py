@@ -169,6 +169,32 @@ def test_a_record_left_submitting_with_its_provider_job_is_moved_on(
     assert provider.calls["create"] == 1
 
 
+def test_a_create_that_dies_before_its_task_is_sent_leaves_the_job_to_the_watchdog(
+    settings, store, backends, clock, monkeypatch
+):
+    """The API process dies after storing the job, before it enqueued the prepare task (or any
+    write after the job): the job already has its watchdog entry, which hands it on."""
+    ctx = stage_context(settings, store, backends, clock)
+    stored: list[str] = []
+    real_insert = record.insert
+
+    def insert_then_die(store_, job, score):
+        real_insert(store_, job, score)
+        stored.append(job.id)
+        raise WorkerKilled
+
+    monkeypatch.setattr(record, "insert", insert_then_die)
+    with pytest.raises(WorkerKilled):
+        new_job(settings, store, backends, "fake")
+    monkeypatch.setattr(record, "insert", real_insert)
+    (job_id,) = stored
+    due = repo.poll_due_at(store, job_id)
+    assert due is not None, "the stored job has no watchdog entry"
+    clock.advance(due - clock.now())
+    assert poll.claim_due(ctx) == [job_id]
+    assert poll.run_poll(ctx, job_id) == tasknames.JOB_PREPARE
+
+
 def test_a_train_task_killed_as_it_hands_on_leaves_finalize_to_the_watchdog(
     settings, store, backends, clock, monkeypatch
 ):
