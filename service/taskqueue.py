@@ -22,6 +22,7 @@ from service.core.tasknames import (
     JOB_UPLOAD,
     POLL_SCAN,
     PREPARE_FILE,
+    PREPARE_SCAN,
     SWEEP,
     TRAIN_REAP,
     TRAIN_RUN,
@@ -33,6 +34,8 @@ from service.settings import Settings
 QUEUES = ("datasets", "provider", "poll", "webhooks", "maintenance", "train", "infer")
 ROUTES = {
     PREPARE_FILE: "datasets",
+    # A short look at the watchdog's set: beside the polls, not behind long preparations.
+    PREPARE_SCAN: "poll",
     JOB_PREPARE: "datasets",
     JOB_UPLOAD: "provider",
     JOB_SUBMIT: "provider",
@@ -61,6 +64,7 @@ ROUTES = {
 }
 
 SCAN_EVERY_S = 1.0
+PREPARE_SCAN_EVERY_S = 10.0
 TRAIN_REAP_EVERY_S = 2.0
 
 
@@ -95,6 +99,7 @@ def make_celery(settings: Settings) -> Celery:
         beat_schedule={
             "poll-scan": {"task": POLL_SCAN, "schedule": SCAN_EVERY_S},
             "webhook-scan": {"task": WEBHOOK_SCAN, "schedule": SCAN_EVERY_S},
+            "prepare-scan": {"task": PREPARE_SCAN, "schedule": PREPARE_SCAN_EVERY_S},
             "sweep": {"task": SWEEP, "schedule": 600.0},
             "train-reap": {"task": TRAIN_REAP, "schedule": TRAIN_REAP_EVERY_S},
         },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import Celery
 
@@ -18,5 +19,11 @@ def prepare_file(file_id: str) -> None:
     preparation.prepare_uploaded_file(ctx.store, ctx.settings.data_dir, file_id)
 
 
+def scan() -> None:
+    ctx = context()
+    preparation.requeue_stalled(ctx.store, ctx.dispatcher, time.time())
+
+
 def register(app: Celery) -> None:
     app.task(name=taskqueue.PREPARE_FILE, max_retries=3)(prepare_file)
+    app.task(name=taskqueue.PREPARE_SCAN)(scan)

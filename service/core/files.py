@@ -12,7 +12,7 @@ from service.core import ids, tasknames
 from service.core.auth import Principal
 from service.core.dispatch import Dispatcher
 from service.core.errors import InvalidRequest, NotFound
-from service.core.store import Store, keys
+from service.core.store import Store, keys, preparing
 from service.core.store.base import dumps, loads
 from service.core.uploads import HashingSpool
 
@@ -133,6 +133,7 @@ def create_file(
     pipe.set(keys.file(record.id), dumps(asdict(record)))
     pipe.zadd(keys.files_by_tenant(record.tenant), {record.id: now_ms})
     pipe.zadd(keys.files_all(), {record.id: now_ms})
+    preparing.queue(pipe, record.id, now_ms / 1000)  # a lost task is sent again (the watchdog)
     pipe.execute()
     dispatcher.enqueue(tasknames.PREPARE_FILE, record.id)
     return record

@@ -6,39 +6,90 @@ import logging
 import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
-from service.core import files
+from service.core import files, tasknames
 from service.core.auth import Principal
 from service.core.datasets import PrepareOptions, prepare_file, resolve_model
+from service.core.dispatch import Dispatcher
 from service.core.errors import Conflict, InvalidRequest, Unprocessable
-from service.core.store import Store, keys
+from service.core.store import Store, keys, preparing
 from service.core.store.base import dumps, loads
 
 log = logging.getLogger("tuneline.preparation")
 
+MAX_PREPARE_STARTS = 3  # starts of one file's preparation before it ends `error` (worker deaths)
+HEARTBEAT_S = 10.0  # how often a running preparation pushes its watchdog entry ahead
+
 
 def prepare_uploaded_file(store: Store, data_dir: Path, file_id: str) -> None:
-    """Run the engine over a stored file; safe to run twice (the report is recomputed)."""
+    """Run the engine over a file still ``uploaded`` and record its report and status.
+
+    Safe to deliver twice: a file that already ended is left as it is. While the engine runs, the
+    file's watchdog entry is pushed ahead; a file whose preparation was started
+    ``MAX_PREPARE_STARTS`` times without ending (its worker died each time: a file too much for
+    the worker's memory) ends ``error`` with that reason, a final answer instead of a 409 loop.
+    """
     record = files.load_file(store, file_id)
-    if record is None:
-        log.info("file gone before preparation", extra={"file_id": file_id})
+    if record is None or record.status != "uploaded":
+        log.info("file gone or already prepared", extra={"file_id": file_id})
+        preparing.done(store, file_id)
         return
+    starts = preparing.count_attempt(store, file_id)
+    if starts > MAX_PREPARE_STARTS:
+        log.error("preparation keeps dying; giving up", extra={"file_id": file_id, "starts": starts - 1})
+        _end(
+            store,
+            file_id,
+            "error",
+            f"its preparation was interrupted {starts - 1} times (the worker preparing it died, "
+            "e.g. out of memory); giving up",
+        )
+        return
+    preparing.heartbeat(store, file_id, time.time())
     try:
-        report = prepare_file(files.blob_path(data_dir, file_id), PrepareOptions())
+        path = files.blob_path(data_dir, file_id)
+        report = prepare_file(path, PrepareOptions(), progress=_Heartbeat(store, file_id))
     except Exception as exc:
         # Bad content is a finding, never an exception: this is a fault of ours or of the
         # machine. The file ends `error` without a report, and `report_for` says so for good.
         log.exception("preparation crashed", extra={"file_id": file_id})
-        files.update_status(
-            store, file_id, "error", f"internal error while preparing the file ({type(exc).__name__})"
-        )
+        _end(store, file_id, "error", f"internal error while preparing the file ({type(exc).__name__})")
         return
     store.r.set(keys.file_report(file_id), dumps(report.to_dict()))
     status = "processed" if report.usable else "error"
-    files.update_status(store, file_id, status, None if report.usable else report.status_details)
+    _end(store, file_id, status, None if report.usable else report.status_details)
     log.info("file prepared", extra={"file_id": file_id, "status": status})
+
+
+def _end(store: Store, file_id: str, status: str, details: str | None) -> None:
+    files.update_status(store, file_id, status, details)
+    preparing.done(store, file_id)  # last: a death before it has the watchdog run it again
+
+
+class _Heartbeat:
+    """The engine's progress callback: the file's watchdog entry moves ahead every few seconds."""
+
+    def __init__(self, store: Store, file_id: str) -> None:
+        self.store, self.file_id = store, file_id
+        self.last = time.monotonic()
+
+    def __call__(self, consumed: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= HEARTBEAT_S:
+            self.last = now
+            preparing.heartbeat(self.store, self.file_id, time.time())
+
+
+def requeue_stalled(store: Store, dispatcher: Dispatcher, now: float) -> list[str]:
+    """Send the preparation task again for files whose watchdog entry fell due; their ids."""
+    stalled = preparing.claim_due(store, now)
+    for file_id in stalled:
+        log.warning("file preparation stalled; sending its task again", extra={"file_id": file_id})
+        dispatcher.enqueue(tasknames.PREPARE_FILE, file_id)
+    return stalled
 
 
 def get_report(store: Store, file_id: str) -> dict[str, Any] | None:

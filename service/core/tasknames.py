@@ -1,6 +1,7 @@
 """Celery task names, the one list both the enqueuing core and the registering workers use."""
 
 PREPARE_FILE = "tuneline.datasets.prepare_file"
+PREPARE_SCAN = "tuneline.datasets.scan"  # the preparation watchdog: files whose task was lost
 JOB_PREPARE = "tuneline.jobs.prepare"
 JOB_UPLOAD = "tuneline.provider.upload"
 JOB_SUBMIT = "tuneline.provider.create_job"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.core.store import keys, stats
+from service.core.store import keys, preparing, stats
 from service.core.store.base import Change, Pipeline, Store, dumps, loads
 
 SECRET_TTL_S = 7 * 24 * 3600  # a backstop: the key is deleted when the import ends
@@ -88,9 +88,11 @@ def remember_file(pipe: Pipeline, tenant: str, account: str, provider_file_id: s
 
 
 def queue_file_record(pipe: Pipeline, record: dict[str, Any], created_ms: float) -> None:
+    """A new ``uploaded`` file, indexed and watched until its preparation ends (``preparing``)."""
     pipe.set(keys.file(record["id"]), dumps(record))
     pipe.zadd(keys.files_by_tenant(record["tenant"]), {record["id"]: created_ms})
     pipe.zadd(keys.files_all(), {record["id"]: created_ms})
+    preparing.queue(pipe, record["id"], created_ms / 1000)
 
 
 # --- an imported job: everything in one MULTI -------------------------------------------------

@@ -37,6 +37,15 @@ def file_report(file_id: str) -> str:
     return f"{PREFIX}:file:{file_id}:report"
 
 
+def files_preparing() -> str:
+    """Sorted set: file id -> when its preparation is due to be looked at (its watchdog)."""
+    return f"{PREFIX}:files:preparing"
+
+
+def file_prepare_attempts(file_id: str) -> str:
+    return f"{PREFIX}:file:{file_id}:prepare_attempts"
+
+
 def idempotency(tenant: str, key_digest: str) -> str:
     return f"{PREFIX}:idem:{tenant}:{key_digest}"
 
