@@ -222,6 +222,22 @@ def test_ambiguous_creates_and_a_worker_killed_at_random(durable: Stack):
     assert all(creates.get(j) == 1 for j in jobs), {j: creates.get(j) for j in jobs}
 
 
+def test_a_lost_preparation_message_is_sent_again_by_the_watchdog(durable: Stack):
+    """A file's preparation message is lost (deleted from the broker while no worker ran): beat's
+    preparation watchdog sends the task again and the file ends ``processed``."""
+    client = client_for(durable, durable.key())
+    durable.workers[-1].kill9()
+    data = "".join(f'{{"prompt": "lost {i}", "completion": "message {i}"}}\n' for i in range(30))
+    f = client.files.create(file=("lost.jsonl", io.BytesIO(data.encode())), purpose="fine-tune")
+    assert durable.store.r.delete(keys.broker_queue("datasets")) == 1  # the message, lost
+    assert client.files.retrieve(f.id).status == "uploaded"
+    # Its watchdog entry falls due now instead of in WATCHDOG_S (120 s).
+    assert durable.store.r.zadd(keys.files_preparing(), {f.id: time.time()}, xx=True, ch=True) == 1
+    durable.start_worker(QUEUES, f"k{len(durable.workers)}")
+    wait_until(lambda: client.files.retrieve(f.id).status == "processed", 120, what="file processed")
+    assert durable.store.r.zscore(keys.files_preparing(), f.id) is None
+
+
 def test_worker_killed_mid_delivery_still_delivers(durable: Stack):
     """The receiver holds the first delivery open; the worker is killed during it; after a restart
     the event arrives (answered 200) with the same webhook-id, and the log says delivered."""
