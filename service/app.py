@@ -111,7 +111,10 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         dispatcher = CeleryDispatcher(make_celery(settings))
     store = Store.from_url(settings.redis_url)
     if settings.read_cache_s > 0:
-        store.tracked = TrackedReads(store.r, keys.job_prefix(), settings.read_cache_s)
+        # Job records (the route clients poll) and API keys (every request; a revoke is seen by
+        # the next request of every process).
+        prefixes = (keys.job_prefix(), keys.api_key_prefix())
+        store.tracked = TrackedReads(store.r, prefixes, settings.read_cache_s)
     broker_url = settings.effective_broker_url
     app.extensions["tuneline"] = Services(
         settings=settings,

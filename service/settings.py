@@ -127,11 +127,13 @@ class Settings:
     # provider upload of a large file) must finish well inside it; training acknowledges early
     # and holds its own lease instead (DESIGN §5).
     visibility_timeout_s: int = setting(3600, minimum=1)
-    # How long an API process may trust a key it looked up (0: every request reads Redis); a
-    # revoked key stops working within this many seconds.
+    # How long an API process may trust a key it looked up (0: every request reads Redis). With
+    # tracked reads a revoke is seen at once and this bounds only a tracking failure; without,
+    # a revoked key stops working within this many seconds.
     auth_cache_s: float = setting(1.0, minimum=0)
     # How long an API process may serve a job record it read while Redis reports no change to it
-    # (server-assisted tracking, ``service/core/store/tracked.py``; 0: every read goes to Redis).
+    # (server-assisted tracking of job records and API keys, ``service/core/store/tracked.py``;
+    # 0: tracking off, every job read goes to Redis).
     read_cache_s: float = setting(5.0, minimum=0)
     eval_concurrency: int = setting(4, minimum=1)  # parallel completions while evaluating one job
     eval_rate_per_s: float = setting(10.0, above=0)  # completions started per second, one job

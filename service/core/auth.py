@@ -159,9 +159,16 @@ class KeyCache:
         self._entries: dict[str, tuple[float, ApiKey]] = {}
 
     def lookup(self, store: Store, key_id: str) -> ApiKey | None:
-        """The key's record: from the cache while fresh, else from Redis."""
+        """The key's record: from the cache while fresh, else from Redis.
+
+        Where the process tracks keys (``Store.tracked``) a revoke is seen by the next lookup,
+        and ``ttl_s`` only bounds how long a record is kept should tracking fail unnoticed.
+        """
         if self.ttl_s <= 0:
             return get_key(store, key_id)
+        if store.tracked is not None:
+            raw = store.tracked.get(keys.api_key(key_id), max_age_s=self.ttl_s)
+            return None if raw is None else ApiKey(**loads(raw))
         now = self.clock()
         entry = self._entries.get(key_id)
         if entry is not None and now - entry[0] < self.ttl_s:

@@ -64,13 +64,37 @@ def test_unknown_keys_are_not_kept_and_a_full_cache_starts_over(store: Store) ->
     assert len(cache._entries) == 1  # the third key cleared the two before it
 
 
-def test_the_api_uses_one_cache_per_app_bounded_by_the_setting(settings, store) -> None:
-    """Through the HTTP hook: with TUNELINE_AUTH_CACHE_S=5 a revoked key answers 401 after 5 s."""
+def test_the_api_refuses_a_revoked_key_at_once_where_it_tracks_keys(settings, store) -> None:
+    """Through the HTTP hook, with tracked reads (``TUNELINE_READ_CACHE_S`` > 0): a checked key is
+    served from memory, and a revoke written by another process is refused by the next request."""
+    from service.app import create_app
+    from service.core.dispatch import RecordingDispatcher
+
+    app = create_app(
+        settings.with_overrides(auth_cache_s=5.0, read_cache_s=5.0), dispatcher=RecordingDispatcher()
+    )
+    tracked = app.extensions["tuneline"].store.tracked
+    client = app.test_client()
+    record, token = auth.create_key(store, "acme")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/v1/files", headers=headers).status_code == 200
+    hits = tracked.stats["hits"]
+    assert client.get("/v1/files", headers=headers).status_code == 200
+    assert tracked.stats["hits"] == hits + 1  # the key came from memory
+    auth.revoke_key(Store.from_url(settings.redis_url), record.id)  # another process's connection
+    assert client.get("/v1/files", headers=headers).status_code == 401
+
+
+def test_without_tracking_the_api_cache_is_bounded_by_the_setting(settings, store) -> None:
+    """Through the HTTP hook, tracked reads off: with TUNELINE_AUTH_CACHE_S=5 a revoked key
+    answers 401 after 5 s."""
     from service.api.auth import KEY_CACHE
     from service.app import create_app
     from service.core.dispatch import RecordingDispatcher
 
-    app = create_app(settings.with_overrides(auth_cache_s=5.0), dispatcher=RecordingDispatcher())
+    app = create_app(
+        settings.with_overrides(auth_cache_s=5.0, read_cache_s=0.0), dispatcher=RecordingDispatcher()
+    )
     clock = Clock()
     app.extensions[KEY_CACHE].clock = clock
     client = app.test_client()

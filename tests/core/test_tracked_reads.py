@@ -132,6 +132,25 @@ def test_a_value_is_not_served_past_its_age(store: Store, other: redis.Redis) ->
     assert _gets(other) == before + 1
 
 
+def test_a_read_may_ask_for_a_shorter_age_and_several_prefixes_are_tracked(
+    store: Store, other: redis.Redis
+) -> None:
+    """Two prefixes (job records and API keys, as the API tracks them): a write under either is
+    seen by the next read; a read's own ``max_age_s`` bounds it below the process-wide one."""
+    reads = TrackedReads(store.r, (PREFIX, "t:key:"), max_age_s=60)
+    other.set("t:key:k1", "live")
+    assert reads.get("t:key:k1") == "live"
+    before = _gets(other)
+    assert reads.get("t:key:k1", max_age_s=5) == "live"
+    assert _gets(other) == before, "the second read went to Redis"
+    other.set("t:key:k1", "revoked")
+    assert reads.get("t:key:k1", max_age_s=5) == "revoked"
+    time.sleep(0.15)
+    before = _gets(other)
+    assert reads.get("t:key:k1", max_age_s=0.1) == "revoked"
+    assert _gets(other) == before + 1, "a value older than the read's bound was served"
+
+
 def test_a_redis_that_refuses_tracking_is_read_every_time(tmp_path: Any) -> None:
     server = RedisServer(tmp_path / "acl").start()
     try:

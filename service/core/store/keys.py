@@ -10,7 +10,11 @@ ALL_TENANTS = "*all"  # the every-tenant scope of indexes and counters (not a va
 
 
 def api_key(key_id: str) -> str:
-    return f"{PREFIX}:apikey:{key_id}"
+    return f"{api_key_prefix()}{key_id}"
+
+
+def api_key_prefix() -> str:
+    return f"{PREFIX}:apikey:"
 
 
 def api_keys_index() -> str:

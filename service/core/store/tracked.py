@@ -39,13 +39,13 @@ class TrackedReads:
     def __init__(
         self,
         client: redis.Redis,
-        prefix: str,
+        prefixes: str | tuple[str, ...],
         max_age_s: float,
         max_entries: int = 10_000,
         retry_s: float = 5.0,
     ) -> None:
         self._client = client
-        self._prefix = prefix
+        self._prefixes = (prefixes,) if isinstance(prefixes, str) else prefixes
         self._max_age_s = max_age_s
         self._max_entries = max_entries
         self._retry_s = retry_s
@@ -61,13 +61,17 @@ class TrackedReads:
         # under concurrent reads).
         self.stats = {"hits": 0, "misses": 0, "invalidations": 0, "resets": 0}
 
-    def get(self, key: str) -> Any:
-        """``GET key`` (the client's decoding), from memory when Redis has not changed it since."""
+    def get(self, key: str, max_age_s: float | None = None) -> Any:
+        """``GET key`` (the client's decoding), from memory when Redis has not changed it since.
+
+        ``max_age_s`` tightens the process-wide bound for this read (an API key's is shorter).
+        """
         now = time.monotonic()
         if not self._current(now):
             return self._client.get(key)
         held = self._values.get(key)  # no lock: one dict read, and pushes were applied just now
-        if held is not None and now - held[0] < self._max_age_s:
+        limit = self._max_age_s if max_age_s is None else min(max_age_s, self._max_age_s)
+        if held is not None and now - held[0] < limit:
             self.stats["hits"] += 1
             return held[1]
         with self._lock:
@@ -146,7 +150,7 @@ class TrackedReads:
             conn._parser.set_invalidation_push_handler(self._invalidated)
             for command in (
                 ("CLIENT", "SETNAME", CONNECTION_NAME),  # so CLIENT LIST shows what it is
-                ("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self._prefix),
+                ("CLIENT", "TRACKING", "ON", "BCAST", *(w for p in self._prefixes for w in ("PREFIX", p))),
             ):
                 conn.send_command(*command)
                 reply = conn.read_response()
