@@ -257,8 +257,9 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint(
     # Kill a worker once a checkpoint exists. The run may be anywhere past it by the time this
     # poll sees it (an idle machine trains faster than the logs are read), so what the test pins
     # is the rule, not a step: the next attempt starts from the newest checkpoint Ray Train
-    # registered before the kill, and no checkpoint can register after it (reporting one takes
-    # every worker).
+    # registered before the kill. No checkpoint can be reported after it (reporting one takes
+    # every worker), but one both workers reported just before it may still be registering when
+    # the snapshot is read here (CI saw 10 read, 20 resumed): that one, and no other, may follow.
     before = follow(run, lambda p: any(m["type"] == "checkpoint" for m in p.messages))
     wait_registered(tmp_path, "ftjob-lost")
     workers = ray_processes(ray_head, "RayTrainWorker")
@@ -270,17 +271,20 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint(
     after = follow(run, lambda p: False)
     assert after[-1].status == SUCCEEDED, (after[-1], jobs.logs(sid)[-3000:])
     started = messages(before + after, "started")
-    assert [s["resumed_from_step"] for s in started] == [None, registered]
+    resumed = [s["resumed_from_step"] for s in started]
+    assert resumed[0] is None and len(resumed) == 2, resumed
+    assert resumed[1] in (registered, registered + 10) and resumed[1] < 40, (resumed, registered)
+    start = resumed[1]
     metrics = messages(before + after, "metrics")
     # Every step's line came through.
-    assert sorted({m["step"] for m in metrics if m["step"] <= registered}) == list(range(1, registered + 1))
-    resumed = [m["step"] for m in messages(after, "metrics") if m["step"] > registered]
-    assert resumed[-(40 - registered) :] == list(range(registered + 1, 41))
+    assert sorted({m["step"] for m in metrics if m["step"] <= start}) == list(range(1, start + 1))
+    redone = [m["step"] for m in messages(after, "metrics") if m["step"] > start]
+    assert redone[-(40 - start) :] == list(range(start + 1, 41))
     # Steps the first attempt reported past the checkpoint were redone from it with the same
     # model, optimizer state and data, so they repeat their losses.
     losses: dict[int, list[float]] = {}
     for m in metrics:
-        if m["step"] > registered:
+        if m["step"] > start:
             losses.setdefault(m["step"], []).append(m["train_loss"])
     for step, seen_losses in losses.items():
         assert seen_losses == pytest.approx([seen_losses[0]] * len(seen_losses), abs=LOSS_TOLERANCE), step
