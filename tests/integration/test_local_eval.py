@@ -66,6 +66,10 @@ def run_experiment(
         "/v1/experiments",
         json={
             "training_file": training,
+            # Training seeded too: without a seed each job gets one picked at random (as OpenAI's
+            # do), and the quality margins below were measured with the trainer's old default, 42.
+            # Unseeded, one CI run trained to char_f1 0.11 / rouge_l 0.09 instead of 0.19 / 0.19.
+            "seed": 42,
             "prepare": {"split": {"test": split, "seed": 5}},
             "candidates": candidates,
         },
