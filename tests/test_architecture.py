@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +134,22 @@ def test_nothing_reads_outside_the_repository():
             if any(needle in text for needle in OUTSIDE):
                 offenders.append(str(path.relative_to(root)))
     assert offenders == []
+
+
+def test_no_log_call_passes_a_reserved_log_record_field_in_extra():
+    """``extra={"created": ...}`` raises KeyError inside the logging call: a Ray submit crashed its
+    train task that way after the Ray job was made. Every ``extra=`` dict literal is checked."""
+    reserved = set(logging.LogRecord("n", 0, "p", 0, "m", (), None).__dict__) | {"message", "asctime"}
+    found = []
+    for path in [*(REPO / "service").rglob("*.py"), *(REPO / "workers").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            for kw in node.keywords:
+                if kw.arg == "extra" and isinstance(kw.value, ast.Dict):
+                    found += [
+                        f"{path.relative_to(REPO)}:{node.lineno}: {k.value}"
+                        for k in kw.value.keys
+                        if isinstance(k, ast.Constant) and k.value in reserved
+                    ]
+    assert found == []

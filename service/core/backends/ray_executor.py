@@ -203,7 +203,7 @@ def _submit(ctx: TrainingContext, job: Job, jobs: RayJobs, attempt: RayAttempt) 
         },
         apply=submitted.put,
     )
-    log.info("ray job submitted", extra={"job_id": job.id, "submission_id": sid, "created": created})
+    log.info("ray job submitted", extra={"job_id": job.id, "submission_id": sid, "new_submission": created})
     return submitted
 
 
