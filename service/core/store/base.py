@@ -118,3 +118,15 @@ class Store:
                     return new
                 except redis.WatchError:
                     continue
+
+
+def claim_due(store: Store, key: str, now: float, lease_s: float, limit: int) -> list[str]:
+    """Members of the due-time sorted set ``key`` due by ``now``; each claimed one is pushed
+    ``lease_s`` ahead, so a task lost after its claim is due again then (a watchdog's lease)."""
+    due: list[str] = store.r.zrangebyscore(key, "-inf", now, start=0, num=limit)  # type: ignore[assignment]
+    claimed = []
+    for member in due:
+        # XX+GT: only move forward a member still present; a concurrent claim loses the race.
+        if store.r.zadd(key, {member: now + lease_s}, xx=True, gt=True, ch=True):
+            claimed.append(member)
+    return claimed

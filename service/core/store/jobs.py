@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.core.store import keys, stats
-from service.core.store.base import Change, Pipeline, Store, dumps, loads
+from service.core.store.base import Change, Pipeline, Store, claim_due, dumps, loads
 
 
 def key(job_id: str) -> str:
@@ -146,13 +146,7 @@ def unschedule_poll(store: Store, job_id: str, pipe: Pipeline | None = None) -> 
 
 def claim_due_polls(store: Store, now: float, lease_s: float, limit: int = 200) -> list[str]:
     """Jobs due for a poll; each is pushed ``lease_s`` ahead so a lost poll task retries later."""
-    due: list[str] = store.r.zrangebyscore(keys.poll_due(), "-inf", now, start=0, num=limit)  # type: ignore[assignment]
-    claimed = []
-    for job_id in due:
-        # XX+GT: only move forward a member still present; a concurrent claim loses the race.
-        if store.r.zadd(keys.poll_due(), {job_id: now + lease_s}, xx=True, gt=True, ch=True):
-            claimed.append(job_id)
-    return claimed
+    return claim_due(store, keys.poll_due(), now, lease_s, limit)
 
 
 def poll_due_at(store: Store, job_id: str) -> float | None:

@@ -9,7 +9,7 @@ sends the task again.
 
 from __future__ import annotations
 
-from service.core.store import keys
+from service.core.store import base, keys
 from service.core.store.base import Pipeline, Store
 
 WATCHDOG_S = 120.0  # a preparation not heard from for this long gets its task again
@@ -46,10 +46,4 @@ def done(store: Store, file_id: str) -> None:
 
 def claim_due(store: Store, now: float, limit: int = 100) -> list[str]:
     """Files whose entry fell due; each is pushed a watchdog period ahead (a lost claim retries)."""
-    due: list[str] = store.r.zrangebyscore(keys.files_preparing(), "-inf", now, start=0, num=limit)  # type: ignore[assignment]
-    claimed = []
-    for file_id in due:
-        # XX+GT: only a member still present moves, and only forward; a concurrent claim loses.
-        if store.r.zadd(keys.files_preparing(), {file_id: now + WATCHDOG_S}, xx=True, gt=True, ch=True):
-            claimed.append(file_id)
-    return claimed
+    return base.claim_due(store, keys.files_preparing(), now, WATCHDOG_S, limit)
